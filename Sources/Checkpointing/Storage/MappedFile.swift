@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A file mapped read-only into memory.
+///
+/// Opening maps the file without reading it: pages are read from disk when first touched, so
+/// opening a multi-GB checkpoint costs only the pages of its header. Tensors read from the
+/// file keep the mapping alive.
+///
+/// `@unchecked Sendable`: the mapping is read-only and immutable for its whole life, and it is
+/// unmapped only in `deinit`, when nothing can reach it any more.
+public final class MappedFile: @unchecked Sendable {
+    /// The path the file was opened from.
+    public let path: String
+    /// The file's bytes.
+    public let bytes: UnsafeRawBufferPointer
+    private let mapped: Bool
+
+    /// Maps the file at `path`.
+    public init(path: String) throws(CheckpointError) {
+        self.path = path
+        let fd = try SystemCalls.retrying("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        let size = try SystemCalls.fileSize(fd, path: path)
+        guard size > 0 else {
+            // mmap refuses length 0; an empty file still needs a valid, empty view.
+            bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: 64), count: 0)
+            mapped = false
+            return
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            throw SystemCalls.error("mmap", path: path, errno: errno)
+        }
+        bytes = UnsafeRawBufferPointer(start: base, count: size)
+        mapped = true
+    }
+
+    /// Hints that the whole file is about to be read in order, so the kernel reads ahead.
+    public func adviseSequentialRead() {
+        guard mapped else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count, MADV_SEQUENTIAL | MADV_WILLNEED)
+    }
+
+    deinit {
+        if mapped { munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count) }
+    }
+}
