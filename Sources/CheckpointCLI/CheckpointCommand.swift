@@ -1,12 +1,32 @@
 public import ArgumentParser
+import Logging
 
 /// The `ckpt` command: inspect, verify, convert and benchmark checkpoints.
-public struct CheckpointCommand: AsyncParsableCommand {
+///
+/// Exit codes: 0 success; 1 the operation failed (a damaged checkpoint, an I/O error, a
+/// mismatch), with a one-line message on standard error; 64 bad usage.
+public struct CheckpointCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "ckpt",
         abstract: "Save, load, inspect and convert machine-learning training checkpoints.",
-        subcommands: []
+        discussion: """
+            Exit codes: 0 success; 1 the operation failed (the message on standard error says \
+            what and where); 64 bad usage.
+            """,
+        subcommands: [
+            InspectCommand.self, VerifyCommand.self, ConvertCommand.self, BenchCommand.self, DemoCommand.self,
+        ]
     )
 
     public init() {}
+
+    /// Runs `ckpt` with the process's arguments: the whole of the executable's `main`.
+    public static func runMain() {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .warning
+            return handler
+        }
+        main()
+    }
 }

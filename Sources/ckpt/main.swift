@@ -1,3 +1,3 @@
 import CheckpointCLI
 
-await CheckpointCommand.main()
+CheckpointCommand.runMain()

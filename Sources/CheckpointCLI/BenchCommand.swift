@@ -1,0 +1,166 @@
+import ArgumentParser
+import Checkpointing
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ckpt bench [--scale X] [--json]`: the native format against the disk's own limit.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time a durable save, an open and a verified read of a GPT-2-small-shaped state.",
+        discussion: """
+            Each save is set beside a raw write of the same tensor bytes from the same memory with \
+            fsync, and beside `dd ... conv=fsync` of as many bytes, in the same run, so the figures \
+            say how close the save comes to the disk's limit. Build with -c release to measure.
+            """)
+
+    @Option(help: "Multiply every tensor's first dimension (1 = 584 tensors, 1.49 GB).")
+    var scale: Double = 1
+
+    @Option(name: .customLong("repeat"), help: "Repetitions; the median of each timing is reported.")
+    var repetitions: Int = 3
+
+    @Option(help: "Folder for the files (removed afterwards). Defaults to a temporary folder.")
+    var folder: String?
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard scale > 0 else { throw ValidationError("--scale must be positive") }
+        guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
+    }
+
+    func run() throws {
+        let directory = folder ?? FileManager.default.temporaryDirectory
+            .appendingPathComponent("ckpt-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+
+        let state = try SyntheticState.gpt2Small(scale: scale)
+        let tensors = state.tree.tensors.map(\.tensor)
+        let tensorBytes = tensors.reduce(0) { $0 + $1.byteCount }
+        let checkpointPath = directory + "/bench.safetensors"
+        let rawPath = directory + "/raw.bin"
+
+        var raw: [Double] = [], dd: [Double] = [], save: [Double] = [], open: [Double] = [], read: [Double] = []
+        var fileBytes = 0
+        for _ in 0..<repetitions {
+            raw.append(try time { try rawWrite(tensors, to: rawPath) })
+            try? FileManager.default.removeItem(atPath: rawPath)
+            if let seconds = try ddWrite(bytes: tensorBytes, to: rawPath) { dd.append(seconds) }
+            try? FileManager.default.removeItem(atPath: rawPath)
+            save.append(try time { try saveCheckpoint(state, filename: checkpointPath) })
+            dropFromPageCache(checkpointPath)
+            var file: CheckpointFile?
+            open.append(try time { file = try CheckpointFile.open(checkpointPath) })
+            fileBytes = file?.byteCount ?? 0
+            file = nil
+            dropFromPageCache(checkpointPath)
+            read.append(try time {
+                let opened = try CheckpointFile.open(checkpointPath)
+                try opened.verify()
+            })
+            try FileManager.default.removeItem(atPath: checkpointPath)
+        }
+
+        let result = BenchResult(
+            tensorCount: tensors.count, tensorBytes: tensorBytes, fileBytes: fileBytes, repeats: repetitions,
+            rawWriteFsync: median(raw), dd: dd.isEmpty ? nil : median(dd), save: median(save),
+            open: median(open), readVerify: median(read))
+        print(json ? result.json() : result.text())
+    }
+
+    private func time(_ body: () throws -> Void) throws -> Double {
+        let start = ContinuousClock.now
+        try body()
+        return (ContinuousClock.now - start).seconds
+    }
+
+    private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+    /// The disk's limit for these bytes: write them from the same memory, then fsync.
+    private func rawWrite(_ tensors: [Tensor], to path: String) throws {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw CleanExit.message("cannot create \(path)") }
+        defer { close(fd) }
+        for tensor in tensors {
+            try tensor.withUnsafeBytes { bytes in
+                var done = 0
+                while done < bytes.count {
+                    let written = write(fd, bytes.baseAddress! + done, bytes.count - done)
+                    guard written > 0 else { throw CleanExit.message("write to \(path) failed: errno \(errno)") }
+                    done += written
+                }
+            }
+        }
+        guard fsync(fd) == 0 else { throw CleanExit.message("fsync of \(path) failed: errno \(errno)") }
+    }
+
+    /// `dd if=/dev/zero of=PATH bs=4M count=N conv=fsync`, timed; `nil` when dd is not installed.
+    private func ddWrite(bytes: Int, to path: String) throws -> Double? {
+        guard FileManager.default.isExecutableFile(atPath: "/bin/dd") else { return nil }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/dd")
+        let blocks = max(1, (bytes + (4 << 20) - 1) / (4 << 20))
+        process.arguments = ["if=/dev/zero", "of=\(path)", "bs=4M", "count=\(blocks)", "conv=fsync"]
+        process.standardError = FileHandle.nullDevice
+        let start = ContinuousClock.now
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus == 0 ? (ContinuousClock.now - start).seconds : nil
+    }
+
+    /// Evicts a file's (clean) pages, so the next read comes from the disk.
+    private func dropFromPageCache(_ path: String) {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+        close(fd)
+    }
+}
+
+struct BenchResult {
+    var tensorCount: Int
+    var tensorBytes: Int
+    var fileBytes: Int
+    var repeats: Int
+    var rawWriteFsync: Double
+    var dd: Double?
+    var save: Double
+    var open: Double
+    var readVerify: Double
+
+    func text() -> String {
+        var rows = [["step", "time", "throughput", "vs raw write"]]
+        func row(_ name: String, _ seconds: Double, bytes: Int, compare: Bool) {
+            rows.append([
+                name, String(format: "%.3f s", seconds), Units.rate(bytes: bytes, seconds: seconds),
+                compare ? String(format: "%.2fx", rawWriteFsync / seconds) : "",
+            ])
+        }
+        row("raw write + fsync", rawWriteFsync, bytes: tensorBytes, compare: true)
+        if let dd { row("dd conv=fsync", dd, bytes: tensorBytes, compare: true) }
+        row("durable save", save, bytes: fileBytes, compare: true)
+        rows.append(["open (header only)", String(format: "%.2f ms", open * 1000), "", ""])
+        row("open + verified read (cold)", readVerify, bytes: fileBytes, compare: false)
+        return """
+            GPT-2-small-shaped state: \(tensorCount) tensors, \(Units.bytes(tensorBytes)) of tensor data, \
+            \(Units.bytes(fileBytes)) file; median of \(repeats)
+            \(Units.table(rows, rightAligned: [1, 2, 3]))
+            """
+    }
+
+    func json() -> String {
+        var object: [String: Any] = [
+            "tensor_count": tensorCount, "tensor_bytes": tensorBytes, "file_bytes": fileBytes, "repeats": repeats,
+            "raw_write_fsync_seconds": rawWriteFsync, "save_seconds": save,
+            "save_vs_raw": rawWriteFsync / save, "open_seconds": open, "read_verify_seconds": readVerify,
+        ]
+        if let dd { object["dd_fsync_seconds"] = dd }
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,132 @@
+import ArgumentParser
+import Checkpointing
+import Crypto
+import Foundation
+
+/// `ckpt inspect PATH [--json] [--hashes]`.
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show a checkpoint's format, run name, timestamp and tensors.")
+
+    @Argument(help: "The checkpoint file.")
+    var path: String
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    @Flag(help: "Add the SHA-256 of each tensor's raw little-endian row-major bytes.")
+    var hashes = false
+
+    func run() throws {
+        let report = try InspectReport(path: path, hashes: hashes)
+        print(json ? report.json() : report.text())
+    }
+}
+
+/// What `ckpt inspect` shows, built once and printed as text or JSON.
+struct InspectReport {
+    struct TensorRow {
+        var path: String
+        var dtype: String
+        var shape: [Int]
+        var bytes: Int
+        var sha256: String?
+    }
+
+    var path: String
+    var format: String
+    var fileBytes: Int
+    var runName: String?
+    var timestamp: Timestamp?
+    var tensors: [TensorRow]
+
+    init(path: String, hashes: Bool) throws {
+        let file = try CheckpointFile.open(path)
+        self.path = path
+        format = file.formatName
+        fileBytes = file.byteCount
+        let state = try? TrainingState(tree: file.tree)
+        let stateDict = file.tree.dictValue?["state"]?.dictValue
+        runName = stateDict?["run_name"] != nil ? state?.runName : nil
+        timestamp = stateDict?["timestamp"] != nil ? state?.timestamp : nil
+        tensors = file.tree.tensors.map { entry in
+            TensorRow(
+                path: entry.path, dtype: entry.tensor.dtype.rawValue, shape: entry.tensor.shape,
+                bytes: entry.tensor.byteCount,
+                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil)
+        }
+    }
+
+    var totalTensorBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
+
+    func text() -> String {
+        var lines = [
+            "path:      \(path)",
+            "format:    \(format)",
+            "size:      \(Units.bytes(fileBytes))",
+            "run name:  \(runName ?? "-")",
+        ]
+        if let timestamp {
+            lines.append(
+                "timestamp: epoch \(timestamp.epoch), batch \(timestamp.batch), sample \(timestamp.sample), token \(timestamp.token), total_wct \(timestamp.totalWct.seconds)s"
+            )
+        } else {
+            lines.append("timestamp: -")
+        }
+        lines.append("")
+        var table = [["tensor", "dtype", "shape", "bytes"] + (tensors.first?.sha256 != nil ? ["sha256"] : [])]
+        for row in tensors {
+            table.append(
+                [row.path, row.dtype, "[" + row.shape.map(String.init).joined(separator: ", ") + "]", String(row.bytes)]
+                    + (row.sha256.map { [$0] } ?? []))
+        }
+        lines.append(Units.table(table, rightAligned: [3]))
+        lines.append("")
+        lines.append("total: \(tensors.count) tensors, \(Units.bytes(totalTensorBytes)) of tensor data")
+        return lines.joined(separator: "\n")
+    }
+
+    func json() -> String {
+        var object: [String: Any] = [
+            "path": path,
+            "format": format,
+            "file_bytes": fileBytes,
+            "tensor_count": tensors.count,
+            "tensor_bytes": totalTensorBytes,
+            "run_name": runName.map { $0 as Any } ?? NSNull(),
+            "tensors": tensors.map { row -> [String: Any] in
+                var entry: [String: Any] = ["path": row.path, "dtype": row.dtype, "shape": row.shape, "bytes": row.bytes]
+                if let sha = row.sha256 { entry["sha256"] = sha }
+                return entry
+            },
+        ]
+        if let timestamp {
+            object["timestamp"] = [
+                "iteration": timestamp.iteration, "epoch": timestamp.epoch, "batch": timestamp.batch,
+                "sample": timestamp.sample, "token": timestamp.token,
+                "epoch_in_iteration": timestamp.epochInIteration, "token_in_iteration": timestamp.tokenInIteration,
+                "batch_in_epoch": timestamp.batchInEpoch, "sample_in_epoch": timestamp.sampleInEpoch,
+                "token_in_epoch": timestamp.tokenInEpoch, "total_wct": timestamp.totalWct.seconds,
+                "iteration_wct": timestamp.iterationWct.seconds, "epoch_wct": timestamp.epochWct.seconds,
+                "batch_wct": timestamp.batchWct.seconds,
+            ] as [String: Any]
+        } else {
+            object["timestamp"] = NSNull()
+        }
+        // Only plain JSON types go in, so serialization cannot fail.
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension Duration {
+    /// Seconds as a float.
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+extension Digest {
+    var hexString: String { map { String(format: "%02x", $0) }.joined() }
+}

@@ -1,0 +1,22 @@
+import ArgumentParser
+import Checkpointing
+
+/// `ckpt verify PATH`: exit 0 when intact, 1 with a message naming what is wrong.
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check a checkpoint's structure and every tensor's checksum.",
+        discussion: "Exits 0 when the file is intact, 1 with a message naming what is wrong.")
+
+    @Argument(help: "The checkpoint file.")
+    var path: String
+
+    func run() throws {
+        let file = try CheckpointFile.open(path)
+        try file.verify()
+        let tensors = file.tree.tensors
+        let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }
+        let checked = file.hasChecksums ? "checksums match" : "structure valid (the file records no checksums)"
+        print("ok: \(path): \(file.formatName), \(tensors.count) tensors, \(Units.bytes(bytes)); \(checked)")
+    }
+}

@@ -1,0 +1,41 @@
+/// The processes of a run and the collectives that coordinate them (SPEC §6.2).
+///
+/// ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:processGroup:)`` and
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:processGroup:)`` take
+/// one; the default, ``SingleProcessGroup``, is a run of one process. A multi-process
+/// implementation (Open MPI) lives in its own module.
+public protocol ProcessGroup: Sendable {
+    /// This process's global rank, `0..<worldSize`.
+    var rank: Int { get }
+    /// The number of processes.
+    var worldSize: Int { get }
+    /// This process's rank on its node.
+    var localRank: Int { get }
+    /// The number of processes on this node.
+    var localWorldSize: Int { get }
+    /// The index of this process's node.
+    var nodeRank: Int { get }
+
+    /// Returns when every process has called it, or throws after `timeout`.
+    func barrier(timeout: Duration) throws(CheckpointError)
+    /// Every process's `bytes`, indexed by rank, on every process.
+    func allGather(_ bytes: [UInt8], timeout: Duration) throws(CheckpointError) -> [[UInt8]]
+    /// `root`'s `bytes` on every process (other processes' `bytes` are ignored).
+    func broadcast(_ bytes: [UInt8], from root: Int, timeout: Duration) throws(CheckpointError) -> [UInt8]
+}
+
+/// A run of one process: every collective returns at once.
+public struct SingleProcessGroup: ProcessGroup {
+    public init() {}
+    public var rank: Int { 0 }
+    public var worldSize: Int { 1 }
+    public var localRank: Int { 0 }
+    public var localWorldSize: Int { 1 }
+    public var nodeRank: Int { 0 }
+    public func barrier(timeout: Duration) {}
+    public func allGather(_ bytes: [UInt8], timeout: Duration) -> [[UInt8]] { [bytes] }
+    public func broadcast(_ bytes: [UInt8], from root: Int, timeout: Duration) -> [UInt8] { bytes }
+}
+
+/// How long a rank waits for the others during a save or load before giving up.
+let collectiveTimeout: Duration = .seconds(1800)

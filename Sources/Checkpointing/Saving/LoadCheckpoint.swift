@@ -1,0 +1,171 @@
+import Logging
+
+/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:processGroup:)`` found.
+public struct LoadResult: Sendable {
+    /// The file that was loaded (the path with its variables filled in).
+    public var path: String
+    /// Model keys the target state has and the checkpoint lacks (they keep their values).
+    public var missingKeys: [String]
+    /// Model keys the checkpoint has and the target state lacks (they were not loaded).
+    public var unexpectedKeys: [String]
+    /// This rank's random-number-generator state, when the checkpoint holds one for every rank.
+    public var rng: StateValue?
+    /// Ignore-keys patterns that matched nothing.
+    public var unmatchedIgnoreKeys: [String]
+}
+
+/// Loads a checkpoint into a training state (SPEC §3), as Composer's `load_checkpoint` does.
+///
+/// The format is recognised from the file's bytes. Native files are memory-mapped and their
+/// checksums verified before anything is applied. `state` changes only when the whole load
+/// succeeds.
+///
+/// In a full load every part the checkpoint holds replaces the state's (optimizers,
+/// schedulers, timestamp, ...); the model is loaded key by key. In a weights-only load only
+/// the model is loaded. Strict (the default) refuses a checkpoint whose model keys differ from
+/// `state.model`'s and lists both sides; non-strict loads the keys both have and returns the
+/// rest. A key whose tensor differs in dtype or shape is always an error.
+///
+/// - Parameters:
+///   - path: The checkpoint's path; it may hold `{rank}`, `{local_rank}`, `{world_size}`,
+///     `{local_world_size}`, `{node_rank}` and `{run_name}` (from `state.runName`).
+///   - state: The state to load into; its model keys are the ones expected.
+///   - weightsOnly: Load only the model.
+///   - strict: Refuse missing or unexpected model keys.
+///   - ignoreKeys: Parts of the checkpoint to leave out (paths from its root, `state/...`).
+///   - verifyChecksums: Check every tensor against its recorded checksum (native files).
+///   - processGroup: The processes of the run.
+@discardableResult
+public func loadCheckpoint(
+    _ path: String,
+    into state: inout TrainingState,
+    weightsOnly: Bool = false,
+    strict: Bool = true,
+    ignoreKeys: IgnoreKeys? = nil,
+    verifyChecksums: Bool = true,
+    processGroup: any ProcessGroup = SingleProcessGroup()
+) throws -> LoadResult {
+    let (file, loaded, tree, unmatched) = try readTrainingState(
+        path, runName: state.runName, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
+        processGroup: processGroup)
+
+    var result = state
+    var missing: [String] = []
+    var unexpected: [String] = []
+    var mismatched: [String] = []
+    for (key, current) in state.model {
+        guard let incoming = loaded.model[key] else {
+            missing.append(key.description)
+            continue
+        }
+        if case .tensor(let have) = current, case .tensor(let got) = incoming,
+            have.dtype != got.dtype || have.shape != got.shape
+        {
+            mismatched.append(
+                "\(key): checkpoint has \(got.dtype.rawValue) \(got.shape), model has \(have.dtype.rawValue) \(have.shape)")
+            continue
+        }
+        result.model[key] = incoming
+    }
+    for key in loaded.model.keys where state.model[key] == nil { unexpected.append(key.description) }
+    guard mismatched.isEmpty else {
+        throw CheckpointError(
+            .keyMismatch, "model tensors differ in dtype or shape: " + listed(mismatched), path: file.path)
+    }
+    if strict && !(missing.isEmpty && unexpected.isEmpty) {
+        var parts: [String] = []
+        if !missing.isEmpty { parts.append("missing from the checkpoint: " + listed(missing)) }
+        if !unexpected.isEmpty { parts.append("unexpected in the checkpoint: " + listed(unexpected)) }
+        throw CheckpointError(
+            .keyMismatch,
+            "the checkpoint's model keys do not match the model (\(parts.joined(separator: "; "))); load with strict: false to load the keys both have",
+            path: file.path)
+    }
+
+    var rng: StateValue?
+    if !weightsOnly {
+        let saved = tree.dictValue?["state"]?.dictValue ?? [:]
+        if saved["optimizers"] != nil { result.optimizers = loaded.optimizers }
+        if saved["schedulers"] != nil { result.schedulers = loaded.schedulers }
+        if saved["algorithms"] != nil { result.algorithms = loaded.algorithms }
+        if saved["callbacks"] != nil { result.callbacks = loaded.callbacks }
+        if saved["scaler"] != nil { result.scaler = loaded.scaler }
+        if saved["timestamp"] != nil { result.timestamp = loaded.timestamp }
+        if saved["rank_zero_seed"] != nil { result.rankZeroSeed = loaded.rankZeroSeed }
+        if saved["run_name"] != nil { result.runName = loaded.runName }
+        if saved["dataset_state"] != nil { result.datasetState = loaded.datasetState }
+        if saved["integrations"] != nil { result.integrations = loaded.integrations }
+        if saved["metadata"] != nil { result.metadata = loaded.metadata }
+        for (key, value) in loaded.extra { result.extra[key] = value }
+        if !loaded.rng.isEmpty {
+            if loaded.rng.count == processGroup.worldSize {
+                result.rng = loaded.rng
+                rng = loaded.rng[processGroup.rank]
+            } else {
+                logger.warning(
+                    "not restoring rng state: the checkpoint holds \(loaded.rng.count) rng entries but the run has \(processGroup.worldSize) ranks")
+            }
+        }
+    }
+    state = result
+    return LoadResult(
+        path: file.path, missingKeys: missing, unexpectedKeys: unexpected, rng: rng, unmatchedIgnoreKeys: unmatched)
+}
+
+/// Loads a checkpoint as a new training state, with no model to compare keys against.
+///
+/// Use it to read a checkpoint's contents; use
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:processGroup:)`` to
+/// resume a run.
+public func loadCheckpoint(
+    _ path: String,
+    weightsOnly: Bool = false,
+    ignoreKeys: IgnoreKeys? = nil,
+    verifyChecksums: Bool = true,
+    processGroup: any ProcessGroup = SingleProcessGroup()
+) throws -> TrainingState {
+    var state = TrainingState()
+    let (_, loaded, _, _) = try readTrainingState(
+        path, runName: "", ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums, processGroup: processGroup)
+    if weightsOnly {
+        state.model = loaded.model
+    } else {
+        state = loaded
+    }
+    return state
+}
+
+/// Opens, verifies and filters a checkpoint, and reads its training state.
+private func readTrainingState(
+    _ pathTemplate: String, runName: String, ignoreKeys: IgnoreKeys?, verifyChecksums: Bool,
+    processGroup: any ProcessGroup
+) throws -> (CheckpointFile, TrainingState, StateValue, [String]) {
+    let template = try FilenameTemplate(pathTemplate, allowedVariables: FilenameTemplate.loadVariables)
+    let path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
+    let file = try CheckpointFile.open(path)
+    if verifyChecksums { try file.verify() }
+    var tree = file.tree
+    var unmatched: [String] = []
+    if let ignoreKeys {
+        unmatched = try ignoreKeys.apply(to: &tree)
+        for pattern in unmatched {
+            logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in \(path)")
+        }
+    }
+    do {
+        return (file, try TrainingState(tree: tree), tree, unmatched)
+    } catch {
+        throw error.at(path: path)
+    }
+}
+
+/// Up to 20 items of a list, with a count of the rest.
+private func listed(_ items: [String]) -> String {
+    let shown = items.prefix(20).joined(separator: ", ")
+    return items.count > 20 ? "\(shown) and \(items.count - 20) more" : shown
+}
+
+extension FilenameTemplate {
+    /// The variables a load path may use: those known before the checkpoint is read.
+    static let loadVariables: Set<Variable> = [.runName, .rank, .localRank, .worldSize, .localWorldSize, .nodeRank]
+}

@@ -1,0 +1,124 @@
+import Logging
+
+let logger = Logger(label: "swift-checkpointing")
+
+/// Saves a training state (SPEC §2), as Composer's `save_checkpoint` does.
+///
+/// The file name is a ``FilenameTemplate`` filled from the state's timestamp and run name and
+/// the process's rank; its extension chooses the format (`.safetensors` or none: the native
+/// format). Missing folders are created. Only global rank 0 writes; every rank returns the
+/// same paths. The write is atomic and durable: the file appears under its name complete and
+/// flushed to disk, or not at all, and a file it replaces stays intact until then.
+///
+/// ```swift
+/// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")
+/// ```
+///
+/// - Parameters:
+///   - state: The state to save.
+///   - filename: The file name template (default `ep{epoch}-ba{batch}-rank{rank}`).
+///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`, no rng.
+///   - ignoreKeys: Parts to leave out; a pattern that matches nothing is logged as a warning.
+///   - processGroup: The processes of the run (default: this process alone).
+/// - Returns: The saved paths, indexed by rank.
+@discardableResult
+public func saveCheckpoint(
+    _ state: TrainingState,
+    filename: String = "ep{epoch}-ba{batch}-rank{rank}",
+    weightsOnly: Bool = false,
+    ignoreKeys: IgnoreKeys? = nil,
+    processGroup: any ProcessGroup = SingleProcessGroup()
+) throws -> [String] {
+    try saveCheckpoint(
+        tree: state.tree, filename: filename, runName: state.runName, timestamp: state.timestamp,
+        weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, processGroup: processGroup)
+}
+
+/// Saves any checkpoint tree, with the template's variables taken from `runName` and `timestamp`.
+///
+/// This is what `ckpt convert` uses: it keeps every part of a tree, Composer layout or not.
+/// `weightsOnly` needs a tree in Composer's layout (a `"state"` dict at its root).
+@discardableResult
+public func saveCheckpoint(
+    tree: StateValue,
+    filename: String,
+    runName: String = "",
+    timestamp: Timestamp = Timestamp(),
+    weightsOnly: Bool = false,
+    ignoreKeys: IgnoreKeys? = nil,
+    processGroup: any ProcessGroup = SingleProcessGroup()
+) throws -> [String] {
+    let template = try FilenameTemplate(filename)
+    let path = template.render(
+        FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup))
+    let target = SaveTarget(path: path)
+    try target.checkSupported(path: path)
+
+    var outcome: Result<String, any Error> = .success(path)
+    if processGroup.rank == 0 {
+        outcome = Result {
+            var selected = weightsOnly ? try weightsOnlyTree(tree) : tree
+            if let ignoreKeys {
+                for pattern in try ignoreKeys.apply(to: &selected) {
+                    logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in the checkpoint being saved")
+                }
+            }
+            try writeNative(selected, to: path)
+            logger.debug("saved checkpoint", metadata: ["path": "\(path)"])
+            return path
+        }
+    }
+    // Every rank learns rank 0's outcome, so no rank reports success for a file that failed.
+    let message: [UInt8]
+    switch outcome {
+    case .success(let path): message = [1] + Array(path.utf8)
+    case .failure(let error): message = [0] + Array("\(error)".utf8)
+    }
+    let shared = try processGroup.broadcast(message, from: 0, timeout: collectiveTimeout)
+    if case .failure(let error) = outcome { throw error }
+    guard let status = shared.first, status == 1 else {
+        throw CheckpointError(
+            .distributed, "rank 0 failed to save the checkpoint: \(String(decoding: shared.dropFirst(), as: UTF8.self))")
+    }
+    return [String(decoding: shared.dropFirst(), as: UTF8.self)]
+}
+
+/// Writes `tree` to `path` in the native format, atomically and durably.
+func writeNative(_ tree: StateValue, to path: String) throws(CheckpointError) {
+    let layout = try NativeFormat.layout(tree)
+    let file = try AtomicFileWriter(path: path, expectedSize: layout.totalSize)
+    do {
+        try NativeFormat.write(layout, to: file)
+        try file.commit()
+    } catch {
+        file.abort()
+        throw error
+    }
+}
+
+/// `{"state": {"model", "integrations", "metadata"}}`: what a weights-only checkpoint keeps (SPEC §2.4).
+func weightsOnlyTree(_ tree: StateValue) throws(CheckpointError) -> StateValue {
+    guard let state = tree.dictValue?["state"]?.dictValue else {
+        throw CheckpointError(
+            .invalidState, "weights-only needs a training checkpoint with a \"state\" dict at its root; this tree has none")
+    }
+    var kept = StateDict()
+    for key in ["model", "integrations", "metadata"] {
+        if let value = state[key] { kept[key] = value }
+    }
+    return .dict(["state": .dict(kept)])
+}
+
+extension FilenameValues {
+    /// The template variables of a save: the timestamp, the run name and this process's ranks.
+    init(timestamp: Timestamp, runName: String, processGroup: any ProcessGroup) {
+        self.init(
+            runName: runName, rank: processGroup.rank, localRank: processGroup.localRank,
+            worldSize: processGroup.worldSize, localWorldSize: processGroup.localWorldSize,
+            nodeRank: processGroup.nodeRank, epoch: timestamp.epoch, batch: timestamp.batch,
+            batchInEpoch: timestamp.batchInEpoch, sample: timestamp.sample,
+            sampleInEpoch: timestamp.sampleInEpoch, token: timestamp.token,
+            tokenInEpoch: timestamp.tokenInEpoch, totalWct: timestamp.totalWct.secondsValue,
+            epochWct: timestamp.epochWct.secondsValue, batchWct: timestamp.batchWct.secondsValue)
+    }
+}
