@@ -109,6 +109,9 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         return try body(buffer.bytes)
     }
 
+    /// The XXH3-64 of the tensor's bytes: the checksum the native format records for it.
+    public var checksum: UInt64 { withUnsafeBytes(TensorChecksum.of) }
+
     /// The bytes as an array (a copy).
     public var bytes: [UInt8] { Array(buffer.bytes) }
 
