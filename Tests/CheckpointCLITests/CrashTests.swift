@@ -1,0 +1,60 @@
+import Checkpointing
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// SPEC §2.7: a process killed in the middle of a save leaves the previous file intact and
+/// nothing under the final name that was not completely written.
+@Suite struct CrashTests {
+    @Test func killedSaveLeavesThePreviousCheckpointIntact() throws {
+        let folder = try TemporaryFolder()
+        let target = folder.file("ckpt.safetensors")
+
+        // The checkpoint that must survive.
+        var previous = TrainingState(runName: "previous")
+        previous.model["w"] = .tensor(try Tensor(shape: [4], scalars: [Float](repeating: 1.5, count: 4)))
+        try saveCheckpoint(previous, filename: target)
+
+        // A large source, so the child spends long enough writing to be caught in the act.
+        let big = folder.file("big.safetensors")
+        var large = TrainingState(runName: "large")
+        for index in 0..<8 {
+            large.model["layer\(index)"] = .tensor(
+                try Tensor(dtype: .float32, shape: [32 << 20]) { bytes in
+                    bytes.initializeMemory(as: UInt8.self, repeating: UInt8(index + 1))
+                })
+        }
+        try saveCheckpoint(large, filename: big)
+
+        let child = try CLI.start(["convert", big, target])
+        var sawPartial = false
+        let deadline = ContinuousClock.now + .seconds(60)
+        while child.isRunning && ContinuousClock.now < deadline {
+            let partials = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+                .filter { $0.hasPrefix(".ckpt.safetensors.partial-") }
+            if let partial = partials.first,
+                let size = try? FileManager.default.attributesOfItem(atPath: folder.file(partial))[.size] as? Int,
+                size > 64 << 20
+            {
+                kill(child.processIdentifier, SIGKILL)
+                sawPartial = true
+                break
+            }
+            usleep(200)
+        }
+        child.waitUntilExit()
+        try #require(sawPartial, "the child finished before it could be killed mid-save")
+        #expect(child.terminationReason == .uncaughtSignal)
+
+        // The final name still holds the previous checkpoint, complete and verified.
+        let survivor = try CheckpointFile.open(target)
+        try survivor.verify()
+        let loaded = try loadCheckpoint(target)
+        #expect(loaded == previous)
+        // The half-written file never took the final name.
+        #expect(survivor.byteCount < 1 << 20)
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing need and a fresh machine may lack: Debian's libxxhash-dev
+# (the native format's checksum) and pkg-config; with --test, also Python's safetensors and
+# numpy, which the interop tests use as the reference reader. Installs only what is missing.
+set -euo pipefail
+
+missing=()
+[ -f /usr/include/xxhash.h ] || missing+=(libxxhash-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  if ! python3 -c "import safetensors, numpy" 2>/dev/null; then
+    echo "installing Python packages safetensors numpy" >&2
+    python3 -m pip install --quiet --disable-pip-version-check safetensors numpy
+  fi
+fi
