@@ -56,5 +56,15 @@ import Glibc
         #expect(loaded == previous)
         // The half-written file never took the final name.
         #expect(survivor.byteCount < 1 << 20)
+
+        // The next save of that name clears the dead process's temporary.
+        #expect(try partials(in: folder).count == 1)
+        try saveCheckpoint(large, filename: target)
+        #expect(try partials(in: folder).isEmpty)
+        #expect(try loadCheckpoint(target) == large)
+    }
+
+    private func partials(in folder: TemporaryFolder) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.contains(".partial-") }
     }
 }

@@ -63,7 +63,7 @@ public func saveCheckpoint(
                     logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in the checkpoint being saved")
                 }
             }
-            try writeNative(selected, to: path)
+            try NativeFormat.save(selected, to: path)
             logger.debug("saved checkpoint", metadata: ["path": "\(path)"])
             return path
         }
@@ -81,19 +81,6 @@ public func saveCheckpoint(
             .distributed, "rank 0 failed to save the checkpoint: \(String(decoding: shared.dropFirst(), as: UTF8.self))")
     }
     return [String(decoding: shared.dropFirst(), as: UTF8.self)]
-}
-
-/// Writes `tree` to `path` in the native format, atomically and durably.
-func writeNative(_ tree: StateValue, to path: String) throws(CheckpointError) {
-    let layout = try NativeFormat.layout(tree)
-    let file = try AtomicFileWriter(path: path, expectedSize: layout.totalSize)
-    do {
-        try NativeFormat.write(layout, to: file)
-        try file.commit()
-    } catch {
-        file.abort()
-        throw error
-    }
 }
 
 /// `{"state": {"model", "integrations", "metadata"}}`: what a weights-only checkpoint keeps (SPEC §2.4).

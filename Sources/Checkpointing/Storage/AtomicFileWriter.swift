@@ -8,9 +8,11 @@ import Darwin
 /// (SPEC §2.7).
 ///
 /// The bytes go to a hidden temporary file in the target folder
-/// (`.NAME.partial-PID-RANDOM`); ``commit()`` flushes it, renames it over the final name and
-/// flushes the folder. A crash at any instant leaves either the previous file or the new one
-/// under the final name, never a mix; ``abort()`` (or a failed commit) removes the temporary.
+/// (`.NAME.partial-HOST-PID-RANDOM`); ``commit()`` flushes it, renames it over the final name
+/// and flushes the folder. A crash at any instant leaves either the previous file or the new
+/// one under the final name, never a mix; ``abort()`` (or a failed commit) removes the
+/// temporary. A temporary left by a killed process is removed by the next save of the same
+/// name on the same host, once that process is gone.
 final class AtomicFileWriter: SeekableByteSink {
     let finalPath: String
     let temporaryPath: String
@@ -42,10 +44,36 @@ final class AtomicFileWriter: SeekableByteSink {
                 }
             }
         }
-        temporaryPath = FilePaths.join(folder, ".\(name).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let prefix = ".\(name).partial-\(Self.hostName)-"
+        Self.removeAbandonedTemporaries(in: folder, prefix: prefix)
+        temporaryPath = FilePaths.join(folder, prefix + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         let temporaryPath = temporaryPath
         fd = try SystemCalls.retrying("create", path: temporaryPath) {
             open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        }
+    }
+
+    /// This host's name, so a temporary is only ever judged abandoned by a process on the host
+    /// whose process ids it carries (a shared file system may hold other hosts' live saves).
+    private static let hostName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }()
+
+    /// Removes `prefix`-named temporaries whose writing process no longer exists.
+    private static func removeAbandonedTemporaries(in folder: String, prefix: String) {
+        guard let directory = opendir(folder) else { return }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix(prefix),
+                let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ Int32($0) }),
+                kill(pid, 0) != 0, errno == ESRCH
+            else { continue }
+            unlink(FilePaths.join(folder, name))
         }
     }
 

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// Any safetensors reader loads its tensors, named by their flattened paths; this library
 /// also restores the tree around them and checks every tensor against its checksum.
-enum NativeFormat {
+enum NativeFormat: CheckpointFormat {
     /// `__metadata__` keys.
     enum MetadataKey {
         /// `"pt"`, as the `safetensors` package writes it, so tools that check it accept the file.
@@ -27,8 +27,9 @@ enum NativeFormat {
         /// The header's length including padding, the same before and after checksumming.
         var headerLength: Int
         var dataLength: Int
-        var totalSize: Int { 8 + headerLength + dataLength }
     }
+
+    static func size(of layout: Layout) -> Int { 8 + layout.headerLength + layout.dataLength }
 
     /// Lays `tree` out: collects its tensors, orders them so that each is aligned to its
     /// element size (largest elements first, then by name), and sizes the header.
@@ -58,7 +59,8 @@ enum NativeFormat {
             offset += tensor.byteCount
         }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        // Sorted keys: the same tree gives the same bytes in every process.
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         let treeJSON: String
         do {
             treeJSON = String(decoding: try encoder.encode(node), as: UTF8.self)
@@ -144,20 +146,9 @@ enum NativeFormat {
     /// large enough that the system-call count stays negligible.
     static let chunkSize = 4 << 20
 
-    /// A file read by ``read(_:)``.
-    struct Contents {
-        var tree: StateValue
-        /// Recorded checksums by flattened path; empty for a plain safetensors file.
-        var checksums: [String: UInt64]
-        /// `__metadata__` as stored.
-        var metadata: [String: String]
-        /// Whether the file carries this library's tree (not a plain safetensors file).
-        var isNative: Bool
-    }
-
     /// Reads a safetensors file: the tree and checksums of a native file, or a tree whose root
     /// holds a plain file's tensors under their names, in file order. Tensor bytes stay mapped.
-    static func read(_ file: MappedFile) throws(CheckpointError) -> Contents {
+    static func read(_ file: MappedFile) throws(CheckpointError) -> FormatContents {
         do throws(CheckpointError) {
             let header = try SafetensorsHeader(parsing: file.bytes)
             var tensors: [String: Tensor] = [:]
@@ -169,7 +160,7 @@ enum NativeFormat {
             }
             guard header.metadata[MetadataKey.format] == formatName else {
                 let root = StateDict(header.entries.map { (StateKey.string($0.name), StateValue.tensor(tensors[$0.name]!)) })
-                return Contents(tree: .dict(root), checksums: [:], metadata: header.metadata, isNative: false)
+                return FormatContents(tree: .dict(root), checksums: [:], metadata: header.metadata, isNative: false)
             }
             guard header.metadata[MetadataKey.version] == version else {
                 throw CheckpointError(
@@ -201,7 +192,7 @@ enum NativeFormat {
             if let orphan = tensors.keys.first(where: { !referenced.contains($0) }) {
                 throw CheckpointError(.malformed, "tensor \"\(orphan)\" is in the file but not in its tree")
             }
-            return Contents(tree: tree, checksums: checksums, metadata: header.metadata, isNative: true)
+            return FormatContents(tree: tree, checksums: checksums, metadata: header.metadata, isNative: true)
         } catch {
             throw error.at(path: file.path)
         }

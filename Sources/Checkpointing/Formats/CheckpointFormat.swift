@@ -1,0 +1,41 @@
+/// A file format that stores a whole checkpoint tree: the seam where each format plugs into
+/// saving (``SaveTarget``) and loading (``CheckpointFile/open(_:)``).
+protocol CheckpointFormat {
+    /// A tree prepared for writing, which knows the exact size of the file it makes.
+    associatedtype Layout
+
+    /// Prepares `tree` for writing; every check that can fail before a byte is written fails here.
+    static func layout(_ tree: StateValue) throws(CheckpointError) -> Layout
+    /// The size of the file `layout` makes, for the free-space check before writing.
+    static func size(of layout: Layout) -> Int
+    /// Writes the file to `sink`, which may be a local file, a compressor or an upload.
+    static func write(_ layout: Layout, to sink: any ByteSink) throws(CheckpointError)
+    /// Reads a file of this format; tensors stay in the mapping.
+    static func read(_ file: MappedFile) throws(CheckpointError) -> FormatContents
+}
+
+/// What reading a checkpoint file gives.
+struct FormatContents {
+    var tree: StateValue
+    /// Recorded checksums by flattened path; empty when the format records none.
+    var checksums: [String: UInt64]
+    /// Free-form metadata stored with the file.
+    var metadata: [String: String]
+    /// Whether the file carries a whole checkpoint tree, rather than only named tensors.
+    var isNative: Bool
+}
+
+extension CheckpointFormat {
+    /// Writes `tree` to `path` in this format, atomically and durably.
+    static func save(_ tree: StateValue, to path: String) throws(CheckpointError) {
+        let layout = try layout(tree)
+        let file = try AtomicFileWriter(path: path, expectedSize: size(of: layout))
+        do {
+            try write(layout, to: file)
+            try file.commit()
+        } catch {
+            file.abort()
+            throw error
+        }
+    }
+}
