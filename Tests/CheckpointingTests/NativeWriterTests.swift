@@ -58,3 +58,55 @@ import Testing
         #expect(layout.tensors.map(\.path) == ["state/model/big", "state/model/half", "state/model/a\\/b"])
     }
 }
+
+@Suite struct TreeDepthTests {
+    static func nested(_ depth: Int) -> StateValue {
+        var node: StateValue = .tensor(try! Tensor(shape: [1], scalars: [Float(1)]))
+        for level in 0..<depth { node = level % 2 == 0 ? .dict(["k": node]) : .list([node]) }
+        return node
+    }
+
+    @Test func theDeepestAllowedTreeRoundTrips() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("depth-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("deep.safetensors").path
+        let tree = Self.nested(TreeCoding.maximumDepth)
+        try NativeFormat.save(tree, to: path)
+        #expect(try CheckpointFile.open(path).tree == tree)
+    }
+
+    @Test func aDeeperTreeIsRefusedBeforeWriting() throws {
+        #expect {
+            try NativeFormat.layout(Self.nested(TreeCoding.maximumDepth + 1))
+        } throws: { error in
+            (error as? CheckpointError)?.code == .invalidArgument
+                && (error as? CheckpointError)?.message.contains("nested more than") == true
+        }
+    }
+}
+
+extension TreeDepthTests {
+    /// A hostile file whose tree nests deeper than any writer makes: refused, not recursed into.
+    @Test func aTooDeepTreeInAFileIsRefused() throws {
+        let depth = TreeCoding.maximumDepth + 5
+        let tree = String(repeating: #"{"list":["#, count: depth) + #"{"none":null}"# + String(repeating: "]}", count: depth)
+        let metadata = [
+            "format": "pt", "checkpoint_format": NativeFormat.formatName,
+            "checkpoint_format_version": NativeFormat.version, "checksum_algorithm": "xxh3-64",
+            "checksums": "{}", "tree": tree,
+        ]
+        var header = Array(try JSONSerialization.data(withJSONObject: ["__metadata__": metadata]))
+        header += Array(repeating: UInt8(ascii: " "), count: (8 - header.count % 8) % 8)
+        let length = UInt64(header.count)
+        let bytes = (0..<8).map { UInt8(truncatingIfNeeded: length >> ($0 * 8)) } + header
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("deep-\(UUID()).safetensors")
+        defer { try? FileManager.default.removeItem(at: path) }
+        try Data(bytes).write(to: path)
+        #expect {
+            try CheckpointFile.open(path.path)
+        } throws: { error in
+            (error as? CheckpointError)?.code == .malformed
+                && (error as? CheckpointError)?.message.contains("nested more than") == true
+        }
+    }
+}

@@ -136,8 +136,14 @@ enum TreeCoding {
 
     /// Rebuilds the tree from its description, looking each tensor up by its reference.
     static func decode(
-        _ node: TreeNode, tensor: (String) throws(CheckpointError) -> Tensor
+        _ node: TreeNode, depth: Int = 0, tensor: (String) throws(CheckpointError) -> Tensor
     ) throws(CheckpointError) -> StateValue {
+        guard depth <= maximumDepth else {
+            throw CheckpointError(.malformed, "the tree is nested more than \(maximumDepth) levels deep")
+        }
+        func child(_ node: TreeNode) throws(CheckpointError) -> StateValue {
+            try decode(node, depth: depth + 1, tensor: tensor)
+        }
         switch node {
         case .dict(let entries):
             var dict = StateDict()
@@ -152,16 +158,16 @@ enum TreeCoding {
                 guard dict[key] == nil else {
                     throw CheckpointError(.malformed, "the tree holds the key \"\(key)\" twice in one dict")
                 }
-                dict[key] = try decode(entry.v, tensor: tensor)
+                dict[key] = try child(entry.v)
             }
             return .dict(dict)
         case .list(let nodes):
             var elements: [StateValue] = []
-            for node in nodes { elements.append(try decode(node, tensor: tensor)) }
+            for node in nodes { elements.append(try child(node)) }
             return .list(elements)
         case .tuple(let nodes):
             var elements: [StateValue] = []
-            for node in nodes { elements.append(try decode(node, tensor: tensor)) }
+            for node in nodes { elements.append(try child(node)) }
             return .tuple(elements)
         case .string(let string): return .string(string)
         case .int(let text):
