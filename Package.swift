@@ -49,6 +49,7 @@ let package = Package(
                 "Checkpointing",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "BigInt", package: "BigInt"),
             ]
         ),
         .testTarget(

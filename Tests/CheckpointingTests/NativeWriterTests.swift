@@ -93,7 +93,7 @@ extension TreeDepthTests {
         let metadata = [
             "format": "pt", "checkpoint_format": NativeFormat.formatName,
             "checkpoint_format_version": NativeFormat.version, "checksum_algorithm": "xxh3-64",
-            "checksums": "{}", "tree": tree,
+            "checksums": "{}", "tree": tree, "tree_checksum": TensorChecksum.hex(of: tree),
         ]
         var header = Array(try JSONSerialization.data(withJSONObject: ["__metadata__": metadata]))
         header += Array(repeating: UInt8(ascii: " "), count: (8 - header.count % 8) % 8)

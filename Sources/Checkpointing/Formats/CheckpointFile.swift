@@ -27,7 +27,7 @@ public struct CheckpointFile: Sendable {
     public static func open(_ path: String) throws(CheckpointError) -> CheckpointFile {
         let file = try MappedFile(path: path)
         let prefix = UnsafeRawBufferPointer(rebasing: file.bytes.prefix(512))
-        guard let kind = FileKind.sniff(prefix) else {
+        guard let kind = FileKind.sniff(prefix, fileSize: file.bytes.count) else {
             throw CheckpointError(
                 .unsupportedFormat,
                 "is not a checkpoint this library recognises (neither safetensors, a PyTorch zip, a tar archive nor a compressed stream)",
@@ -78,7 +78,9 @@ public struct CheckpointFile: Sendable {
 
     /// Checks one tensor of this file against its recorded checksum; `nil` when it matches.
     func verify(_ tensor: Tensor, named name: String) -> CheckpointError? {
-        guard let recorded = checksums[name] else { return nil }
+        guard let recorded = checksums[name] else {
+            return CheckpointError(.malformed, "tensor \"\(name)\" has no recorded checksum", path: path)
+        }
         let actual = tensor.withUnsafeBytes(TensorChecksum.of)
         guard actual != recorded else { return nil }
         return CheckpointError(

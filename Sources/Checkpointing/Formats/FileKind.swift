@@ -10,10 +10,21 @@ public enum FileKind: String, Sendable, CaseIterable {
     case tar
     case gzip, bzip2, xz, lzma, zstd, lz4, lzop
 
-    /// Recognises the first bytes of a file (at least 512 are needed to see a tar header).
-    static func sniff(_ bytes: UnsafeRawBufferPointer) -> FileKind? {
+    /// Recognises a file of `fileSize` bytes from its first bytes (512 are enough for a tar header).
+    static func sniff(_ bytes: UnsafeRawBufferPointer, fileSize: Int) -> FileKind? {
         func starts(with magic: [UInt8]) -> Bool {
             bytes.count >= magic.count && zip(bytes, magic).allSatisfy { $0 == $1 }
+        }
+        // A safetensors header length, if the first 8 bytes can be one.
+        var safetensorsHeaderLength: Int? {
+            guard bytes.count >= 8 else { return nil }
+            let length = bytes.loadUnaligned(as: UInt64.self).littleEndian
+            return length <= UInt64(SafetensorsHeader.maximumLength) ? Int(length) : nil
+        }
+        // First the unmistakable case: a plausible length followed by the header's '{' (no other
+        // format here has '{' at byte 8), so no header length can pass for another magic number.
+        if let length = safetensorsHeaderLength, 8 + length <= fileSize, bytes.count > 8, bytes[8] == UInt8(ascii: "{") {
+            return .safetensors
         }
         if starts(with: [0x50, 0x4B, 0x03, 0x04]) || starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .torchZip }
         if starts(with: [0x1F, 0x8B]) { return .gzip }
@@ -27,7 +38,11 @@ public enum FileKind: String, Sendable, CaseIterable {
             return .torchLegacy
         }
         if bytes.count >= 262, Array(bytes[257..<262]) == Array("ustar".utf8) { return .tar }
-        if bytes.count >= 9, bytes[8] == UInt8(ascii: "{") { return .safetensors }
+        // Any other file with the header's '{' at byte 8, or whose first 8 bytes are a length
+        // that fits in it, goes to the safetensors parser, which then says exactly what is
+        // wrong with the header (a length past the end, a header that is not JSON, ...).
+        if bytes.count > 8, bytes[8] == UInt8(ascii: "{") { return .safetensors }
+        if let length = safetensorsHeaderLength, 8 + length <= fileSize { return .safetensors }
         // The legacy "lzma alone" header: properties byte (usually 0x5D), dictionary size, and an
         // uncompressed size that is either known or all ones.
         if bytes.count >= 13, bytes[0] < 225, bytes[1] == 0, bytes[4] <= 0x80 { return .lzma }

@@ -20,8 +20,11 @@ struct TensorChecksum: Sendable {
         XXH3_64bits(bytes.baseAddress, bytes.count)
     }
 
-    /// The checksum of `bytes` in recorded form.
-    static func hex(of bytes: UnsafeRawBufferPointer) -> String { hex(of(bytes)) }
+    /// The checksum of a string's UTF-8 bytes in recorded form.
+    static func hex(of text: String) -> String {
+        var text = text
+        return text.withUTF8 { hex(of(UnsafeRawBufferPointer($0))) }
+    }
 
     /// A checksum in recorded form.
     static func hex(_ value: UInt64) -> String {

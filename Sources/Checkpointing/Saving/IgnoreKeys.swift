@@ -21,17 +21,17 @@ public enum IgnoreKeys: Sendable, ExpressibleByArrayLiteral {
         case .globs(let patterns):
             let globs = patterns.map(Glob.init)
             var matched = Array(repeating: false, count: globs.count)
-            tree = Self.filter(tree, path: "", globs: globs, matched: &matched) ?? tree
+            tree = Self.filter(tree, path: nil, globs: globs, matched: &matched) ?? tree
             return zip(patterns, matched).filter { !$0.1 }.map(\.0)
         }
     }
 
     /// The node without its matching descendants, or `nil` when the node itself matches.
     private static func filter(
-        _ node: StateValue, path: String, globs: [Glob], matched: inout [Bool]
+        _ node: StateValue, path: String?, globs: [Glob], matched: inout [Bool]
     ) -> StateValue? {
         var removed = false
-        if !path.isEmpty {
+        if let path {
             for (index, glob) in globs.enumerated() where glob.matches(path) {
                 matched[index] = true
                 removed = true
@@ -56,11 +56,12 @@ public enum IgnoreKeys: Sendable, ExpressibleByArrayLiteral {
         default:
             result = node
         }
-        return removed ? nil : result
+        if removed { return nil }
+        return result
     }
 
     private static func filterElements(
-        _ elements: [StateValue], path: String, globs: [Glob], matched: inout [Bool]
+        _ elements: [StateValue], path: String?, globs: [Glob], matched: inout [Bool]
     ) -> [StateValue] {
         elements.enumerated().compactMap { index, element in
             filter(element, path: StatePath.join(path, String(index)), globs: globs, matched: &matched)

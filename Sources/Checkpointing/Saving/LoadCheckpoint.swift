@@ -46,7 +46,7 @@ public func loadCheckpoint(
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> LoadResult {
     let (file, loaded, tree, unmatched) = try readTrainingState(
-        path, runName: state.runName, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
+        path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
         processGroup: processGroup)
 
     var result = state
@@ -125,8 +125,9 @@ public func loadCheckpoint(
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> TrainingState {
     var state = TrainingState()
+    // No state, so no run name: a path that names {run_name} is refused, not filled with "".
     let (_, loaded, _, _) = try readTrainingState(
-        path, runName: "", ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums, processGroup: processGroup)
+        path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums, processGroup: processGroup)
     if weightsOnly {
         state.model = loaded.model
     } else {
@@ -137,10 +138,10 @@ public func loadCheckpoint(
 
 /// Opens, verifies and filters a checkpoint, and reads its training state.
 private func readTrainingState(
-    _ pathTemplate: String, runName: String, ignoreKeys: IgnoreKeys?, verifyChecksums: Bool,
-    processGroup: any ProcessGroup
+    _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>,
+    ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, processGroup: any ProcessGroup
 ) throws -> (CheckpointFile, TrainingState, StateValue, [String]) {
-    let template = try FilenameTemplate(pathTemplate, allowedVariables: FilenameTemplate.loadVariables)
+    let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
     let path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
     let file = try CheckpointFile.open(path)
     if verifyChecksums { try file.verify() }

@@ -62,8 +62,12 @@ public enum StatePath {
         return components
     }
 
-    /// Joins a parent path and one key.
-    static func join(_ parent: String, _ component: String) -> String {
-        parent.isEmpty ? component : parent + "/" + component
+    /// Joins a parent path and one escaped key; `nil` is the root.
+    ///
+    /// The root is not the empty string: a key `""` at the root has the path `""`, and its
+    /// child `x` the path `/x`, which stays distinct from the root's own child `x`.
+    static func join(_ parent: String?, _ component: String) -> String {
+        guard let parent else { return component }
+        return parent + "/" + component
     }
 }

@@ -78,12 +78,16 @@ public indirect enum StateValue: Sendable, Equatable {
     }
 
     /// Calls `body` for every tensor in the tree, with its flattened path, in tree order.
-    public func forEachTensor(
-        path: String = "", _ body: (_ path: String, _ tensor: Tensor) throws -> Void
+    public func forEachTensor(_ body: (_ path: String, _ tensor: Tensor) throws -> Void) rethrows {
+        try forEachTensor(path: nil, body)
+    }
+
+    private func forEachTensor(
+        path: String?, _ body: (_ path: String, _ tensor: Tensor) throws -> Void
     ) rethrows {
         switch self {
         case .tensor(let tensor):
-            try body(path, tensor)
+            try body(path ?? "", tensor)
         case .dict(let dict):
             for (key, value) in dict {
                 try value.forEachTensor(path: StatePath.join(path, key.pathComponent), body)
@@ -137,15 +141,15 @@ public indirect enum StateValue: Sendable, Equatable {
     }
 }
 
+// Deliberately not ExpressibleByNilLiteral: in an `Optional<StateValue>` context a `nil` that
+// meant `.none` would silently mean "absent" instead.
 extension StateValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
-    ExpressibleByBooleanLiteral, ExpressibleByNilLiteral, ExpressibleByArrayLiteral,
-    ExpressibleByDictionaryLiteral
+    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
 {
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int) { self = .int(BigInt(value)) }
     public init(floatLiteral value: Double) { self = .float(value) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
-    public init(nilLiteral: ()) { self = .none }
     public init(arrayLiteral elements: StateValue...) { self = .list(elements) }
     public init(dictionaryLiteral elements: (StateKey, StateValue)...) {
         self = .dict(StateDict(elements))

@@ -15,6 +15,8 @@ enum NativeFormat: CheckpointFormat {
         static let checksumAlgorithm = "checksum_algorithm"
         static let checksums = "checksums"
         static let tree = "tree"
+        /// The XXH3-64 of the tree's JSON: a damaged header cannot pass for another state.
+        static let treeChecksum = "tree_checksum"
     }
 
     static let formatName = "swift-checkpointing"
@@ -65,7 +67,8 @@ enum NativeFormat: CheckpointFormat {
         do {
             treeJSON = String(decoding: try encoder.encode(node), as: UTF8.self)
         } catch {
-            throw CheckpointError(.invalidArgument, "the tree cannot be described as JSON: \(error)")
+            // The error's description holds the whole tree: too long to be of use.
+            throw CheckpointError(.invalidArgument, "the tree cannot be described as JSON")
         }
         var layout = Layout(tensors: placed, tree: treeJSON, headerLength: 0, dataLength: offset)
         layout.headerLength = header(layout, checksums: nil).count
@@ -87,6 +90,7 @@ enum NativeFormat: CheckpointFormat {
         text += JSONText.quoted(MetadataKey.version) + ":" + JSONText.quoted(version) + ","
         text += JSONText.quoted(MetadataKey.checksumAlgorithm) + ":" + JSONText.quoted(TensorChecksum.algorithm) + ","
         text += JSONText.quoted(MetadataKey.checksums) + ":" + JSONText.quoted(sums) + ","
+        text += JSONText.quoted(MetadataKey.treeChecksum) + ":\"" + TensorChecksum.hex(of: layout.tree) + "\","
         text += JSONText.quoted(MetadataKey.tree) + ":" + JSONText.quoted(layout.tree) + "}"
         for entry in layout.tensors {
             text += "," + JSONText.quoted(entry.path) + ":{\"dtype\":\"" + entry.tensor.dtype.safetensorsName
@@ -173,9 +177,15 @@ enum NativeFormat: CheckpointFormat {
                     "the file's checksums use \(header.metadata[MetadataKey.checksumAlgorithm] ?? "no algorithm"), expected \(TensorChecksum.algorithm)")
             }
             let checksums = try decodeChecksums(header.metadata[MetadataKey.checksums], tensorNames: Set(tensors.keys))
+            let treeJSON = header.metadata[MetadataKey.tree] ?? ""
+            guard header.metadata[MetadataKey.treeChecksum] == TensorChecksum.hex(of: treeJSON) else {
+                throw CheckpointError(
+                    .checksumMismatch,
+                    "the tree in the header does not match its checksum: the header is damaged; restore the file from another copy or resume from an earlier checkpoint")
+            }
             let node: TreeNode
             do {
-                node = try JSONDecoder().decode(TreeNode.self, from: Data((header.metadata[MetadataKey.tree] ?? "").utf8))
+                node = try JSONDecoder().decode(TreeNode.self, from: Data(treeJSON.utf8))
             } catch {
                 throw CheckpointError(.malformed, "the tree in the header's metadata is not valid: \(error)")
             }

@@ -82,17 +82,18 @@ indirect enum TreeNode: Codable, Equatable {
 
 /// Converts between the value tree and its JSON description.
 enum TreeCoding {
-    /// Deeper trees are refused: the reader is recursive, and no real checkpoint comes close.
-    static let maximumDepth = 200
+    /// Deeper trees are refused: Foundation's JSON coders stop at 512 levels and a dict level
+    /// takes 3 of them, and no real checkpoint comes close.
+    static let maximumDepth = 150
 
     /// Describes `value`, calling `tensor` for each tensor with its flattened path (in tree order).
     static func encode(
-        _ value: StateValue, path: String = "", depth: Int = 0,
+        _ value: StateValue, path: String? = nil, depth: Int = 0,
         tensor: (String, Tensor) throws(CheckpointError) -> Void
     ) throws(CheckpointError) -> TreeNode {
         guard depth <= maximumDepth else {
             throw CheckpointError(
-                .invalidArgument, "the tree is nested more than \(maximumDepth) levels deep at \"\(path)\"")
+                .invalidArgument, "the tree is nested more than \(maximumDepth) levels deep at \"\(path ?? "")\"")
         }
         func child(_ value: StateValue, _ component: String) throws(CheckpointError) -> TreeNode {
             try encode(value, path: StatePath.join(path, component), depth: depth + 1, tensor: tensor)
@@ -129,20 +130,24 @@ enum TreeCoding {
         case .duration(let duration):
             return .duration(seconds: duration.components.seconds, attoseconds: duration.components.attoseconds)
         case .tensor(let value):
-            try tensor(path, value)
-            return .tensor(path)
+            try tensor(path ?? "", value)
+            return .tensor(path ?? "")
         }
     }
 
     /// Rebuilds the tree from its description, looking each tensor up by its reference.
+    ///
+    /// A reference must be the flattened path of the place it sits in the tree: the checksum
+    /// recorded under that name is then the one checked for that place.
     static func decode(
-        _ node: TreeNode, depth: Int = 0, tensor: (String) throws(CheckpointError) -> Tensor
+        _ node: TreeNode, path: String? = nil, depth: Int = 0,
+        tensor: (String) throws(CheckpointError) -> Tensor
     ) throws(CheckpointError) -> StateValue {
         guard depth <= maximumDepth else {
             throw CheckpointError(.malformed, "the tree is nested more than \(maximumDepth) levels deep")
         }
-        func child(_ node: TreeNode) throws(CheckpointError) -> StateValue {
-            try decode(node, depth: depth + 1, tensor: tensor)
+        func child(_ node: TreeNode, _ component: String) throws(CheckpointError) -> StateValue {
+            try decode(node, path: StatePath.join(path, component), depth: depth + 1, tensor: tensor)
         }
         switch node {
         case .dict(let entries):
@@ -158,16 +163,16 @@ enum TreeCoding {
                 guard dict[key] == nil else {
                     throw CheckpointError(.malformed, "the tree holds the key \"\(key)\" twice in one dict")
                 }
-                dict[key] = try child(entry.v)
+                dict[key] = try child(entry.v, key.pathComponent)
             }
             return .dict(dict)
         case .list(let nodes):
             var elements: [StateValue] = []
-            for node in nodes { elements.append(try child(node)) }
+            for (index, node) in nodes.enumerated() { elements.append(try child(node, String(index))) }
             return .list(elements)
         case .tuple(let nodes):
             var elements: [StateValue] = []
-            for node in nodes { elements.append(try child(node)) }
+            for (index, node) in nodes.enumerated() { elements.append(try child(node, String(index))) }
             return .tuple(elements)
         case .string(let string): return .string(string)
         case .int(let text):
@@ -190,7 +195,12 @@ enum TreeCoding {
         case .bytes(let data): return .bytes(Array(data))
         case .duration(let seconds, let attoseconds):
             return .duration(Duration(secondsComponent: seconds, attosecondsComponent: attoseconds))
-        case .tensor(let reference): return .tensor(try tensor(reference))
+        case .tensor(let reference):
+            guard reference == path ?? "" else {
+                throw CheckpointError(
+                    .malformed, "the tree places tensor \"\(reference)\" at \"\(path ?? "")\"; the header is damaged")
+            }
+            return .tensor(try tensor(reference))
         }
     }
 }
