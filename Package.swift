@@ -43,10 +43,17 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "ckpt", dependencies: ["CheckpointCLI"]),
+        // Shared by the test targets: temporary folders, fixtures, and Python as a cross-check.
+        .target(
+            name: "CheckpointingTestSupport",
+            dependencies: ["Checkpointing", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/Support"
+        ),
         .testTarget(
             name: "CheckpointingTests",
             dependencies: [
                 "Checkpointing",
+                "CheckpointingTestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "BigInt", package: "BigInt"),
@@ -54,7 +61,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CheckpointCLITests",
-            dependencies: ["CheckpointCLI", "Checkpointing"]
+            dependencies: ["CheckpointCLI", "Checkpointing", "CheckpointingTestSupport"]
         ),
     ]
 )

@@ -1,3 +1,4 @@
+import CheckpointingTestSupport
 import Foundation
 import Testing
 
@@ -17,15 +18,8 @@ enum CLI {
     static var executable: URL {
         let beside = productsFolder.appendingPathComponent("ckpt")
         if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
-        return packageRoot.appendingPathComponent(".build/debug/ckpt")
+        return Fixtures.packageRoot.appendingPathComponent(".build/debug/ckpt")
     }
-
-    static var packageRoot: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-    }
-
-    static var fixtures: URL { packageRoot.appendingPathComponent("../shared/fixtures").standardized }
 
     /// Starts `ckpt` with `arguments`; the caller waits or kills it.
     static func start(_ arguments: [String], stdout: Pipe = Pipe(), stderr: Pipe = Pipe()) throws -> Process {
@@ -50,19 +44,4 @@ enum CLI {
             status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
             stderr: String(decoding: stderr, as: UTF8.self))
     }
-}
-
-/// A fresh folder for one test, removed when the test ends.
-final class TemporaryFolder {
-    let url: URL
-    var path: String { url.path }
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-cli-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { url.appendingPathComponent(name).path }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
 }

@@ -1,4 +1,5 @@
 import Checkpointing
+import CheckpointingTestSupport
 import Foundation
 import Testing
 
@@ -18,35 +19,36 @@ import Testing
     }
 
     @Test func inspectJSONListsFormatRunNameTimestampAndTensors() throws {
-        let folder = try TemporaryFolder()
-        let path = try saveCheckpoint(try Self.sampleState(), filename: folder.file("a.safetensors"))[0]
-        let run = try CLI.run(["inspect", path, "--json"])
-        #expect(run.status == 0, "\(run.stderr)")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
-        #expect(object["format"] as? String == "native")
-        #expect(object["run_name"] as? String == "cli-run")
-        let timestamp = try #require(object["timestamp"] as? [String: Any])
-        #expect(timestamp["epoch"] as? Int == 2)
-        #expect(timestamp["batch"] as? Int == 40)
-        #expect(timestamp["total_wct"] as? Double == 1.5)
-        let tensors = try #require(object["tensors"] as? [[String: Any]])
-        let byPath = Dictionary(uniqueKeysWithValues: tensors.map { ($0["path"] as! String, $0) })
-        #expect(byPath["state/model/fc.weight"]?["dtype"] as? String == "float32")
-        #expect(byPath["state/model/fc.weight"]?["shape"] as? [Int] == [2, 3])
-        #expect(byPath["state/model/fc.weight"]?["bytes"] as? Int == 24)
-        #expect(byPath["state/model/fc.bias"]?["dtype"] as? String == "float64")
-        #expect(byPath["state/optimizers/AdamW/state/0/step"]?["shape"] as? [Int] == [])
+        try withTemporaryFolder { folder in
+            let path = try saveCheckpoint(try Self.sampleState(), filename: folder + "/a.safetensors")[0]
+            let run = try CLI.run(["inspect", path, "--json"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+            #expect(object["format"] as? String == "native")
+            #expect(object["run_name"] as? String == "cli-run")
+            let timestamp = try #require(object["timestamp"] as? [String: Any])
+            #expect(timestamp["epoch"] as? Int == 2)
+            #expect(timestamp["batch"] as? Int == 40)
+            #expect(timestamp["total_wct"] as? Double == 1.5)
+            let tensors = try #require(object["tensors"] as? [[String: Any]])
+            let byPath = Dictionary(uniqueKeysWithValues: tensors.map { ($0["path"] as! String, $0) })
+            #expect(byPath["state/model/fc.weight"]?["dtype"] as? String == "float32")
+            #expect(byPath["state/model/fc.weight"]?["shape"] as? [Int] == [2, 3])
+            #expect(byPath["state/model/fc.weight"]?["bytes"] as? Int == 24)
+            #expect(byPath["state/model/fc.bias"]?["dtype"] as? String == "float64")
+            #expect(byPath["state/optimizers/AdamW/state/0/step"]?["shape"] as? [Int] == [])
+        }
     }
 
     /// `--hashes` gives the SHA-256 that expected.json records for the safetensors fixture.
     @Test func inspectHashesMatchTheFixtureDescription() throws {
-        let fixture = CLI.fixtures.appendingPathComponent("safetensors/all_dtypes.safetensors").path
+        let fixture = Fixtures.path("safetensors/all_dtypes.safetensors")
         let run = try CLI.run(["inspect", fixture, "--json", "--hashes"])
         #expect(run.status == 0, "\(run.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         let tensors = try #require(object["tensors"] as? [[String: Any]])
 
-        let expectedData = try Data(contentsOf: CLI.fixtures.appendingPathComponent("expected.json"))
+        let expectedData = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("expected.json")))
         let expected = try #require(try JSONSerialization.jsonObject(with: expectedData) as? [String: Any])
         let files = try #require(expected["files"] as? [String: Any])
         let entry = try #require(files["safetensors/all_dtypes.safetensors"] as? [String: Any])
@@ -64,88 +66,94 @@ import Testing
     }
 
     @Test func inspectTextShowsATableAndTotals() throws {
-        let folder = try TemporaryFolder()
-        let path = try saveCheckpoint(try Self.sampleState(), filename: folder.file("a.safetensors"))[0]
-        let run = try CLI.run(["inspect", path])
-        #expect(run.status == 0)
-        #expect(run.stdout.contains("format:    native"))
-        #expect(run.stdout.contains("run name:  cli-run"))
-        let row = run.stdout.split(separator: "\n").first { $0.hasPrefix("state/model/fc.weight ") }
-        #expect(row?.split(separator: " ") == ["state/model/fc.weight", "float32", "[2,", "3]", "24"])
-        #expect(run.stdout.contains("total: 3 tensors, 44 B of tensor data"))
+        try withTemporaryFolder { folder in
+            let path = try saveCheckpoint(try Self.sampleState(), filename: folder + "/a.safetensors")[0]
+            let run = try CLI.run(["inspect", path])
+            #expect(run.status == 0)
+            #expect(run.stdout.contains("format:    native"))
+            #expect(run.stdout.contains("run name:  cli-run"))
+            let row = run.stdout.split(separator: "\n").first { $0.hasPrefix("state/model/fc.weight ") }
+            #expect(row?.split(separator: " ") == ["state/model/fc.weight", "float32", "[2,", "3]", "24"])
+            #expect(run.stdout.contains("total: 3 tensors, 44 B of tensor data"))
+        }
     }
 
     @Test func verifyPassesAnIntactFileAndNamesTheDamagedTensor() throws {
-        let folder = try TemporaryFolder()
-        let path = try saveCheckpoint(try Self.sampleState(), filename: folder.file("a.safetensors"))[0]
-        let intact = try CLI.run(["verify", path])
-        #expect(intact.status == 0)
-        #expect(intact.stdout.hasPrefix("ok: "))
+        try withTemporaryFolder { folder in
+            let path = try saveCheckpoint(try Self.sampleState(), filename: folder + "/a.safetensors")[0]
+            let intact = try CLI.run(["verify", path])
+            #expect(intact.status == 0)
+            #expect(intact.stdout.hasPrefix("ok: "))
 
-        // Flip the last byte of the file: the last tensor in the data buffer.
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        bytes[bytes.count - 1] ^= 0x01
-        try bytes.write(to: URL(fileURLWithPath: path))
-        let lastTensor = try CheckpointFile.open(path)  // opens: only the header is read
-        let damaged = try CLI.run(["verify", path])
-        #expect(damaged.status == 1)
-        #expect(damaged.stderr.contains("is corrupt"))
-        let names = lastTensor.tree.tensors.map(\.path)
-        #expect(names.contains { damaged.stderr.contains("\"\($0)\"") }, "\(damaged.stderr)")
+            // Flip the last byte of the file: the last tensor in the data buffer.
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+            bytes[bytes.count - 1] ^= 0x01
+            try bytes.write(to: URL(fileURLWithPath: path))
+            let lastTensor = try CheckpointFile.open(path)  // opens: only the header is read
+            let damaged = try CLI.run(["verify", path])
+            #expect(damaged.status == 1)
+            #expect(damaged.stderr.contains("is corrupt"))
+            let names = lastTensor.tree.tensors.map(\.path)
+            #expect(names.contains { damaged.stderr.contains("\"\($0)\"") }, "\(damaged.stderr)")
+        }
     }
 
     @Test func verifyRefusesMalformedFixtures() throws {
         for name in ["truncated", "huge_header_length", "overlapping"] {
-            let run = try CLI.run(["verify", CLI.fixtures.appendingPathComponent("safetensors/\(name).safetensors").path])
+            let run = try CLI.run(["verify", Fixtures.path("safetensors/\(name).safetensors")])
             #expect(run.status == 1, "\(name)")
             #expect(run.stderr.contains("\(name).safetensors:"), "\(name): \(run.stderr)")
         }
     }
 
     @Test func convertFillsTheTemplateFromTheInputAndPrintsThePath() throws {
-        let folder = try TemporaryFolder()
-        let state = try Self.sampleState()
-        let input = try saveCheckpoint(state, filename: folder.file("in.safetensors"))[0]
-        let run = try CLI.run(["convert", input, folder.path + "/out/{run_name}/ep{epoch:03d}-ba{batch}-rank{rank}.safetensors"])
-        #expect(run.status == 0, "\(run.stderr)")
-        let expectedPath = folder.path + "/out/cli-run/ep002-ba40-rank0.safetensors"
-        #expect(run.stdout == expectedPath + "\n")
-        #expect(try loadCheckpoint(expectedPath) == state)
+        try withTemporaryFolder { folder in
+            let state = try Self.sampleState()
+            let input = try saveCheckpoint(state, filename: folder + "/in.safetensors")[0]
+            let run = try CLI.run(["convert", input, folder + "/out/{run_name}/ep{epoch:03d}-ba{batch}-rank{rank}.safetensors"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let expectedPath = folder + "/out/cli-run/ep002-ba40-rank0.safetensors"
+            #expect(run.stdout == expectedPath + "\n")
+            #expect(try loadCheckpoint(expectedPath) == state)
+        }
     }
 
     @Test func convertWeightsOnlyAndIgnoreKeys() throws {
-        let folder = try TemporaryFolder()
-        let input = try saveCheckpoint(try Self.sampleState(), filename: folder.file("in.safetensors"))[0]
-        let output = folder.file("weights.safetensors")
-        let run = try CLI.run(["convert", input, output, "--weights-only", "--ignore-keys", "state/model/*.bias"])
-        #expect(run.status == 0, "\(run.stderr)")
-        let tree = try CheckpointFile.open(output).tree
-        #expect(tree.dictValue?.keys.map(\.description) == ["state"])
-        #expect(tree.dictValue?["state"]?.dictValue?.keys.map(\.description) == ["model", "integrations", "metadata"])
-        #expect(tree.tensors.map(\.path) == ["state/model/fc.weight"])
+        try withTemporaryFolder { folder in
+            let input = try saveCheckpoint(try Self.sampleState(), filename: folder + "/in.safetensors")[0]
+            let output = folder + "/weights.safetensors"
+            let run = try CLI.run(["convert", input, output, "--weights-only", "--ignore-keys", "state/model/*.bias"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let tree = try CheckpointFile.open(output).tree
+            #expect(tree.dictValue?.keys.map(\.description) == ["state"])
+            #expect(tree.dictValue?["state"]?.dictValue?.keys.map(\.description) == ["model", "integrations", "metadata"])
+            #expect(tree.tensors.map(\.path) == ["state/model/fc.weight"])
+        }
     }
 
     @Test func convertPlainSafetensorsKeepsTensorsAtTheRoot() throws {
-        let folder = try TemporaryFolder()
-        let fixture = CLI.fixtures.appendingPathComponent("safetensors/all_dtypes.safetensors").path
-        let output = folder.file("native.safetensors")
-        let run = try CLI.run(["convert", fixture, output])
-        #expect(run.status == 0, "\(run.stderr)")
-        let original = try CheckpointFile.open(fixture)
-        let converted = try CheckpointFile.open(output)
-        #expect(converted.isNative)
-        try converted.verify()
-        #expect(converted.tree == original.tree)
-        #expect(converted.tree.dictValue?["float32"] != nil)
+        try withTemporaryFolder { folder in
+            let fixture = Fixtures.path("safetensors/all_dtypes.safetensors")
+            let output = folder + "/native.safetensors"
+            let run = try CLI.run(["convert", fixture, output])
+            #expect(run.status == 0, "\(run.stderr)")
+            let original = try CheckpointFile.open(fixture)
+            let converted = try CheckpointFile.open(output)
+            #expect(converted.isNative)
+            try converted.verify()
+            #expect(converted.tree == original.tree)
+            #expect(converted.tree.dictValue?["float32"] != nil)
+        }
     }
 
     @Test func convertRefusesAFormatItCannotWriteBeforeWritingAnything() throws {
-        let folder = try TemporaryFolder()
-        let input = try saveCheckpoint(try Self.sampleState(), filename: folder.file("in.safetensors"))[0]
-        let run = try CLI.run(["convert", input, folder.file("out.pt.zst")])
-        #expect(run.status == 1)
-        #expect(run.stderr.contains("cannot save"))
-        #expect(!FileManager.default.fileExists(atPath: folder.file("out.pt.zst")))
+        try withTemporaryFolder { folder in
+            let input = try saveCheckpoint(try Self.sampleState(), filename: folder + "/in.safetensors")[0]
+            let run = try CLI.run(["convert", input, folder + "/out.pt.zst"])
+            #expect(run.status == 1)
+            #expect(run.stderr.contains("cannot save"))
+            #expect(!FileManager.default.fileExists(atPath: folder + "/out.pt.zst"))
+        }
     }
 
     @Test func benchReportsEveryStepForTheGPT2ShapedState() throws {
@@ -159,12 +167,13 @@ import Testing
     }
 
     @Test func demoSavesVerifiesAndResumes() throws {
-        let folder = try TemporaryFolder()
-        let run = try CLI.run(["demo", "--folder", folder.path])
-        #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stdout.contains("restored bit-identical"))
-        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path + "/demo-run")
-        #expect(files.sorted() == ["ep0-ba0002-rank0.safetensors", "ep0-ba0004-rank0.safetensors", "ep0-ba0006-rank0.safetensors"])
+        try withTemporaryFolder { folder in
+            let run = try CLI.run(["demo", "--folder", folder])
+            #expect(run.status == 0, "\(run.stderr)")
+            #expect(run.stdout.contains("restored bit-identical"))
+            let files = try FileManager.default.contentsOfDirectory(atPath: folder + "/demo-run")
+            #expect(files.sorted() == ["ep0-ba0002-rank0.safetensors", "ep0-ba0004-rank0.safetensors", "ep0-ba0006-rank0.safetensors"])
+        }
     }
 
     @Test func unknownSubcommandIsAUsageError() throws {

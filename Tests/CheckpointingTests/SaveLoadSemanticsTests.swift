@@ -1,3 +1,4 @@
+import CheckpointingTestSupport
 import Foundation
 import Testing
 

@@ -1,5 +1,6 @@
 import BigInt
 import Crypto
+import CheckpointingTestSupport
 import Foundation
 import Testing
 
@@ -11,14 +12,6 @@ import Testing
 ///
 /// A closure rather than an object with a `deinit`: ARC may release an object right after its
 /// last use, which would delete the folder while the test still reads files in it.
-func withTemporaryFolder<R>(_ body: (String) throws -> R) throws -> R {
-    let path = FileManager.default.temporaryDirectory
-        .appendingPathComponent("checkpointing-tests-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    return try body(path)
-}
-
 /// The names in `folder`, sorted; hidden files (such as a leftover `.NAME.partial-...`) included.
 func folderContents(_ folder: String) throws -> [String] {
     try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
@@ -32,37 +25,6 @@ func readBytes(_ path: String) throws -> [UInt8] {
 
 func writeBytes(_ bytes: [UInt8], to path: String) throws {
     try Data(bytes).write(to: URL(fileURLWithPath: path))
-}
-
-// MARK: - Fixtures
-
-/// The interop fixtures in `<package root>/../shared/fixtures` (read in place, never copied).
-enum Fixtures {
-    /// `Tests/CheckpointingTests/Support/TestSupport.swift` is four levels below the package root.
-    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()  // Support
-        .deletingLastPathComponent()  // CheckpointingTests
-        .deletingLastPathComponent()  // Tests
-        .deletingLastPathComponent()  // package root
-
-    static let folder: String = packageRoot.appendingPathComponent("../shared/fixtures").standardizedFileURL.path
-
-    /// The absolute path of a fixture, given relative to the fixtures folder (`safetensors/x`).
-    static func path(_ relative: String) -> String { folder + "/" + relative }
-
-    /// `expected.json`'s description of one fixture.
-    static func expected(_ relative: String) throws -> [String: Any] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path("expected.json")))
-        let root = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        let files = try #require(root["files"] as? [String: Any])
-        return try #require(files[relative] as? [String: Any], "expected.json describes no \(relative)")
-    }
-}
-
-// MARK: - Hashing and hex
-
-func sha256Hex(_ bytes: some DataProtocol) -> String {
-    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
 }
 
 func hexString(_ bytes: some Sequence<UInt8>) -> String {
@@ -119,53 +81,6 @@ struct SafetensorsLayout {
                 begin: offsets[0], end: offsets[1])
         }
     }
-}
-
-// MARK: - Python
-
-struct PythonFailure: Error, CustomStringConvertible {
-    var status: Int32
-    var stderr: String
-    var description: String { "python3 exited with status \(status):\n\(stderr)" }
-}
-
-/// Runs `python3 -c script arguments...` and returns its standard output.
-///
-/// A non-zero exit records an issue that quotes standard error, and throws.
-@discardableResult
-func runPython(
-    _ script: String, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
-) throws -> String {
-    // Output goes to files, not pipes: a child that fills a pipe nobody reads would hang.
-    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("python-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: false)
-    defer { try? FileManager.default.removeItem(at: scratch) }
-    let outURL = scratch.appendingPathComponent("stdout")
-    let errURL = scratch.appendingPathComponent("stderr")
-    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    let out = try FileHandle(forWritingTo: outURL)
-    let err = try FileHandle(forWritingTo: errURL)
-
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", script] + arguments
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    process.waitUntilExit()
-    try out.close()
-    try err.close()
-
-    let stdout = String(decoding: try Data(contentsOf: outURL), as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        let failure = PythonFailure(
-            status: process.terminationStatus,
-            stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
-        Issue.record("\(failure)", sourceLocation: sourceLocation)
-        throw failure
-    }
-    return stdout
 }
 
 // MARK: - Errors

@@ -1,0 +1,96 @@
+import Checkpointing
+import Crypto
+public import Foundation
+public import Testing
+
+/// A `python3` run that exited with an error.
+public struct PythonFailure: Error, CustomStringConvertible {
+    public var status: Int32
+    public var stderr: String
+    public var description: String { "python3 exited with status \(status):\n\(stderr)" }
+}
+
+/// Runs `python3 -c script arguments...` and returns its standard output.
+///
+/// A non-zero exit records an issue that quotes standard error, and throws.
+@discardableResult
+public func runPython(
+    _ script: String, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
+) throws -> String {
+    // Output goes to files, not pipes: a child that fills a pipe nobody reads would hang.
+    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("python-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: false)
+    defer { try? FileManager.default.removeItem(at: scratch) }
+    let outURL = scratch.appendingPathComponent("stdout")
+    let errURL = scratch.appendingPathComponent("stderr")
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    let out = try FileHandle(forWritingTo: outURL)
+    let err = try FileHandle(forWritingTo: errURL)
+
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", script] + arguments
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    process.waitUntilExit()
+    try out.close()
+    try err.close()
+
+    let stdout = String(decoding: try Data(contentsOf: outURL), as: UTF8.self)
+    guard process.terminationStatus == 0 else {
+        let failure = PythonFailure(
+            status: process.terminationStatus,
+            stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+        Issue.record("\(failure)", sourceLocation: sourceLocation)
+        throw failure
+    }
+    return stdout
+}
+
+/// The SHA-256 of some bytes, in hex.
+public func sha256Hex(_ bytes: some DataProtocol) -> String {
+    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+}
+
+/// Python's `safetensors` package as the reference reader of native files.
+public enum PythonSafetensors {
+    /// For each path: every tensor's name and the SHA-256 of its raw bytes, as Python reads them.
+    static let script = """
+        import hashlib, json, sys
+        import safetensors
+        out = {}
+        for path in sys.argv[1:]:
+            with open(path, "rb") as f:
+                tensors = safetensors.deserialize(f.read())
+            out[path] = {name: hashlib.sha256(bytes(info["data"])).hexdigest() for name, info in tensors}
+        print(json.dumps(out))
+        """
+
+    /// Reads every native checkpoint under `folder` (those this library opens) with Python's
+    /// `safetensors` and records an issue for any tensor whose bytes differ from what this
+    /// library reads, or any file Python refuses.
+    public static func crossCheck(folder: String) {
+        var expected: [String: [String: String]] = [:]
+        let walker = FileManager.default.enumerator(atPath: folder)
+        while let relative = walker?.nextObject() as? String {
+            let name = (relative as NSString).lastPathComponent
+            guard name.hasSuffix(".safetensors"), !name.hasPrefix(".") else { continue }
+            let path = folder + "/" + relative
+            guard let file = try? CheckpointFile.open(path), file.isNative else { continue }
+            expected[path] = Dictionary(
+                uniqueKeysWithValues: file.tree.tensors.map { ($0.path, $0.tensor.withUnsafeBytes { sha256Hex($0) }) })
+        }
+        guard !expected.isEmpty else { return }
+        do {
+            let output = try runPython(script, expected.keys.sorted())
+            let seen = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: [String: String]]
+            for (path, tensors) in expected where seen?[path] != tensors {
+                Issue.record("Python's safetensors reads \(path) differently from this library")
+            }
+        } catch {
+            Issue.record("Python's safetensors could not read the native files in \(folder): \(error)")
+        }
+    }
+}

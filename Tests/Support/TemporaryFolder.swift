@@ -1,0 +1,30 @@
+public import Foundation
+
+/// A fresh folder for one test.
+///
+/// When it goes away, every native checkpoint left in it is first read again by Python's
+/// `safetensors` package (``PythonSafetensors/crossCheck(folder:)``), so every native file the
+/// tests write is also checked against the reference reader; then the folder is removed.
+public final class TemporaryFolder {
+    public let url: URL
+    public var path: String { url.path }
+
+    public init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: false)
+    }
+
+    /// The path of `name` inside the folder.
+    public func file(_ name: String) -> String { url.appendingPathComponent(name).path }
+
+    deinit {
+        PythonSafetensors.crossCheck(folder: path)
+        try? FileManager.default.removeItem(at: url)
+    }
+}
+
+/// Runs `body` with the path of a fresh ``TemporaryFolder``.
+public func withTemporaryFolder<R>(_ body: (String) throws -> R) throws -> R {
+    let folder = try TemporaryFolder()
+    return try withExtendedLifetime(folder) { try body(folder.path) }
+}
