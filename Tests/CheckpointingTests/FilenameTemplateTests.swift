@@ -261,17 +261,13 @@ extension FilenameTemplateTests {
         }
     }
 
-    /// A small seedable generator, so that a failing case can be replayed.
+    /// A seedable generator, so that a failing case can be replayed.
     struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
+        var base: SplitMix64
 
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var mixed = state
-            mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
-            return mixed ^ (mixed >> 31)
-        }
+        init(state: UInt64) { base = SplitMix64(seed: state) }
+
+        mutating func next() -> UInt64 { base.next() }
 
         mutating func chance(_ probability: Double) -> Bool {
             Double.random(in: 0..<1, using: &self) < probability
