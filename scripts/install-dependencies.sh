@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing need and a fresh machine may lack: Debian's libxxhash-dev
-# (the native format's checksum) and pkg-config; with --test, also Python's safetensors and
+# (the native format's checksum), zlib1g-dev (CRC-32, gzip) and pkg-config; with --test, also Python's safetensors and
 # numpy, which the interop tests use as the reference reader. Installs only what is missing.
 set -euo pipefail
 
 missing=()
 [ -f /usr/include/xxhash.h ] || missing+=(libxxhash-dev)
+[ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
