@@ -86,7 +86,7 @@ struct BenchCommand: ParsableCommand {
     /// The disk's limit for these bytes: write them from the same memory, then fsync.
     private func rawWrite(_ tensors: [Tensor], to path: String) throws {
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CleanExit.message("cannot create \(path)") }
+        guard fd >= 0 else { throw CommandFailure("cannot create \(path)") }
         defer { close(fd) }
         for tensor in tensors {
             try tensor.withUnsafeBytes { bytes in
@@ -94,12 +94,12 @@ struct BenchCommand: ParsableCommand {
                 while done < bytes.count {
                     // The same 4 MiB writes as the save, so the comparison is like for like.
                     let written = write(fd, bytes.baseAddress! + done, min(bytes.count - done, 4 << 20))
-                    guard written > 0 else { throw CleanExit.message("write to \(path) failed: errno \(errno)") }
+                    guard written > 0 else { throw CommandFailure("write to \(path) failed: errno \(errno)") }
                     done += written
                 }
             }
         }
-        guard fsync(fd) == 0 else { throw CleanExit.message("fsync of \(path) failed: errno \(errno)") }
+        guard fsync(fd) == 0 else { throw CommandFailure("fsync of \(path) failed: errno \(errno)") }
     }
 
     /// `dd if=/dev/zero of=PATH bs=4M count=N conv=fsync`, timed; `nil` when dd is not installed.

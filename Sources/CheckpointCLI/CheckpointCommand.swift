@@ -14,7 +14,8 @@ public struct CheckpointCommand: ParsableCommand {
             what and where); 64 bad usage.
             """,
         subcommands: [
-            InspectCommand.self, VerifyCommand.self, ConvertCommand.self, BenchCommand.self, DemoCommand.self,
+            InspectCommand.self, VerifyCommand.self, ConvertCommand.self, LsCommand.self, BenchCommand.self,
+            DemoCommand.self,
         ]
     )
 

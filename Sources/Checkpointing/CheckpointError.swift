@@ -29,6 +29,10 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
         public static let notFound = Code(rawValue: "not-found")
         /// The processes of a distributed run disagree or a collective failed.
         public static let distributed = Code(rawValue: "distributed")
+        /// A checkpoint of that name exists and overwriting was not allowed.
+        public static let alreadyExists = Code(rawValue: "already-exists")
+        /// The process was asked to stop (SIGTERM); a checkpoint was saved first.
+        public static let terminated = Code(rawValue: "terminated")
 
         public var description: String { rawValue }
     }

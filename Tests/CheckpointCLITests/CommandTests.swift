@@ -166,16 +166,6 @@ import Testing
         }
     }
 
-    @Test func demoSavesVerifiesAndResumes() throws {
-        try withTemporaryFolder { folder in
-            let run = try CLI.run(["demo", "--folder", folder])
-            #expect(run.status == 0, "\(run.stderr)")
-            #expect(run.stdout.contains("restored bit-identical"))
-            let files = try FileManager.default.contentsOfDirectory(atPath: folder + "/demo-run")
-            #expect(files.sorted() == ["ep0-ba0002-rank0.safetensors", "ep0-ba0004-rank0.safetensors", "ep0-ba0006-rank0.safetensors"])
-        }
-    }
-
     @Test func unknownSubcommandIsAUsageError() throws {
         let run = try CLI.run(["frobnicate"])
         #expect(run.status == 64)

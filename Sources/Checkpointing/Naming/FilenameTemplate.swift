@@ -1,3 +1,5 @@
+import Foundation
+
 /// A checkpoint file name pattern such as `ep{epoch}-ba{batch}-rank{rank}.pt`.
 ///
 /// Composer formats these patterns with Python's `str.format`, and runs configured for Composer
@@ -268,5 +270,30 @@ public struct FilenameValues: Sendable, Hashable {
         case .epochWct: .float(epochWct)
         case .batchWct: .float(batchWct)
         }
+    }
+}
+
+extension FilenameTemplate {
+    /// Whether `name` could be a rendering of this template in which the variables in `known`
+    /// have their values in `values` and every other variable has any value.
+    ///
+    /// This is how the checkpoint saver finds files an earlier run left, whatever the template
+    /// holds (`{run_name}`, format specs, folders), without guessing how to glob it. A field's
+    /// rendering never holds a `/`, so fields match within one path component.
+    public func couldHaveRendered(_ name: String, known: Set<Variable> = [], values: FilenameValues = FilenameValues()) -> Bool {
+        var pattern = "^"
+        for segment in segments {
+            switch segment {
+            case .literal(let text):
+                pattern += NSRegularExpression.escapedPattern(for: text)
+            case .field(let variable, let spec):
+                pattern += known.contains(variable)
+                    ? NSRegularExpression.escapedPattern(for: spec.format(values[variable])) : "[^/]*"
+            }
+        }
+        pattern += "$"
+        // The pattern is built from escaped literals and one fixed class: it always compiles.
+        let expression = try! NSRegularExpression(pattern: pattern)
+        return expression.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
     }
 }

@@ -1,0 +1,373 @@
+import Foundation
+import Logging
+
+/// Saves checkpoints on a schedule during training, keeps the right ones, and resumes a run
+/// where it stopped: Composer's `CheckpointSaver` callback (SPEC §5), for any Swift training loop.
+///
+/// Call ``fitStart(_:)`` (or ``autoresume(into:)``) before training, ``batchEnd(_:)`` after each
+/// batch, ``epochEnd(_:)`` after each epoch and ``fitEnd(_:)`` when training ends:
+///
+/// ```swift
+/// let saver = try CheckpointSaver(options: .init(saveInterval: "500ba", checkpointsToKeep: 3))
+/// if try saver.autoresume(into: &state) == nil { try saver.fitStart(state) }
+/// for batch in loader {
+///     train(batch, &state)
+///     try saver.batchEnd(state)
+/// }
+/// try saver.fitEnd(state)
+/// ```
+///
+/// Beyond Composer: the list of kept checkpoints is stored beside them, so rotation continues
+/// after a resume; the latest pointer is a relative symlink and a pointer file; autoresume skips
+/// a damaged newest checkpoint for the one before it; saves can run in the background; and a
+/// SIGTERM makes the next event save before the run stops.
+public final class CheckpointSaver {
+    /// How the saver names, schedules and keeps checkpoints.
+    public struct Options: Sendable {
+        /// The folder template (variables: `{run_name}`, `{rank}`, ...); created when missing.
+        public var folder = "{run_name}/checkpoints"
+        /// The file name template inside the folder; its extension picks the format.
+        public var filename = "ep{epoch}-ba{batch}-rank{rank}"
+        /// The latest-pointer template inside the folder, or `nil` for no pointer.
+        public var latestFilename: String? = "latest-rank{rank}"
+        /// When to save.
+        public var saveInterval: SaveInterval = "1ep"
+        /// The training length; needed only for `dur` intervals.
+        public var maxDuration: TrainingTime?
+        /// Checkpoints kept on disk: -1 all, 0 none, N the newest N.
+        public var checkpointsToKeep = -1
+        /// Whether to replace checkpoints an earlier run left in the folder.
+        public var overwrite = false
+        /// Save only the model (see ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:processGroup:)``).
+        public var weightsOnly = false
+        /// Parts of the state to leave out of every checkpoint.
+        public var ignoreKeys: IgnoreKeys?
+        /// Write in the background: the training loop waits only for a snapshot of the state.
+        public var asynchronous = false
+        /// The most bytes a snapshot may copy (borrowed tensors); a larger save runs in the
+        /// foreground instead.
+        public var snapshotMemoryBudget = 8 << 30
+        /// Save at the next event after a SIGTERM, then throw `.terminated`.
+        public var saveOnTermination = true
+        /// The processes of the run.
+        public var processGroup: any ProcessGroup = SingleProcessGroup()
+
+        public init(
+            folder: String = "{run_name}/checkpoints", filename: String = "ep{epoch}-ba{batch}-rank{rank}",
+            latestFilename: String? = "latest-rank{rank}", saveInterval: SaveInterval = "1ep",
+            maxDuration: TrainingTime? = nil, checkpointsToKeep: Int = -1, overwrite: Bool = false,
+            weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
+            snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = true,
+            processGroup: any ProcessGroup = SingleProcessGroup()
+        ) {
+            self.folder = folder
+            self.filename = filename
+            self.latestFilename = latestFilename
+            self.saveInterval = saveInterval
+            self.maxDuration = maxDuration
+            self.checkpointsToKeep = checkpointsToKeep
+            self.overwrite = overwrite
+            self.weightsOnly = weightsOnly
+            self.ignoreKeys = ignoreKeys
+            self.asynchronous = asynchronous
+            self.snapshotMemoryBudget = snapshotMemoryBudget
+            self.saveOnTermination = saveOnTermination
+            self.processGroup = processGroup
+        }
+    }
+
+    /// What the saver has done so far.
+    public struct Statistics: Sendable {
+        /// Checkpoints written.
+        public var saves = 0
+        /// Bytes of the files written.
+        public var bytesWritten = 0
+        /// Time the training loop spent inside save calls (snapshotting, or whole saves).
+        public var stall: Duration = .zero
+        /// Time spent writing, in the foreground or the background.
+        public var writing: Duration = .zero
+    }
+
+    public let options: Options
+    private let folderTemplate: FilenameTemplate
+    private let fileTemplate: FilenameTemplate
+    private let latestTemplate: FilenameTemplate?
+    private var schedule: IntervalSchedule
+    private let background = BackgroundSaves()
+    /// Shared with background saves, which update it after each commit.
+    private let book: Bookkeeping
+    /// The folder, once known (it may hold `{run_name}`, known from the state).
+    private var folder: String?
+    private var started = false
+
+    /// Checks every template and option now, so a typo fails before training starts.
+    public init(options: Options = Options()) throws(CheckpointError) {
+        self.options = options
+        let placement: Set<FilenameTemplate.Variable> = [.runName, .rank, .localRank, .worldSize, .localWorldSize, .nodeRank]
+        folderTemplate = try FilenameTemplate(options.folder, allowedVariables: placement)
+        fileTemplate = try FilenameTemplate(options.filename)
+        latestTemplate = try options.latestFilename.map { (name) throws(CheckpointError) in
+            try FilenameTemplate(name, allowedVariables: placement)
+        }
+        guard options.checkpointsToKeep >= -1 else {
+            throw CheckpointError(.invalidArgument, "checkpointsToKeep must be -1 (all), 0 (none) or a positive count")
+        }
+        schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: Timestamp())
+        book = Bookkeeping()
+        if options.saveOnTermination { TerminationSignal.install() }
+    }
+
+    /// The saver's statistics (after waiting for a save in flight).
+    public var statistics: Statistics {
+        get throws {
+            try background.wait()
+            return book.withLock { $0.statistics }
+        }
+    }
+
+    /// The kept checkpoints, oldest first, as paths.
+    public var keptCheckpoints: [String] {
+        get throws {
+            try background.wait()
+            guard let folder else { return [] }
+            return book.withLock { $0.ledger.checkpoints.map { FilePaths.join(folder, $0) } }
+        }
+    }
+
+    // MARK: Events
+
+    /// Starts a new run: checks that the folder holds no checkpoints of this run unless
+    /// overwriting is allowed, and starts the schedule at `state`'s timestamp.
+    public func fitStart(_ state: TrainingState) throws {
+        let folder = try resolveFolder(for: state)
+        if !options.overwrite {
+            let existing = existingCheckpoints(in: folder, state: state)
+            guard existing.isEmpty else {
+                throw CheckpointError(
+                    .alreadyExists,
+                    "the folder already holds checkpoints of this run (\(existing.prefix(3).map { FilePaths.split($0).name }.joined(separator: ", "))); resume from them with autoresume, allow overwriting, or choose another folder",
+                    path: folder)
+            }
+        }
+        try schedule = IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
+        started = true
+    }
+
+    /// After each batch: saves when the interval says so (or after a SIGTERM).
+    public func batchEnd(_ state: TrainingState) throws { try handle(.batchEnd, state) }
+
+    /// After each epoch: saves when the interval says so (or after a SIGTERM).
+    public func epochEnd(_ state: TrainingState) throws { try handle(.epochEnd, state) }
+
+    /// When training ends: saves the final checkpoint (unless this batch was just saved) and
+    /// waits for every save to finish, throwing the error of any that failed.
+    public func fitEnd(_ state: TrainingState) throws {
+        try ensureStarted(state)
+        if schedule.shouldSave(at: .fitEnd, timestamp: state.timestamp) {
+            try save(state, waitForCompletion: true)
+        }
+        try background.wait()
+    }
+
+    /// Waits for a save in flight and throws its error, if it failed.
+    public func waitForPendingSave() throws { try background.wait() }
+
+    private func handle(_ event: TrainingEvent, _ state: TrainingState) throws {
+        try ensureStarted(state)
+        if options.saveOnTermination && TerminationSignal.isPending {
+            TerminationSignal.consume()
+            let path = try save(state, waitForCompletion: true)
+            throw CheckpointError(
+                .terminated, "SIGTERM received: saved \(path ?? "the checkpoint") at batch \(state.timestamp.batch); stop training")
+        }
+        if schedule.shouldSave(at: event, timestamp: state.timestamp) {
+            try save(state, waitForCompletion: false)
+        }
+    }
+
+    private func ensureStarted(_ state: TrainingState) throws {
+        if !started { try fitStart(state) }
+    }
+
+    // MARK: Saving
+
+    /// Saves `state` now; returns the path (for rank 0).
+    @discardableResult
+    private func save(_ state: TrainingState, waitForCompletion: Bool) throws -> String? {
+        let start = ContinuousClock.now
+        let folder = try resolveFolder(for: state)
+        let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
+        let relative = fileTemplate.render(values)
+        let path = FilePaths.join(folder, relative)
+        let latest = latestTemplate.map { FilePaths.join(folder, $0.render(values)) }
+        schedule.didSave(at: state.timestamp)
+
+        try background.wait()
+        if !options.overwrite && FileManager.default.fileExists(atPath: path) && !book.withLock({ $0.replaceable.contains(path) }) {
+            throw CheckpointError(
+                .alreadyExists, "a checkpoint of that name exists; allow overwriting or use {batch} in the file name",
+                path: path)
+        }
+        let borrowed = state.tree.tensors.reduce(0) { $0 + ($1.tensor.storage == .borrowed ? $1.tensor.byteCount : 0) }
+        let runInBackground = options.asynchronous && !waitForCompletion && borrowed <= options.snapshotMemoryBudget
+        // A snapshot owns its bytes: later changes to the trainer's buffers cannot reach it.
+        let snapshot = runInBackground ? try TrainingState(tree: state.tree.owningCopy()) : state
+        let options = options
+        let book = book
+        let work: @Sendable () throws -> Void = {
+            let writeStart = ContinuousClock.now
+            let written = try saveCheckpoint(
+                snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
+                processGroup: options.processGroup)
+            try book.didSave(
+                relative: relative, folder: folder, latest: latest, keep: options.checkpointsToKeep,
+                rank: options.processGroup.rank, paths: written, duration: ContinuousClock.now - writeStart)
+        }
+        if runInBackground {
+            try background.submit(work)
+        } else {
+            try work()
+        }
+        book.withLock { $0.statistics.stall += ContinuousClock.now - start }
+        return path
+    }
+
+    // MARK: Resuming
+
+    /// Resumes from the newest complete checkpoint of this run, if there is one.
+    ///
+    /// The candidates are the kept checkpoints, the latest pointer's target and any file in the
+    /// folder the file name template could have made, newest batch first. Each is verified; a
+    /// damaged one is skipped with a warning (and may be overwritten later). `state` must carry
+    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:processGroup:)``.
+    ///
+    /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
+    ///   with ``fitStart(_:)``).
+    @discardableResult
+    public func autoresume(into state: inout TrainingState) throws -> LoadResult? {
+        let folder = try resolveFolder(for: state)
+        var candidates: [(path: String, batch: Int)] = []
+        for path in Set(resumeCandidates(in: folder, state: state)) {
+            guard let file = try? CheckpointFile.open(path) else {
+                logger.warning("autoresume: skipping \(path), which cannot be opened")
+                book.withLock { _ = $0.replaceable.insert(path) }
+                continue
+            }
+            let batch = (try? TrainingState(tree: file.tree))?.timestamp.batch ?? -1
+            candidates.append((path, batch))
+        }
+        candidates.sort { ($0.batch, $0.path) > ($1.batch, $1.path) }
+        for candidate in candidates {
+            var resumed = state
+            do {
+                let result = try loadCheckpoint(
+                    candidate.path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
+                    processGroup: options.processGroup)
+                state = resumed
+                schedule = try IntervalSchedule(
+                    interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
+                schedule.didSave(at: state.timestamp)
+                started = true
+                logger.info("autoresume: resumed from \(candidate.path) at batch \(state.timestamp.batch)")
+                return result
+            } catch {
+                logger.warning("autoresume: \(candidate.path) failed verification, trying an earlier checkpoint: \(error)")
+                book.withLock { _ = $0.replaceable.insert(candidate.path) }
+            }
+        }
+        return nil
+    }
+
+    private func resumeCandidates(in folder: String, state: TrainingState) -> [String] {
+        var paths = book.withLock { $0.ledger.checkpoints.map { FilePaths.join(folder, $0) } }
+        if let latestTemplate {
+            let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
+            if let target = LatestPointer.target(of: FilePaths.join(folder, latestTemplate.render(values))) {
+                paths.append(target)
+            }
+        }
+        paths += existingCheckpoints(in: folder, state: state)
+        return paths.filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// Files in `folder` (and its subfolders) that the file name template could have made for
+    /// this run and rank.
+    private func existingCheckpoints(in folder: String, state: TrainingState) -> [String] {
+        let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
+        let known: Set<FilenameTemplate.Variable> = [.runName, .rank, .localRank, .worldSize, .localWorldSize, .nodeRank]
+        guard let walker = FileManager.default.enumerator(atPath: folder) else { return [] }
+        var found: [String] = []
+        while let relative = walker.nextObject() as? String {
+            let name = FilePaths.split(relative).name
+            guard !name.hasPrefix("."), fileTemplate.couldHaveRendered(relative, known: known, values: values) else { continue }
+            var isFolder: ObjCBool = false
+            let path = FilePaths.join(folder, relative)
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue {
+                found.append(path)
+            }
+        }
+        return found.sorted()
+    }
+
+    /// Renders the folder for this run and rank, and loads the retention ledger the first time.
+    private func resolveFolder(for state: TrainingState) throws(CheckpointError) -> String {
+        if let folder { return folder }
+        let rendered = folderTemplate.render(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup))
+        let ledger = try RetentionLedger.load(from: RetentionLedger.path(folder: rendered, rank: options.processGroup.rank))
+        book.withLock { $0.ledger = ledger }
+        folder = rendered
+        return rendered
+    }
+}
+
+/// The saver's records, updated by background saves after each commit.
+///
+/// `@unchecked Sendable`: every access goes through `withLock`.
+private final class Bookkeeping: @unchecked Sendable {
+    struct Records {
+        var ledger = RetentionLedger()
+        var statistics = CheckpointSaver.Statistics()
+        /// Damaged checkpoints found by autoresume, which later saves may replace.
+        var replaceable: Set<String> = []
+    }
+
+    private let lock = NSLock()
+    private var records = Records()
+
+    func withLock<R>(_ body: (inout Records) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&records)
+    }
+
+    /// After a committed save: record it, prune old checkpoints, persist the list, move the
+    /// latest pointer. Deletion comes after the new file is durable, so a crash here leaves at
+    /// worst one checkpoint too many.
+    func didSave(
+        relative: String, folder: String, latest: String?, keep: Int, rank: Int, paths: [String], duration: Duration
+    ) throws {
+        let path = FilePaths.join(folder, relative)
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let (ledger, removed) = withLock { records -> (RetentionLedger, [String]) in
+            records.statistics.saves += 1
+            records.statistics.bytesWritten += size
+            records.statistics.writing += duration
+            records.replaceable.remove(path)
+            records.ledger.checkpoints.removeAll { $0 == relative }
+            records.ledger.checkpoints.append(relative)
+            var removed: [String] = []
+            if keep >= 0 {
+                while records.ledger.checkpoints.count > keep {
+                    removed.append(records.ledger.checkpoints.removeFirst())
+                }
+            }
+            return (records.ledger, removed)
+        }
+        if let latest, keep != 0 { try LatestPointer.update(latest, to: path) }
+        try ledger.save(to: RetentionLedger.path(folder: folder, rank: rank))
+        for old in removed {
+            try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old))
+        }
+    }
+}

@@ -1,0 +1,54 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// The pointer to a run's newest checkpoint (SPEC §5.2), kept two ways so it works everywhere:
+/// a relative symlink (what Composer and people use) and a small pointer file `NAME.pointer`
+/// holding the same relative path (for file systems and copies that lose symlinks). Both are
+/// replaced atomically: a reader sees the old target or the new one, never neither.
+enum LatestPointer {
+    static let pointerSuffix = ".pointer"
+
+    /// Points `linkPath` at `target` (both absolute or both relative to the working folder).
+    static func update(_ linkPath: String, to target: String) throws(CheckpointError) {
+        let relative = relativePath(from: FilePaths.split(linkPath).folder, to: target)
+        let (folder, name) = FilePaths.split(linkPath)
+        try FilePaths.createFolders(folder)
+        let temporary = FilePaths.join(folder, ".\(name).link-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try SystemCalls.retrying("symlink", path: temporary) { symlink(relative, temporary) }
+        do {
+            try SystemCalls.retrying("rename", path: linkPath) { rename(temporary, linkPath) }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        try writeFileAtomically(Array((relative + "\n").utf8), to: linkPath + pointerSuffix)
+        try SystemCalls.fsyncDirectory(folder)
+    }
+
+    /// The checkpoint the pointer names, from the symlink or else the pointer file; `nil` when
+    /// there is neither.
+    static func target(of linkPath: String) -> String? {
+        let folder = FilePaths.split(linkPath).folder
+        if let relative = try? FileManager.default.destinationOfSymbolicLink(atPath: linkPath) {
+            return relative.hasPrefix("/") ? relative : FilePaths.join(folder, relative)
+        }
+        if let data = FileManager.default.contents(atPath: linkPath + pointerSuffix) {
+            let relative = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !relative.isEmpty else { return nil }
+            return relative.hasPrefix("/") ? relative : FilePaths.join(folder, relative)
+        }
+        return nil
+    }
+
+    /// `target` relative to `folder` (`../x/y` when needed).
+    static func relativePath(from folder: String, to target: String) -> String {
+        let base = URL(fileURLWithPath: folder).standardizedFileURL.pathComponents
+        let goal = URL(fileURLWithPath: target).standardizedFileURL.pathComponents
+        var common = 0
+        while common < min(base.count, goal.count), base[common] == goal[common] { common += 1 }
+        let ups = Array(repeating: "..", count: base.count - common)
+        return (ups + goal[common...]).joined(separator: "/")
+    }
+}
