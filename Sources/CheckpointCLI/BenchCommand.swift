@@ -28,6 +28,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
+    @Flag(help: "Measure the training-loop stall of CheckpointSaver's synchronous and asynchronous saves instead.")
+    var saver = false
+
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
@@ -40,6 +43,16 @@ struct BenchCommand: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
         let state = try SyntheticState.gpt2Small(scale: scale)
+        if saver {
+            let result = try SaverBench(state: state, folder: directory).run()
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(result.text())
+            }
+            return
+        }
         let tensors = state.tree.tensors.map(\.tensor)
         let tensorBytes = tensors.reduce(0) { $0 + $1.byteCount }
         let checkpointPath = directory + "/bench.safetensors"

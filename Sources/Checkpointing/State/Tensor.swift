@@ -38,9 +38,12 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
                 .invalidArgument,
                 "a \(dtype.rawValue) tensor of shape \(shape) needs \(count) bytes, got \(bytes.count)")
         }
-        let buffer = TensorBuffer.allocate(byteCount: count)
-        _ = UnsafeMutableRawBufferPointer(mutating: buffer.bytes).initializeMemory(
-            as: UInt8.self, from: bytes)
+        let buffer = TensorBuffer.allocate(byteCount: count, zeroed: false)
+        let destination = UnsafeMutableRawBufferPointer(mutating: buffer.bytes)
+        let copied = bytes.withContiguousStorageIfAvailable { source in
+            destination.copyMemory(from: UnsafeRawBufferPointer(source))
+        }
+        if copied == nil { _ = destination.initializeMemory(as: UInt8.self, from: bytes) }
         self.init(dtype: dtype, shape: shape, buffer: buffer)
     }
 
@@ -66,7 +69,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
                 .invalidArgument,
                 "a tensor of shape \(shape) holds \(count / Scalar.dtype.byteSize) elements, got \(scalars.count)")
         }
-        let buffer = TensorBuffer.allocate(byteCount: count)
+        let buffer = TensorBuffer.allocate(byteCount: count, zeroed: false)
         scalars.withUnsafeBytes { source in
             UnsafeMutableRawBufferPointer(mutating: buffer.bytes).copyMemory(from: source)
         }
@@ -136,9 +139,9 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     /// Use it to take a snapshot that later changes to borrowed memory cannot reach.
     public func owningCopy() -> Tensor {
         if storage == .owned { return self }
-        return withUnsafeBytes { raw in
-            try! Tensor(dtype: dtype, shape: shape, bytes: raw)  // same dtype and shape: cannot fail
-        }
+        let buffer = TensorBuffer.allocate(byteCount: byteCount, zeroed: false)
+        withUnsafeBytes { UnsafeMutableRawBufferPointer(mutating: buffer.bytes).copyMemory(from: $0) }
+        return Tensor(dtype: dtype, shape: shape, buffer: buffer)
     }
 
     /// Bitwise equality of dtype, shape and bytes (so NaNs with equal bits are equal).
@@ -204,10 +207,11 @@ final class TensorBuffer: @unchecked Sendable {
         self.owner = owner
     }
 
-    /// Zeroed memory, aligned for every dtype; large enough to hand out a valid pointer at size 0.
-    static func allocate(byteCount: Int) -> TensorBuffer {
+    /// Memory aligned for every dtype, zeroed unless the caller overwrites all of it at once;
+    /// large enough to hand out a valid pointer at size 0.
+    static func allocate(byteCount: Int, zeroed: Bool = true) -> TensorBuffer {
         let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-        raw.initializeMemory(as: UInt8.self, repeating: 0)
+        if zeroed { raw.initializeMemory(as: UInt8.self, repeating: 0) }
         return TensorBuffer(
             bytes: UnsafeRawBufferPointer(rebasing: raw[0..<byteCount]), storage: .owned, owner: nil)
     }
