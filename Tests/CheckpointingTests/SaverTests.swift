@@ -209,7 +209,7 @@ import Testing
         }
     }
 
-    @Test func aFailedBackgroundSaveSurfacesAtTheEnd() throws {
+    @Test func aFailedBackgroundSaveSurfacesAtTheNextSaveAndAtTheEnd() throws {
         try withTemporaryFolder { folder in
             // The folder is a file: every save fails.
             FileManager.default.createFile(atPath: folder + "/blocked", contents: Data([1]))
@@ -218,7 +218,9 @@ import Testing
                 saveOnTermination: false))
             try saver.fitStart(Self.state(batch: 0))
             try saver.batchEnd(Self.state(batch: 1))  // the failure happens in the background
-            #expect(throws: CheckpointError.self) { try saver.fitEnd(Self.state(batch: 2)) }
+            #expect(throws: CheckpointError.self) { try saver.batchEnd(Self.state(batch: 2)) }
+            try saver.batchEnd(Self.state(batch: 3))
+            #expect(throws: CheckpointError.self) { try saver.fitEnd(Self.state(batch: 3)) }
         }
     }
 
