@@ -175,6 +175,24 @@ import Testing
         }
     }
 
+    /// Only damage makes autoresume try an earlier file: a model that does not match would not
+    /// match any checkpoint of the run, and must not be hidden behind a fresh start.
+    @Test func autoresumeThrowsWhenTheModelDoesNotMatch() throws {
+        try withTemporaryFolder { folder in
+            let options = CheckpointSaver.Options(
+                folder: folder, filename: "ba{batch}.safetensors", saveInterval: "1ba", saveOnTermination: false)
+            let first = try CheckpointSaver(options: options)
+            try first.fitStart(Self.state(batch: 0))
+            try first.batchEnd(Self.state(batch: 1))
+            var other = TrainingState(runName: "run")
+            other.model["renamed"] = .tensor(try Tensor(shape: [2], scalars: [Float(0), 0]))
+            let error = #expect(throws: CheckpointError.self) {
+                try CheckpointSaver(options: options).autoresume(into: &other)
+            }
+            #expect(error?.code == .keyMismatch)
+        }
+    }
+
     @Test func autoresumeWithNothingToResumeReturnsNil() throws {
         try withTemporaryFolder { folder in
             let saver = try CheckpointSaver(options: .init(folder: folder + "/empty", saveOnTermination: false))

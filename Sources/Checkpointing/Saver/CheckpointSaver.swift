@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Saves checkpoints on a schedule during training, keeps the right ones, and resumes a run
 /// where it stopped: Composer's `CheckpointSaver` callback (SPEC §5), for any Swift training loop.
@@ -270,13 +271,18 @@ public final class CheckpointSaver {
                 started = true
                 logger.info("autoresume: resumed from \(candidate.path) at batch \(state.timestamp.batch)")
                 return result
-            } catch {
-                logger.warning("autoresume: \(candidate.path) failed verification, trying an earlier checkpoint: \(error)")
+            } catch let error as CheckpointError where Self.damage.contains(error.code) {
+                logger.warning("autoresume: \(candidate.path) is damaged, trying an earlier checkpoint: \(error)")
                 book.withLock { _ = $0.replaceable.insert(candidate.path) }
             }
         }
         return nil
     }
+
+    /// Failures that mean a checkpoint file is damaged, so an earlier one should be tried. Any
+    /// other failure (model keys that do not match, say) would fail for every checkpoint of the
+    /// run and is thrown.
+    private static let damage: Set<CheckpointError.Code> = [.checksumMismatch, .malformed, .notFound, .io]
 
     private func resumeCandidates(in folder: String, state: TrainingState) -> [String] {
         var paths = book.withLock { $0.ledger.checkpoints.map { FilePaths.join(folder, $0) } }
@@ -322,9 +328,7 @@ public final class CheckpointSaver {
 }
 
 /// The saver's records, updated by background saves after each commit.
-///
-/// `@unchecked Sendable`: every access goes through `withLock`.
-private final class Bookkeeping: @unchecked Sendable {
+private final class Bookkeeping: Sendable {
     struct Records {
         var ledger = RetentionLedger()
         var statistics = CheckpointSaver.Statistics()
@@ -332,13 +336,10 @@ private final class Bookkeeping: @unchecked Sendable {
         var replaceable: Set<String> = []
     }
 
-    private let lock = NSLock()
-    private var records = Records()
+    private let records = Mutex(Records())
 
     func withLock<R>(_ body: (inout Records) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&records)
+        try records.withLock { try body(&$0) }
     }
 
     /// After a committed save: record it, prune old checkpoints, persist the list, move the
