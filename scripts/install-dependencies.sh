@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
 # Installs what building and testing need and a fresh machine may lack: Debian's libxxhash-dev
-# (the native format's checksum), zlib1g-dev (CRC-32, gzip) and pkg-config; with --test, also Python's safetensors and
-# numpy, which the interop tests use as the reference reader. Installs only what is missing.
+# (the native format's checksum), the codec libraries (zlib1g-dev for CRC-32 and gzip,
+# libzstd-dev, liblz4-dev, liblzma-dev for xz and lzma, libbz2-dev, liblzo2-dev for lzop) and
+# pkg-config; with --test, also Python's safetensors and numpy, which the interop tests use as
+# the reference reader, and the compression tools (zstd lz4 lzop xz-utils bzip2 gzip tar) whose
+# own tests check the files we write. Installs only what is missing.
 set -euo pipefail
 
 missing=()
 [ -f /usr/include/xxhash.h ] || missing+=(libxxhash-dev)
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+[ -f /usr/include/zstd.h ] || missing+=(libzstd-dev)
+[ -f /usr/include/lz4frame.h ] || missing+=(liblz4-dev)
+[ -f /usr/include/lzma.h ] || missing+=(liblzma-dev)
+[ -f /usr/include/bzlib.h ] || missing+=(libbz2-dev)
+[ -f /usr/include/lzo/lzo1x.h ] || missing+=(liblzo2-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if [ "${1:-}" = "--test" ]; then
+  command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+  command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
+  command -v lzop >/dev/null 2>&1 || missing+=(lzop)
+  { command -v xz && command -v lzma; } >/dev/null 2>&1 || missing+=(xz-utils)
+  command -v bzip2 >/dev/null 2>&1 || missing+=(bzip2)
+  command -v gzip >/dev/null 2>&1 || missing+=(gzip)
+  command -v tar >/dev/null 2>&1 || missing+=(tar)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   sudo_cmd=""

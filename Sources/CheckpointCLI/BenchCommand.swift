@@ -31,9 +31,33 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Measure the training-loop stall of CheckpointSaver's synchronous and asynchronous saves instead.")
     var saver = false
 
+    @Option(help: """
+        Measure compressed saves instead: our save with this codec (gz, bz2, xz, lzma, zst, lz4, lzo, \
+        or its name) beside Composer's pipe into the codec's tool and the tool on all cores; \
+        `all`: our save and open with every codec.
+        """)
+    var compression: String?
+
+    @Option(help: "pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones.")
+    var format: String = "native"
+
+    @Option(help: "The compression level for --compression (default: the codec's fast default).")
+    var level: Int?
+
+    @Option(help: "Compression threads for zstd and xz with --compression (default: every core).")
+    var threads: Int?
+
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
+        guard format == "native" || format == "pt" else { throw ValidationError("--format takes native or pt") }
+        if let compression, compression != "all", Self.codec(compression) == nil {
+            throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo (or gzip, bzip2, zstd, lzop) or all")
+        }
+    }
+
+    static func codec(_ name: String) -> CompressionCodec? {
+        CompressionCodec(fileExtension: name) ?? CompressionCodec(rawValue: name)
     }
 
     func run() throws {
@@ -45,6 +69,30 @@ struct BenchCommand: ParsableCommand {
         let state = try SyntheticState.gpt2Small(scale: scale)
         if saver {
             let result = try SaverBench(state: state, folder: directory).run()
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(result.text())
+            }
+            return
+        }
+        if format == "pt" {
+            let result = try TorchBench(state: state, folder: directory, repetitions: repetitions).run()
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(result.text())
+            }
+            return
+        }
+        if let compression {
+            let codecs = compression == "all" ? CompressionCodec.allCases : [Self.codec(compression)!]
+            let result = try CompressionBench(
+                state: state, folder: directory, codecs: codecs, options: CompressionOptions(level: level, threads: threads),
+                compareWithTools: compression != "all", repetitions: repetitions
+            ).run()
             if json {
                 let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))

@@ -36,6 +36,10 @@ struct InspectReport {
 
     var path: String
     var format: String
+    /// The codec of a compressed file (SPEC §8).
+    var compression: String?
+    /// The member of a tar archive that holds the checkpoint.
+    var tarMember: String?
     var fileBytes: Int
     var runName: String?
     var timestamp: Timestamp?
@@ -45,6 +49,8 @@ struct InspectReport {
         let file = try CheckpointFile.open(path)
         self.path = path
         format = file.formatName
+        compression = file.compression?.rawValue
+        tarMember = file.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
         fileBytes = file.byteCount
         let state = try? TrainingState(tree: file.tree)
         let stateDict = file.tree.dictValue?["state"]?.dictValue
@@ -64,6 +70,10 @@ struct InspectReport {
         var lines = [
             "path:      \(path)",
             "format:    \(format)",
+            "compress:  \(compression ?? "none")",
+        ]
+        if let tarMember { lines.append("container: tar, member \(tarMember)") }
+        lines += [
             "size:      \(Units.bytes(fileBytes))",
             "run name:  \(runName ?? "-")",
         ]
@@ -91,6 +101,8 @@ struct InspectReport {
         var object: [String: Any] = [
             "path": path,
             "format": format,
+            "compression": compression.map { $0 as Any } ?? NSNull(),
+            "tar_member": tarMember.map { $0 as Any } ?? NSNull(),
             "file_bytes": fileBytes,
             "tensor_count": tensors.count,
             "tensor_bytes": totalTensorBytes,

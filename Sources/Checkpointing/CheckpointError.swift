@@ -15,6 +15,9 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
         public static let checksumMismatch = Code(rawValue: "checksum-mismatch")
         /// The file is of a kind this library recognises but does not read or write.
         public static let unsupportedFormat = Code(rawValue: "unsupported-format")
+        /// A pickle names a Python global outside the allow-list; it was refused before anything
+        /// was built from it (a file that would run code when unpickled naively).
+        public static let disallowedGlobal = Code(rawValue: "disallowed-global")
         /// A filename template is invalid: unknown variable, bad format spec, unbalanced braces.
         public static let invalidTemplate = Code(rawValue: "invalid-template")
         /// An argument is invalid (a bad shape, an impossible option combination, ...).

@@ -146,13 +146,32 @@ import Testing
         }
     }
 
-    @Test func convertRefusesAFormatItCannotWriteBeforeWritingAnything() throws {
+    @Test func convertRefusesABadTemplateBeforeWritingAnything() throws {
         try withTemporaryFolder { folder in
             let input = try saveCheckpoint(try Self.sampleState(), filename: folder + "/in.safetensors")[0]
-            let run = try CLI.run(["convert", input, folder + "/out.pt.zst"])
+            let run = try CLI.run(["convert", input, folder + "/out-{nope}.safetensors.zst"])
             #expect(run.status == 1)
-            #expect(run.stderr.contains("cannot save"))
-            #expect(!FileManager.default.fileExists(atPath: folder + "/out.pt.zst"))
+            #expect(run.stderr.contains("nope"))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["in.safetensors"])
+        }
+    }
+
+    /// SPEC §8: inspect shows the compression (and the tar member) of a file.
+    @Test func convertWritesACompressedTarThatInspectDescribes() throws {
+        try withTemporaryFolder { folder in
+            let input = try saveCheckpoint(try Self.sampleState(), filename: folder + "/in.safetensors")[0]
+            let convert = try CLI.run(["convert", input, folder + "/out.tar.zst"])
+            #expect(convert.status == 0, "\(convert.stderr)")
+            let json = try CLI.run(["inspect", folder + "/out.tar.zst", "--json"])
+            #expect(json.status == 0, "\(json.stderr)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+            #expect(object["format"] as? String == "native")
+            #expect(object["compression"] as? String == "zstd")
+            #expect(object["tar_member"] as? String == "checkpoint.safetensors")
+            let text = try CLI.run(["inspect", folder + "/out.tar.zst"])
+            #expect(text.stdout.contains("compress:  zstd"))
+            #expect(text.stdout.contains("container: tar, member checkpoint.safetensors"))
+            #expect(try CLI.run(["inspect", input]).stdout.contains("compress:  none"))
         }
     }
 

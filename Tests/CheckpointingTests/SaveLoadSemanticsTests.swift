@@ -352,22 +352,7 @@ import Testing
         }
     }
 
-    // MARK: Formats not written yet, missing files
-
-    @Test(arguments: [
-        "x.pt", "x.tar", "x.gz", "x.tgz", "x.tar.gz", "x.pt.zst", "x.safetensors.xz", "x.pt.bz2", "x.tar.lz4",
-        "sub/ep{epoch}.pt", "sub/x.lzo",
-    ])
-    func unsupportedNamesThrowAndWriteNothing(name: String) throws {
-        let state = composerLikeState()
-        try withTemporaryFolder { folder in
-            expectCheckpointError(.unsupportedFormat) {
-                try saveCheckpoint(state, filename: folder + "/" + name)
-            }
-            let contents = try folderContents(folder)
-            #expect(contents.isEmpty, "nothing is written, no folder created")
-        }
-    }
+    // MARK: Missing files
 
     @Test func loadingAMissingFileIsNotFound() throws {
         try withTemporaryFolder { folder in

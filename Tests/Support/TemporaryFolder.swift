@@ -4,7 +4,10 @@ public import Foundation
 ///
 /// When it goes away, every native checkpoint left in it is first read again by Python's
 /// `safetensors` package (``PythonSafetensors/crossCheck(folder:)``), so every native file the
-/// tests write is also checked against the reference reader; then the folder is removed.
+/// tests write is also checked against the reference reader; every `.pt` file is checked by
+/// Python's `zipfile` and `pickletools` (``PythonTorchZip/crossCheck(folder:)``) for what
+/// `torch.load(weights_only=True)` needs; then the folder is removed. (So a test that leaves a
+/// deliberately damaged file behind names it otherwise.)
 public final class TemporaryFolder {
     public let url: URL
     public var path: String { url.path }
@@ -19,6 +22,7 @@ public final class TemporaryFolder {
 
     deinit {
         PythonSafetensors.crossCheck(folder: path)
+        PythonTorchZip.crossCheck(folder: path)
         try? FileManager.default.removeItem(at: url)
     }
 }

@@ -7,8 +7,9 @@
 public struct CheckpointFile: Sendable {
     /// The path the file was opened from.
     public let path: String
-    /// What the file is.
-    public let kind: FileKind
+    /// What the file is: its outermost layer (a zstd stream for `x.pt.zst`, a gzip stream for
+    /// `x.tar.gz`); ``formatKind`` says what the checkpoint inside is.
+    public internal(set) var kind: FileKind
     /// Whether the file carries this library's tree and checksums (a native file), rather than
     /// being a plain safetensors file whose root holds its tensors by name.
     public let isNative: Bool
@@ -16,18 +17,61 @@ public struct CheckpointFile: Sendable {
     public let tree: StateValue
     /// The safetensors `__metadata__`, as stored.
     public let metadata: [String: String]
-    /// The size of the file in bytes.
-    public let byteCount: Int
+    /// The size of the file in bytes (as stored: compressed, for a compressed file).
+    public internal(set) var byteCount: Int
     let checksums: [String: UInt64]
+    /// Checks the format's own records (a torch file's CRC-32s); see ``verify()``.
+    var verifyRecords: (@Sendable () throws(CheckpointError) -> Void)? = nil
+    /// The compression and tar layers around the checkpoint, outermost first; empty for a
+    /// plain file.
+    public internal(set) var layers: [ContainerLayer] = []
+    /// What the checkpoint inside the layers is, when there are layers.
+    var innerKind: FileKind? = nil
+
+    /// What the checkpoint inside any layers is: ``kind`` itself for a plain file.
+    public var formatKind: FileKind { innerKind ?? kind }
+
+    /// The compression of the file, if it is compressed (SPEC §8: `ckpt inspect` shows it).
+    public var compression: CompressionCodec? {
+        for case .compressed(let codec) in layers { return codec }
+        return nil
+    }
 
     /// Opens the checkpoint at `path`, recognising its format from its bytes.
     ///
+    /// Compressed streams and tar archives around it are opened first, whatever the name
+    /// says: a compressed file is decompressed (within the default ``DecompressionLimits``)
+    /// into an anonymous temporary file that is then mapped.
+    ///
     /// - Throws: ``CheckpointError``: `.notFound`; `.malformed` for a damaged file;
-    ///   `.unsupportedFormat` for a kind of file this build does not read, naming what it is.
+    ///   `.unsupportedFormat` for a kind of file this build does not read, naming what it is;
+    ///   `.limitExceeded` for a decompression bomb.
     public static func open(_ path: String) throws(CheckpointError) -> CheckpointFile {
-        let file = try MappedFile(path: path)
+        try open(path, decompressionLimits: DecompressionLimits())
+    }
+
+    /// Opens the checkpoint at `path` as ``open(_:)`` does, with explicit bounds on
+    /// decompression (raise them for a checkpoint that compresses extremely well).
+    public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
+        let outer = try MappedFile(path: path)
+        let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: decompressionLimits)
+        var opened = try read(file, path: path)
+        if let first = layers.first {
+            opened.innerKind = opened.kind
+            opened.kind = first.fileKind
+            opened.byteCount = outer.bytes.count
+            opened.layers = layers
+        }
+        return opened
+    }
+
+    /// Reads the checkpoint format of `file` (the innermost layer of `path`).
+    private static func read(_ file: MappedFile, path: String) throws(CheckpointError) -> CheckpointFile {
         let prefix = UnsafeRawBufferPointer(rebasing: file.bytes.prefix(512))
         guard let kind = FileKind.sniff(prefix, fileSize: file.bytes.count) else {
+            if let refusal = TorchFormat.refusal(forPrefix: prefix) {
+                throw CheckpointError(.unsupportedFormat, refusal, path: path)
+            }
             throw CheckpointError(
                 .unsupportedFormat,
                 "is not a checkpoint this library recognises (neither safetensors, a PyTorch zip, a tar archive nor a compressed stream)",
@@ -39,6 +83,11 @@ public struct CheckpointFile: Sendable {
             return CheckpointFile(
                 path: path, kind: kind, isNative: contents.isNative, tree: contents.tree,
                 metadata: contents.metadata, byteCount: file.bytes.count, checksums: contents.checksums)
+        case .torchZip:
+            let contents = try TorchFormat.read(file)
+            return CheckpointFile(
+                path: path, kind: kind, isNative: false, tree: contents.tree, metadata: contents.metadata,
+                byteCount: file.bytes.count, checksums: contents.checksums, verifyRecords: contents.verifyRecords)
         case .torchLegacy:
             throw CheckpointError(
                 .unsupportedFormat,
@@ -54,20 +103,28 @@ public struct CheckpointFile: Sendable {
 
     /// The format name for reports: `native`, `safetensors`, ...
     public var formatName: String {
-        switch kind {
+        switch formatKind {
         case .safetensors: isNative ? "native" : "safetensors"
-        default: kind.rawValue
+        case .torchZip: "torch"
+        default: formatKind.rawValue
         }
     }
 
-    /// Whether tensor checksums are recorded (native files).
-    public var hasChecksums: Bool { !checksums.isEmpty }
+    /// Whether checksums are recorded: per tensor (native files) or per record (CRC-32, torch files).
+    public var hasChecksums: Bool { !checksums.isEmpty || verifyRecords != nil }
 
-    /// Checks every tensor against its recorded checksum.
+    /// Checks every tensor against its recorded checksum; in a torch file, every record against
+    /// its CRC-32 (a full read, as the native checks are, which a resume pays for anyway when it
+    /// uses the tensors).
     ///
-    /// - Throws: ``CheckpointError`` (`.checksumMismatch`) naming the first damaged tensor.
+    /// - Throws: ``CheckpointError`` (`.checksumMismatch`) naming the first damaged tensor or record.
     public func verify() throws(CheckpointError) {
-        guard hasChecksums else { return }
+        do {
+            try verifyRecords?()
+        } catch {
+            throw error.at(path: path)
+        }
+        guard !checksums.isEmpty else { return }
         var failure: CheckpointError?
         tree.forEachTensor { name, tensor in
             guard failure == nil else { return }

@@ -23,19 +23,15 @@ struct FormatContents {
     var metadata: [String: String]
     /// Whether the file carries a whole checkpoint tree, rather than only named tensors.
     var isNative: Bool
+    /// Checks what the format records beyond per-tensor checksums (a torch file: the CRC-32
+    /// of every record); `nil` when it records nothing else.
+    var verifyRecords: (@Sendable () throws(CheckpointError) -> Void)? = nil
 }
 
 extension CheckpointFormat {
-    /// Writes `tree` to `path` in this format, atomically and durably.
+    /// Writes `tree` to `path` in this format (inside the tar and compression its extension
+    /// chain names, with the default options), atomically and durably.
     static func save(_ tree: StateValue, to path: String) throws(CheckpointError) {
-        let layout = try layout(tree)
-        let file = try AtomicFileWriter(path: path, expectedSize: size(of: layout))
-        do {
-            try write(layout, to: file)
-            try file.commit()
-        } catch {
-            file.abort()
-            throw error
-        }
+        try save(tree, to: path, compression: CompressionOptions())
     }
 }

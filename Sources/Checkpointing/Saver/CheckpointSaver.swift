@@ -39,7 +39,7 @@ public final class CheckpointSaver {
         public var checkpointsToKeep = -1
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
-        /// Save only the model (see ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:processGroup:)``).
+        /// Save only the model (see ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:compression:processGroup:)``).
         public var weightsOnly = false
         /// Parts of the state to leave out of every checkpoint.
         public var ignoreKeys: IgnoreKeys?

@@ -10,10 +10,8 @@ struct SaveTarget: Equatable {
 
     var format: Format
     var tar: Bool
-    /// The compression extension without its dot (`gz`, `zst`, ...), if any.
-    var compression: String?
-
-    static let compressionExtensions: Set<String> = ["gz", "bz2", "xz", "lzma", "zst", "lz4", "lzo"]
+    /// The codec named by the last extension (`.gz`, `.zst`, ...; `.tgz` is gzip), if any.
+    var compression: CompressionCodec?
 
     /// Reads the extension chain of the last component of `path`.
     init(path: String) {
@@ -22,33 +20,20 @@ struct SaveTarget: Equatable {
         compression = nil
         tar = false
         format = .native
-        if parts.count > 1, Self.compressionExtensions.contains(parts.last!) {
-            compression = parts.removeLast()
+        if parts.count > 1, let codec = CompressionCodec(fileExtension: parts.last!) {
+            parts.removeLast()
+            compression = codec
         }
         if parts.count > 1, parts.last == "tgz", compression == nil {
             parts.removeLast()
             tar = true
-            compression = "gz"
+            compression = .gzip
         } else if parts.count > 1, parts.last == "tar" {
             parts.removeLast()
             tar = true
         }
         if parts.count > 1, parts.last == "pt" {
             format = .torch
-        }
-    }
-
-    /// Refuses, before anything is written, a target this build cannot produce.
-    func checkSupported(path: String) throws(CheckpointError) {
-        var missing: [String] = []
-        if format == .torch { missing.append("the PyTorch format (.pt)") }
-        if tar { missing.append("tar containers") }
-        if let compression { missing.append("compression (.\(compression))") }
-        guard missing.isEmpty else {
-            throw CheckpointError(
-                .unsupportedFormat,
-                "this build of swift-checkpointing cannot save \(missing.joined(separator: " or ")) yet; name the file with .safetensors or no extension to save in the native format",
-                path: path)
         }
     }
 }

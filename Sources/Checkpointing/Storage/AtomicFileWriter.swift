@@ -18,6 +18,10 @@ final class AtomicFileWriter: SeekableByteSink {
     let temporaryPath: String
     private var fd: Int32
     private(set) var position = 0
+    /// Where writeback was last started: see ``write(_:)``.
+    private var writebackStart = 0
+    /// Writeback of what was written is started every this many bytes.
+    static let writebackInterval = 64 << 20
 
     /// Creates the temporary file, and the folders leading to it if needed.
     ///
@@ -85,6 +89,18 @@ final class AtomicFileWriter: SeekableByteSink {
             throw error.at(path: finalPath)
         }
         position += bytes.count
+        if position - writebackStart >= Self.writebackInterval {
+            // Start writing these pages to disk now, while the rest of the file is produced
+            // (compression keeps the cores busy for seconds), so commit's fsync waits only for
+            // the tail rather than for the whole file: the kernel would otherwise hold every
+            // page until the fsync (the dirty-page threshold is gigabytes on a large machine).
+            // On Linux, DONTNEED starts writeback of the range's dirty pages without waiting
+            // (sync_file_range is not visible to Swift). Only a hint: failures show at fsync.
+            // Measured here on 1.49 GB (medians of 4 interleaved runs, with / without): native
+            // save 1.0 / 1.4 s, .pt.zst 1.8 / 1.9 s, .pt.lz4 2.7 / 3.7 s.
+            _ = posix_fadvise(fd, off_t(writebackStart), off_t(position - writebackStart), Int32(POSIX_FADV_DONTNEED))
+            writebackStart = position
+        }
     }
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {

@@ -18,12 +18,30 @@ public final class MappedFile: @unchecked Sendable {
     /// The file's bytes.
     public let bytes: UnsafeRawBufferPointer
     private let mapped: Bool
+    /// The mapping this one is a part of, kept alive by it.
+    private let parent: MappedFile?
 
     /// Maps the file at `path`.
-    public init(path: String) throws(CheckpointError) {
-        self.path = path
+    public convenience init(path: String) throws(CheckpointError) {
         let fd = try SystemCalls.retrying("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
         defer { close(fd) }
+        try self.init(descriptor: fd, path: path)
+    }
+
+    /// A part of another mapping (a member of an uncompressed tar archive), named `path` in
+    /// messages.
+    init(slice range: Range<Int>, of parent: MappedFile, path: String) {
+        self.path = path
+        bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
+        mapped = false
+        self.parent = parent
+    }
+
+    /// Maps the open file `fd` (a decompressed temporary), named `path` in messages; `fd` may
+    /// be closed afterwards.
+    init(descriptor fd: Int32, path: String) throws(CheckpointError) {
+        self.path = path
+        parent = nil
         let size = try SystemCalls.fileSize(fd, path: path)
         guard size > 0 else {
             // mmap refuses length 0; an empty file still needs a valid, empty view.

@@ -1,0 +1,255 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A compressed-stream format of SPEC §2.6: chosen by the file name's last extension on save,
+/// recognised by its magic number on load.
+///
+/// Every codec writes the plain stream that its command-line tool reads (`gzip -d`,
+/// `bzip2 -d`, `xz -d`, `lzma -d`, `zstd -d`, `lz4 -d`, `lzop -d`), in-process and streaming.
+public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConvertible {
+    case gzip, bzip2, xz, lzma, zstd, lz4, lzop
+
+    /// The file extension, without its dot: `gz`, `bz2`, `xz`, `lzma`, `zst`, `lz4`, `lzo`.
+    public var fileExtension: String {
+        switch self {
+        case .gzip: "gz"
+        case .bzip2: "bz2"
+        case .xz: "xz"
+        case .lzma: "lzma"
+        case .zstd: "zst"
+        case .lz4: "lz4"
+        case .lzop: "lzo"
+        }
+    }
+
+    /// The codec a file extension (without its dot) names, if any.
+    public init?(fileExtension: String) {
+        guard let codec = Self.allCases.first(where: { $0.fileExtension == fileExtension }) else { return nil }
+        self = codec
+    }
+
+    /// The codec of a sniffed file kind, if the kind is a compressed stream.
+    init?(kind: FileKind) {
+        switch kind {
+        case .gzip: self = .gzip
+        case .bzip2: self = .bzip2
+        case .xz: self = .xz
+        case .lzma: self = .lzma
+        case .zstd: self = .zstd
+        case .lz4: self = .lz4
+        case .lzop: self = .lzop
+        case .safetensors, .torchZip, .torchLegacy, .tar: return nil
+        }
+    }
+
+    /// The kind of file a stream of this codec is.
+    public var fileKind: FileKind {
+        switch self {
+        case .gzip: .gzip
+        case .bzip2: .bzip2
+        case .xz: .xz
+        case .lzma: .lzma
+        case .zstd: .zstd
+        case .lz4: .lz4
+        case .lzop: .lzop
+        }
+    }
+
+    /// The command-line tool that reads and writes this codec's files.
+    public var toolName: String { self == .gzip ? "gzip" : rawValue }
+
+    /// Whether the codec compresses on several threads (``CompressionOptions/threads``).
+    public var isMultithreaded: Bool { self == .zstd || self == .xz }
+
+    /// The level used when ``CompressionOptions/level`` is `nil`: fast, since a checkpoint is
+    /// mostly weights, which compress little at any level (measured on the bench state by
+    /// `ckpt bench --compression`: higher levels cost several times the time for a ratio within
+    /// a few percent).
+    public var defaultLevel: Int {
+        switch self {
+        case .gzip: 1
+        case .bzip2: 9  // bzip2's level is only its block size; 9 is what `bzip2` writes.
+        case .xz, .lzma: 1
+        case .zstd: 1
+        case .lz4: 0
+        case .lzop: 3  // lzop's default, -3.
+        }
+    }
+
+    /// The levels the codec accepts.
+    public var levels: ClosedRange<Int> {
+        switch self {
+        case .gzip: 0...9
+        case .bzip2: 1...9
+        case .xz, .lzma: 0...9
+        case .zstd: -7...22
+        case .lz4: 0...12
+        // lzop's -2 to -6, which all mean LZO1X-1, the only method written here.
+        case .lzop: 2...6
+        }
+    }
+
+    public var description: String { rawValue }
+
+    /// The implementation.
+    var implementation: any StreamCodec.Type {
+        switch self {
+        case .gzip: GzipCodec.self
+        case .bzip2: BZip2Codec.self
+        case .xz: XZCodec.self
+        case .lzma: LZMACodec.self
+        case .zstd: ZstdCodec.self
+        case .lz4: LZ4Codec.self
+        case .lzop: LzopCodec.self
+        }
+    }
+
+    /// A sink that compresses what it is given into `sink`; call ``StreamTransform/finish()``
+    /// to end the stream.
+    func compressor(into sink: any ByteSink, options: CompressionOptions = CompressionOptions()) throws(CheckpointError)
+        -> any StreamTransform
+    {
+        let level = options.level ?? defaultLevel
+        guard levels.contains(level) else {
+            throw CheckpointError(
+                .invalidArgument,
+                "\(rawValue) compression level \(level) is out of range: \(rawValue) accepts \(levels.lowerBound) to \(levels.upperBound)")
+        }
+        let threads = options.threads ?? CompressionOptions.processorCount
+        guard threads >= 1 else {
+            throw CheckpointError(.invalidArgument, "the compression thread count must be at least 1, got \(threads)")
+        }
+        return try implementation.compressor(into: sink, level: level, threads: threads)
+    }
+
+    /// A sink that decompresses what it is given into `sink`; ``StreamTransform/finish()``
+    /// fails when the stream is incomplete.
+    func decompressor(into sink: any ByteSink) throws(CheckpointError) -> any StreamTransform {
+        try implementation.decompressor(into: sink)
+    }
+}
+
+/// How to compress: the codec's level and, for zstd and xz, the number of threads.
+public struct CompressionOptions: Sendable, Equatable {
+    /// The codec's level; `nil` is the codec's fast default (``CompressionCodec/defaultLevel``).
+    public var level: Int?
+    /// Threads for the codecs that can use several (zstd, xz); `nil` uses every core. Other
+    /// codecs compress on the calling thread.
+    public var threads: Int?
+
+    public init(level: Int? = nil, threads: Int? = nil) {
+        self.level = level
+        self.threads = threads
+    }
+
+    /// The cores this process may run on.
+    static var processorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+}
+
+/// Bounds on decompression, so a small hostile file cannot fill the disk or memory (SPEC §9).
+///
+/// A decompressed checkpoint is written to an anonymous temporary file and mapped: these
+/// limits stop that file from growing without bound.
+public struct DecompressionLimits: Sendable, Equatable {
+    /// The most bytes one compressed stream may decompress to.
+    public var maximumBytes: Int
+    /// The most bytes out per byte in, enforced once the output passes ``ratioFloor``:
+    /// checkpoints of weights compress to 1.1-3x and a sparse one to perhaps 100x, while a
+    /// bomb reaches 1000x and beyond.
+    public var maximumRatio: Int
+    /// Output below this size is never refused for its ratio (a small file of zeros is not a bomb).
+    public var ratioFloor: Int
+
+    public init(maximumBytes: Int = 1 << 40, maximumRatio: Int = 1000, ratioFloor: Int = 64 << 20) {
+        self.maximumBytes = maximumBytes
+        self.maximumRatio = maximumRatio
+        self.ratioFloor = ratioFloor
+    }
+}
+
+extension CheckpointError.Code {
+    /// Input would exceed an explicit limit (a decompression bomb, an archive member larger
+    /// than its archive, ...).
+    public static let limitExceeded = CheckpointError.Code(rawValue: "limit-exceeded")
+}
+
+/// A byte sink that transforms what it is given (compresses or decompresses it) and writes
+/// the result into the next sink. Memory use is bounded by the codec's buffers, whatever the
+/// stream's length.
+protocol StreamTransform: ByteSink {
+    /// Ends the stream: flushes a compressor's last bytes; checks that a decompressor saw a
+    /// complete stream (it throws for a truncated one).
+    func finish() throws(CheckpointError)
+}
+
+/// One codec over its C library.
+protocol StreamCodec {
+    static var codec: CompressionCodec { get }
+    /// `level` is within the codec's ``CompressionCodec/levels``; `threads` is at least 1.
+    static func compressor(into sink: any ByteSink, level: Int, threads: Int) throws(CheckpointError) -> any StreamTransform
+    static func decompressor(into sink: any ByteSink) throws(CheckpointError) -> any StreamTransform
+}
+
+/// The staging buffer every codec writes its output into before passing it on.
+///
+/// 1 MiB: large enough that the next sink (a file, usually) sees few, large writes.
+final class CodecBuffer {
+    static let defaultCapacity = 1 << 20
+    let start: UnsafeMutableRawPointer
+    let capacity: Int
+
+    init(capacity: Int = CodecBuffer.defaultCapacity) {
+        self.capacity = capacity
+        start = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+    }
+
+    /// Writes the first `count` bytes to `sink`.
+    func flush(_ count: Int, to sink: any ByteSink) throws(CheckpointError) {
+        guard count > 0 else { return }
+        try sink.write(UnsafeRawBufferPointer(start: start, count: count))
+    }
+
+    deinit { start.deallocate() }
+}
+
+/// Errors shared by the codecs.
+enum CodecErrors {
+    /// The input is damaged.
+    static func corrupt(_ codec: CompressionCodec, _ detail: String, at offset: Int) -> CheckpointError {
+        CheckpointError(
+            .malformed,
+            "the \(codec.rawValue) stream is corrupt (\(detail)); restore the file from another copy",
+            offset: offset)
+    }
+
+    /// The input ended inside a stream.
+    static func truncated(_ codec: CompressionCodec, after count: Int) -> CheckpointError {
+        CheckpointError(
+            .malformed,
+            "the \(codec.rawValue) stream is truncated: it ends after \(count) bytes, before the end of the compressed data; the file is incomplete (an interrupted copy or download?)",
+            offset: count)
+    }
+
+    /// Bytes follow the end of the stream that are not another stream of the same codec.
+    static func trailingData(_ codec: CompressionCodec, at offset: Int) -> CheckpointError {
+        CheckpointError(
+            .malformed,
+            "bytes follow the end of the \(codec.rawValue) stream that are not another \(codec.rawValue) stream; the file is damaged or two files were joined",
+            offset: offset)
+    }
+
+    /// The library failed for a reason that is not the input's fault.
+    static func library(_ codec: CompressionCodec, _ operation: String, _ detail: String) -> CheckpointError {
+        CheckpointError(.io, "\(codec.rawValue): \(operation) failed: \(detail)")
+    }
+
+    /// The input exceeds the decoder's memory limit.
+    static func memoryLimit(_ codec: CompressionCodec, _ detail: String) -> CheckpointError {
+        CheckpointError(
+            .limitExceeded,
+            "the \(codec.rawValue) stream needs more decoder memory than this library allows (\(detail)); it was not written by a common setting of \(codec.toolName): decompress it with the \(codec.toolName) tool and load the result")
+    }
+}

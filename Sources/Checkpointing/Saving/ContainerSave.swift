@@ -1,0 +1,43 @@
+extension CheckpointFormat {
+    /// Writes `tree` to `path` as its extension chain says (SPEC §2.6): in this format, inside
+    /// a tar archive when the name says `.tar` or `.tgz`, compressed when it ends in a codec's
+    /// extension; atomically and durably.
+    ///
+    /// One streaming pass: the format writes into the tar writer, which writes into the
+    /// compressor, which writes into the file. Nothing is held in memory but the codec's
+    /// buffers. Behind a compressor the sink is not seekable, so the native format checksums
+    /// its tensors before writing them rather than while.
+    static func save(_ tree: StateValue, to path: String, compression options: CompressionOptions) throws(CheckpointError) {
+        let target = SaveTarget(path: path)
+        let layout = try layout(tree)
+        let formatSize = size(of: layout)
+        let member = target.format.tarMemberName
+        let archiveSize = target.tar ? TarWriter.archivedSize(name: member, size: formatSize) + TarWriter.endSize : formatSize
+        // A compressed size is not known in advance, so the free-space check is left to the
+        // writes (a full disk still fails cleanly: the write is atomic).
+        let file = try AtomicFileWriter(path: path, expectedSize: target.compression == nil ? archiveSize : nil)
+        do {
+            var sink: any ByteSink = file
+            var compressor: (any StreamTransform)?
+            if let codec = target.compression {
+                let stream = try codec.compressor(into: file, options: options)
+                compressor = stream
+                sink = stream
+            }
+            if target.tar {
+                let tar = TarWriter(sink: sink)
+                try tar.writeMember(name: member, size: formatSize) { memberSink throws(CheckpointError) in
+                    try write(layout, to: memberSink)
+                }
+                try tar.finish()
+            } else {
+                try write(layout, to: sink)
+            }
+            try compressor?.finish()
+            try file.commit()
+        } catch {
+            file.abort()
+            throw error.at(path: path)
+        }
+    }
+}
