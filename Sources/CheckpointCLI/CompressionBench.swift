@@ -15,6 +15,9 @@ struct CompressionBench {
     struct Row {
         var method: String
         var seconds: Double
+        /// CPU time of every thread and child process: what the method costs whatever else
+        /// the machine is doing.
+        var cpuSeconds: Double = 0
         var compressedBytes: Int
         var durable: Bool
     }
@@ -72,10 +75,13 @@ struct CompressionBench {
                 }
             }
             var times = Array(repeating: [Double](), count: methods.count)
+            var cpuTimes = Array(repeating: [Double](), count: methods.count)
             var openTimes: [Double] = []
             for _ in 0..<repetitions {
                 for (index, method) in methods.enumerated() {
+                    let cpu = Self.cpuSeconds()
                     times[index].append(try method.measure())
+                    cpuTimes[index].append(Self.cpuSeconds() - cpu)
                     methods[index].row.compressedBytes = size(method.output)
                     if index == 0 { openTimes.append(try time { _ = try CheckpointFile.open(ours) }) }
                     try FileManager.default.removeItem(atPath: method.output)
@@ -84,6 +90,7 @@ struct CompressionBench {
             for (index, method) in methods.enumerated() {
                 var row = method.row
                 row.seconds = median(times[index])
+                row.cpuSeconds = median(cpuTimes[index])
                 rows.append(row)
             }
             opens.append((codec, median(openTimes)))
@@ -93,6 +100,17 @@ struct CompressionBench {
     }
 
     private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+    /// User and system time of this process's threads and its finished children.
+    private static func cpuSeconds() -> Double {
+        var total = 0.0
+        for who in [RUSAGE_SELF, RUSAGE_CHILDREN] {
+            var usage = rusage()
+            getrusage(__rusage_who_t(who.rawValue), &usage)
+            for time in [usage.ru_utime, usage.ru_stime] { total += Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        }
+        return total
+    }
 
     private func size(_ path: String) -> Int {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
@@ -148,14 +166,20 @@ struct CompressionBench {
 }
 
 extension CompressionBench.Result {
+    /// MB/s: the slow codecs (xz, bzip2) run at a few MB/s.
+    static func rate(_ bytes: Int, _ seconds: Double) -> String {
+        seconds > 0 ? String(format: "%.1f MB/s", Double(bytes) / seconds / 1e6) : "-"
+    }
+
     func text() -> String {
         let fastest = rows.filter { !$0.method.hasPrefix("ours") }.map(\.seconds).min()
-        var table = [["method", "time", "throughput", "ratio", "size", "ours vs it"]]
+        var table = [["method", "time", "cpu", "throughput", "ratio", "size", "ours vs it"]]
         let ours = rows.first { $0.method.hasPrefix("ours") }
         for row in rows {
             table.append([
                 row.method + (row.durable ? " (fsync)" : ""), String(format: "%.3f s", row.seconds),
-                Units.rate(bytes: uncompressedBytes, seconds: row.seconds),
+                String(format: "%.2f s", row.cpuSeconds),
+                Self.rate(uncompressedBytes, row.seconds),
                 String(format: "%.3f", Double(uncompressedBytes) / Double(max(row.compressedBytes, 1))),
                 Units.bytes(row.compressedBytes),
                 row.method.hasPrefix("ours") || ours == nil ? "" : String(format: "%.2fx", row.seconds / ours!.seconds),
@@ -163,13 +187,13 @@ extension CompressionBench.Result {
         }
         var lines = [
             "bench state as .\(format): \(Units.bytes(uncompressedBytes)) uncompressed; throughput counts uncompressed bytes",
-            Units.table(table, rightAligned: [1, 2, 3, 4, 5]),
+            Units.table(table, rightAligned: [1, 2, 3, 4, 5, 6]),
         ]
         if !opens.isEmpty {
             lines.append("")
             lines.append(Units.table(
                 [["open (decompress + parse)", "time", "throughput"]]
-                    + opens.map { [$0.codec.rawValue, String(format: "%.3f s", $0.seconds), Units.rate(bytes: uncompressedBytes, seconds: $0.seconds)] },
+                    + opens.map { [$0.codec.rawValue, String(format: "%.3f s", $0.seconds), Self.rate(uncompressedBytes, $0.seconds)] },
                 rightAligned: [1, 2]))
         }
         if fastest == nil { lines.append("(tools not compared: pass one codec to set our save beside them)") }
@@ -179,7 +203,9 @@ extension CompressionBench.Result {
     func json() -> [String: Any] {
         [
             "format": format, "uncompressed_bytes": uncompressedBytes,
-            "rows": rows.map { ["method": $0.method, "seconds": $0.seconds, "compressed_bytes": $0.compressedBytes, "durable": $0.durable] },
+            "rows": rows.map {
+                ["method": $0.method, "seconds": $0.seconds, "cpu_seconds": $0.cpuSeconds, "compressed_bytes": $0.compressedBytes, "durable": $0.durable]
+            },
             "opens": opens.map { ["codec": $0.codec.rawValue, "seconds": $0.seconds] },
         ]
     }

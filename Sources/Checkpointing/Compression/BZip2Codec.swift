@@ -2,8 +2,6 @@ internal import CBZip2
 
 /// bzip2 over libbz2. Single-threaded: libbz2 has no parallel mode.
 enum BZip2Codec: StreamCodec {
-    static let codec = CompressionCodec.bzip2
-
     static func compressor(into sink: any ByteSink, level: Int, threads: Int) throws(CheckpointError) -> any StreamTransform {
         try Compressor(sink: sink, level: level)
     }

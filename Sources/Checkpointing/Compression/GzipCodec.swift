@@ -3,8 +3,6 @@ internal import CZlib
 /// gzip (RFC 1952) over zlib: deflate with window bits 31, which adds the gzip header and the
 /// CRC-32 trailer. Single-threaded: zlib has no parallel mode.
 enum GzipCodec: StreamCodec {
-    static let codec = CompressionCodec.gzip
-
     static func compressor(into sink: any ByteSink, level: Int, threads: Int) throws(CheckpointError) -> any StreamTransform {
         try Compressor(sink: sink, level: level)
     }

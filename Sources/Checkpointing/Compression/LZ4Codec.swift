@@ -4,8 +4,6 @@ internal import CLZ4
 /// `LZ4F_*` API, with the tool's defaults: 4 MiB independent blocks and a content checksum.
 /// Single-threaded: liblz4 has no parallel mode (and compresses faster than a disk writes).
 enum LZ4Codec: StreamCodec {
-    static let codec = CompressionCodec.lz4
-
     static func compressor(into sink: any ByteSink, level: Int, threads: Int) throws(CheckpointError) -> any StreamTransform {
         try Compressor(sink: sink, level: level)
     }

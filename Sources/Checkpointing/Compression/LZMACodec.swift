@@ -7,8 +7,6 @@ internal import CLZMA
 /// Composer's `.lzma` files are usually xz inside; those are recognised by their magic number
 /// and read by ``XZCodec``.
 enum LZMACodec: StreamCodec {
-    static let codec = CompressionCodec.lzma
-
     static func compressor(into sink: any ByteSink, level: Int, threads: Int) throws(CheckpointError) -> any StreamTransform {
         try LibLZMATransform(codec: .lzma, sink: sink, decoding: false) { stream in
             var options = lzma_options_lzma()

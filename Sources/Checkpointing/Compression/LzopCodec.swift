@@ -12,8 +12,6 @@ internal import CZlib
 /// result (the tests run it). Single-threaded: lzop's blocks could be spread over threads, but
 /// LZO1X-1 already compresses faster than a disk writes.
 enum LzopCodec: StreamCodec {
-    static let codec = CompressionCodec.lzop
-
     static let magic: [UInt8] = [0x89, 0x4C, 0x5A, 0x4F, 0x00, 0x0D, 0x0A, 0x1A, 0x0A]
 
     /// Header flags (lzop's `F_*`).

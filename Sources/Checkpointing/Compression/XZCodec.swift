@@ -4,8 +4,6 @@ internal import CLZMA
 /// the input into blocks compressed in parallel and records their sizes, so the
 /// multi-threaded decoder can also spread the work. One thread uses the plain stream encoder.
 enum XZCodec: StreamCodec {
-    static let codec = CompressionCodec.xz
-
     static func compressor(into sink: any ByteSink, level: Int, threads: Int) throws(CheckpointError) -> any StreamTransform {
         try LibLZMATransform(codec: .xz, sink: sink, decoding: false) { stream in
             guard threads > 1 else { return lzma_easy_encoder(stream, UInt32(level), LZMA_CHECK_CRC64) }
@@ -22,7 +20,7 @@ enum XZCodec: StreamCodec {
             var options = lzma_mt()
             // Streams joined one after another decode as one, as with the xz tool.
             options.flags = clzma_concatenated()
-            options.threads = UInt32(CompressionOptions.processorCount)
+            options.threads = UInt32(CompressionOptions.defaultThreads)
             options.memlimit_threading = LibLZMATransform.memoryLimit / 2
             options.memlimit_stop = LibLZMATransform.memoryLimit
             return lzma_stream_decoder_mt(stream, &options)

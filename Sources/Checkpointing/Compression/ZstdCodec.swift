@@ -4,8 +4,6 @@ internal import CZstd
 /// input to the workers and passes their output on, so serialising the checkpoint overlaps
 /// with compressing it. Frames carry a content checksum, as the `zstd` tool writes them.
 enum ZstdCodec: StreamCodec {
-    static let codec = CompressionCodec.zstd
-
     static func compressor(into sink: any ByteSink, level: Int, threads: Int) throws(CheckpointError) -> any StreamTransform {
         try Compressor(sink: sink, level: level, threads: threads)
     }

@@ -1,0 +1,26 @@
+import Foundation
+import Testing
+
+/// `ckpt bench --compression`: our compressed save set beside Composer's pipe and the tool.
+@Suite struct CompressionBenchTests {
+    @Test func benchSetsOurZstdSaveBesideComposersPipeAndTheTool() throws {
+        let run = try CLI.run(["bench", "--scale", "0.005", "--repeat", "1", "--compression", "zst", "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        let rows = try #require(object["rows"] as? [[String: Any]])
+        #expect(rows.compactMap { $0["method"] as? String } == ["ours: save .pt.zst", "Composer: bytes | zstd", "zstd -T0 FILE"])
+        let uncompressed = try #require(object["uncompressed_bytes"] as? Int)
+        for row in rows {
+            #expect((row["seconds"] as? Double ?? 0) > 0)
+            let compressed = row["compressed_bytes"] as? Int ?? 0
+            #expect(compressed > 0 && compressed < uncompressed, "weights compress a little: \(row)")
+        }
+        #expect((object["opens"] as? [[String: Any]])?.first?["codec"] as? String == "zstd")
+    }
+
+    @Test func benchRefusesAnUnknownCodec() throws {
+        let run = try CLI.run(["bench", "--compression", "rar"])
+        #expect(run.status == 64)
+        #expect(run.stderr.contains("--compression"))
+    }
+}
