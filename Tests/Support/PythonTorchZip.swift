@@ -1,5 +1,5 @@
 import Checkpointing
-public import Foundation
+import Foundation
 import Testing
 
 /// Python's standard library (`zipfile`, `pickletools`) as an independent judge of the `.pt`

@@ -95,6 +95,8 @@ public final class CheckpointSaver {
     private let latestTemplate: FilenameTemplate?
     private var schedule: IntervalSchedule
     private let background = BackgroundSaves()
+    /// Snapshot memory, reused across asynchronous saves.
+    private let arena = SnapshotArena()
     /// Shared with background saves, which update it after each commit.
     private let book: Bookkeeping
     /// The folder, once known (it may hold `{run_name}`, known from the state).
@@ -124,6 +126,12 @@ public final class CheckpointSaver {
             try background.wait()
             return book.withLock { $0.statistics }
         }
+    }
+
+    /// The saver's statistics now, without waiting for a save in flight (whose write is not
+    /// counted yet).
+    public var statisticsWithoutWaiting: Statistics {
+        book.withLock { $0.statistics }
     }
 
     /// The kept checkpoints, oldest first, as paths.
@@ -212,7 +220,7 @@ public final class CheckpointSaver {
         let borrowed = state.tree.tensors.reduce(0) { $0 + ($1.tensor.storage == .borrowed ? $1.tensor.byteCount : 0) }
         let runInBackground = options.asynchronous && !waitForCompletion && borrowed <= options.snapshotMemoryBudget
         // A snapshot owns its bytes: later changes to the trainer's buffers cannot reach it.
-        let snapshot = runInBackground ? try TrainingState(tree: state.tree.owningCopy()) : state
+        let snapshot = runInBackground ? try TrainingState(tree: arena.snapshot(state.tree)) : state
         let options = options
         let book = book
         let work: @Sendable () throws -> Void = {

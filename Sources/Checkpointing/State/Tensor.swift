@@ -40,7 +40,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         }
         let buffer = TensorBuffer.allocate(byteCount: count, zeroed: false)
         let destination = UnsafeMutableRawBufferPointer(mutating: buffer.bytes)
-        let copied = bytes.withContiguousStorageIfAvailable { source in
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { source in
             destination.copyMemory(from: UnsafeRawBufferPointer(source))
         }
         if copied == nil { _ = destination.initializeMemory(as: UInt8.self, from: bytes) }
