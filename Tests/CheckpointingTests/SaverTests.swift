@@ -230,7 +230,7 @@ import Testing
     @Test func aFailedBackgroundSaveSurfacesAtTheNextSaveAndAtTheEnd() throws {
         try withTemporaryFolder { folder in
             // The folder is a file: every save fails.
-            FileManager.default.createFile(atPath: folder + "/blocked", contents: Data([1]))
+            _ = FileManager.default.createFile(atPath: folder + "/blocked", contents: Data([1]))
             let saver = try CheckpointSaver(options: .init(
                 folder: folder + "/blocked", filename: "ba{batch}.safetensors", saveInterval: "1ba", asynchronous: true,
                 saveOnTermination: false))
