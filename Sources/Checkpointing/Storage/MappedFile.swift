@@ -19,12 +19,20 @@ public final class MappedFile: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     private let mapped: Bool
 
-    /// Maps the file at `path`.
+    /// Maps the file at `path`: a local path, a `file://` URL, or an object in a registered
+    /// object store (`s3://...`), which is first downloaded, verified, to a staging file whose
+    /// name is removed once it is mapped.
     public init(path: String) throws(CheckpointError) {
         self.path = path
-        let fd = try SystemCalls.retrying("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
+        let local: String, staged: Bool
+        switch StoragePath(path) {
+        case .local(let file): (local, staged) = (file, false)
+        case .remote(let location): (local, staged) = (try RemoteStaging.download(location), true)
+        }
+        defer { if staged { unlink(local) } }
+        let fd = try SystemCalls.retrying("open", path: local) { open(local, O_RDONLY | O_CLOEXEC) }
         defer { close(fd) }
-        let size = try SystemCalls.fileSize(fd, path: path)
+        let size = try SystemCalls.fileSize(fd, path: local)
         guard size > 0 else {
             // mmap refuses length 0; an empty file still needs a valid, empty view.
             bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: 64), count: 0)
