@@ -1,4 +1,3 @@
-import Foundation
 public import struct Foundation.Date
 import Synchronization
 
@@ -220,13 +219,7 @@ public enum ObjectStores {
     /// before uploading it, and a load downloads the whole file there, so it needs room for the
     /// largest checkpoint (and should not be a RAM-backed `tmpfs` for large ones).
     public static var stagingFolder: String {
-        get {
-            if let folder = registry.withLock({ $0.stagingFolder }) { return folder }
-            if let folder = ProcessInfo.processInfo.environment["CHECKPOINTING_STAGING_DIR"], !folder.isEmpty {
-                return folder
-            }
-            return FileManager.default.temporaryDirectory.path
-        }
+        get { registry.withLock { $0.stagingFolder } ?? RemoteStaging.defaultFolder }
         set { registry.withLock { $0.stagingFolder = newValue } }
     }
 }

@@ -30,6 +30,14 @@ enum StoragePath {
 /// removes its name at once: the mapping keeps the bytes until the last tensor is released, and
 /// nothing is left behind even if the process is killed later.
 enum RemoteStaging {
+    /// `CHECKPOINTING_STAGING_DIR`, else the system's temporary folder.
+    static var defaultFolder: String {
+        if let folder = ProcessInfo.processInfo.environment["CHECKPOINTING_STAGING_DIR"], !folder.isEmpty {
+            return folder
+        }
+        return FileManager.default.temporaryDirectory.path
+    }
+
     /// Downloads `location` into a new staging file and returns its path; the caller removes it.
     static func download(_ location: ObjectLocation) throws(CheckpointError) -> String {
         let store = try ObjectStores.store(for: location)
