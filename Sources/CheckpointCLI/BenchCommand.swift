@@ -31,9 +31,21 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Measure the training-loop stall of CheckpointSaver's synchronous and asynchronous saves instead.")
     var saver = false
 
+    @Option(help: "Measure upload and download to this s3:// prefix instead (endpoint and credentials from the environment).")
+    var s3: String?
+
+    @Option(help: "With --s3: the part size in MiB (default 16).")
+    var partSize: Int?
+
+    @Option(help: "With --s3: the most parts in flight (default 8).")
+    var concurrency: Int?
+
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
+        if let s3, ObjectLocation(s3) == nil { throw ValidationError("--s3 takes an s3://bucket/prefix URL") }
+        if let partSize, partSize < 1 { throw ValidationError("--part-size must be at least 1 (MiB)") }
+        if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
     }
 
     func run() throws {
@@ -43,6 +55,19 @@ struct BenchCommand: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
         let state = try SyntheticState.gpt2Small(scale: scale)
+        if let s3, let prefix = ObjectLocation(s3) {
+            let result = try S3Bench(
+                state: state, prefix: prefix, repetitions: repetitions, partSize: partSize.map { $0 << 20 },
+                concurrency: concurrency, folder: directory
+            ).run()
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(result.text())
+            }
+            return
+        }
         if saver {
             let result = try SaverBench(state: state, folder: directory).run()
             if json {
