@@ -300,7 +300,7 @@ final class S3Client: Sendable {
         }
         return CheckpointError(
             .unreachable,
-            "the S3 endpoint \(endpoint) stopped answering \(operation.name) (\(failure.summary)) after \(Self.attempts(attempts)) over \(elapsed); \(advice)",
+            "lost the connection to the S3 endpoint \(endpoint) during \(operation.name) (\(failure.summary)) after \(Self.attempts(attempts)) over \(elapsed); \(advice)",
             path: location)
     }
 
@@ -380,6 +380,9 @@ struct TransportFailure: Error, Sendable {
             case .deadlineExceeded: return "deadline exceeded"
             default: return "\(error)"
             }
+        }
+        if let error = error as? HTTPParserError, error == .invalidEOFState {
+            return "the connection closed before the whole answer arrived"
         }
         if let error = error as? ResponseCollector.TooLarge { return error.description }
         if let error = error as? ResponseCollector.Truncated { return "truncated answer: \(error)" }
