@@ -78,9 +78,11 @@ final class AtomicFileWriter: SeekableByteSink {
         guard let directory = opendir(folder) else { return }
         defer { closedir(directory) }
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            // Only up to the name's NUL: glibc packs entries by their real length, so copying the
+            // whole 256-byte `d_name` of the last entry can read past the end of its buffer.
+            let name = String(
+                cString: (UnsafeRawPointer(entry) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
+                    .assumingMemoryBound(to: CChar.self))
             guard name.hasPrefix(prefix),
                 let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ Int32($0) }),
                 kill(pid, 0) != 0, errno == ESRCH
