@@ -247,12 +247,17 @@ public final class CheckpointSaver {
                 processGroup: options.processGroup)
             // Uploaded before local retention runs, so a local copy is pruned only once it is
             // safe remotely; after a failed upload it is kept.
-            let uploadFailure = Result { try remote?.didSave(localPath: path, relative: relative) }
+            var uploadFailure: CheckpointError?
+            do throws(CheckpointError) {
+                try remote?.didSave(localPath: path, relative: relative)
+            } catch {
+                uploadFailure = error
+            }
             try book.didSave(
                 relative: relative, folder: folder, latest: latest,
-                keep: (try? uploadFailure.get()) != nil ? options.checkpointsToKeep : -1,
+                keep: uploadFailure == nil ? options.checkpointsToKeep : -1,
                 rank: options.processGroup.rank, paths: written, duration: ContinuousClock.now - writeStart)
-            try uploadFailure.get()
+            if let uploadFailure { throw uploadFailure }
         }
         if runInBackground {
             try background.submit(work)
