@@ -54,10 +54,9 @@ struct BenchCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
-        let state = try SyntheticState.gpt2Small(scale: scale)
         if let s3, let prefix = ObjectLocation(s3) {
             let result = try S3Bench(
-                state: state, prefix: prefix, repetitions: repetitions, partSize: partSize.map { $0 << 20 },
+                makeState: { try SyntheticState.gpt2Small(scale: scale) }, prefix: prefix, repetitions: repetitions, partSize: partSize.map { $0 << 20 },
                 concurrency: concurrency, folder: directory
             ).run()
             if json {
@@ -68,6 +67,7 @@ struct BenchCommand: ParsableCommand {
             }
             return
         }
+        let state = try SyntheticState.gpt2Small(scale: scale)
         if saver {
             let result = try SaverBench(state: state, folder: directory).run()
             if json {

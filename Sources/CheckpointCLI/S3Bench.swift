@@ -9,7 +9,8 @@ import Glibc
 /// an S3 endpoint (from S3_ENDPOINT_URL / AWS_ENDPOINT_URL and the usual credentials), with the
 /// parts in flight and the process's peak memory.
 struct S3Bench {
-    var state: TrainingState
+    /// Makes the bench state; called twice, so the transfers are measured without it in memory.
+    var makeState: () throws -> TrainingState
     var prefix: ObjectLocation
     var repetitions: Int
     var partSize: Int?
@@ -27,6 +28,8 @@ struct S3Bench {
         var download: Double
         var save: Double
         var load: Double
+        /// The most the resident set grew above its level before the transfers, during them.
+        var transferMemory: Int
         var peakRSS: Int
         var repeats: Int
 
@@ -43,7 +46,8 @@ struct S3Bench {
                 \(Units.bytes(fileBytes)) checkpoint; \(parts) parts of \(Units.bytes(partSize)), \(uploadInFlight) in flight up, \
                 \(downloadInFlight) down; ETag verified: \(verified ? "yes" : "no"); median of \(repeats)
                 \(Units.table(rows, rightAligned: [1, 2]))
-                peak memory (max RSS): \(Units.bytes(peakRSS))
+                memory during upload and download (peak RSS above the level before them): \(Units.bytes(transferMemory))
+                peak memory of the whole run (max RSS, state and mapped files included): \(Units.bytes(peakRSS))
                 """
         }
 
@@ -52,6 +56,7 @@ struct S3Bench {
                 "file_bytes": fileBytes, "part_size": partSize, "parts": parts, "upload_parts_in_flight": uploadInFlight,
                 "download_parts_in_flight": downloadInFlight, "etag_verified": verified, "upload_seconds": upload,
                 "download_seconds": download, "save_seconds": save, "load_seconds": load, "peak_rss_bytes": peakRSS,
+                "transfer_memory_bytes": transferMemory,
                 "repeats": repeats,
             ]
         }
@@ -68,7 +73,7 @@ struct S3Bench {
         defer { ObjectStores.unregister(prefix: scope) }
 
         let local = folder + "/bench.safetensors"
-        try saveCheckpoint(state, filename: local)
+        try saveCheckpoint(try makeState(), filename: local)
         defer { try? FileManager.default.removeItem(atPath: local) }
         let object = prefix.appending("bench-\(getpid()).safetensors")
         let downloaded = folder + "/downloaded.safetensors"
@@ -77,6 +82,8 @@ struct S3Bench {
         var upload: [Double] = [], download: [Double] = [], save: [Double] = [], load: [Double] = []
         var uploadReport: S3TransferReport?
         var downloadReport: S3TransferReport?
+        let baseline = Self.memory("VmRSS")
+        Self.resetPeakMemory()
         for _ in 0..<repetitions {
             try store.upload(file: local, to: object)
             uploadReport = store.transferReports.last
@@ -85,7 +92,11 @@ struct S3Bench {
             downloadReport = store.transferReports.last
             download.append(downloadReport?.seconds ?? 0)
             try? FileManager.default.removeItem(atPath: downloaded)
+        }
+        let transferMemory = max(0, Self.memory("VmHWM") - baseline)
 
+        let state = try makeState()
+        for _ in 0..<repetitions {
             let start = ContinuousClock.now
             try saveCheckpoint(state, filename: object.description)
             save.append((ContinuousClock.now - start).seconds)
@@ -101,6 +112,20 @@ struct S3Bench {
             uploadInFlight: uploadReport?.partsInFlight ?? 0, downloadInFlight: downloadReport?.partsInFlight ?? 0,
             verified: (uploadReport?.verifiedAgainstETag ?? false) && (downloadReport?.verifiedAgainstETag ?? false),
             upload: median(upload), download: median(download), save: median(save), load: median(load),
-            peakRSS: usage.ru_maxrss * 1024, repeats: repetitions)
+            transferMemory: transferMemory, peakRSS: usage.ru_maxrss * 1024, repeats: repetitions)
+    }
+
+    /// A `/proc/self/status` figure in bytes (`VmRSS`, `VmHWM`).
+    static func memory(_ field: String) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+            let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return 0 }
+        return kilobytes * 1024
+    }
+
+    /// Restarts the kernel's peak-RSS counter (`VmHWM`) from the current RSS.
+    static func resetPeakMemory() {
+        try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
     }
 }

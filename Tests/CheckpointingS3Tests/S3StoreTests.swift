@@ -49,6 +49,29 @@ import Testing
         }
     }
 
+    /// Blocking calls from more tasks than the cooperative pool has threads: every one finishes,
+    /// because the HTTP work runs on the event loops and the transfer threads, never on the pool.
+    @Test(.timeLimit(.minutes(1))) func blockingLoadsFromManyTasksDoNotDeadlock() async throws {
+        let server = try #require(MotoSuite.server)
+        let store = try makeStore(endpoint: server.endpoint, partSize: 5 << 20)
+        defer { store.shutdown() }
+        let bucket = "tasks-" + UUID().uuidString.prefix(13).lowercased()
+        try createBucket(bucket, in: store)
+        ObjectStores.register(store, for: "s3://\(bucket)")
+        defer { ObjectStores.unregister(prefix: "s3://\(bucket)") }
+        var state = try smallState(batch: 3)
+        state.model["big"] = .tensor(try Tensor(dtype: .uint8, shape: [12 << 20]) { _ in })
+        try saveCheckpoint(state, filename: "s3://\(bucket)/ba3.safetensors")
+        let batches = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<(2 * ProcessInfo.processInfo.activeProcessorCount + 4) {
+                group.addTask { try loadCheckpoint("s3://\(bucket)/ba3.safetensors").timestamp.batch }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(batches.count == 2 * ProcessInfo.processInfo.activeProcessorCount + 4)
+        #expect(batches.allSatisfy { $0 == 3 })
+    }
+
     @Test func keysWithSpacesUnicodeAndReservedCharacters() throws {
         try withBucket { store, bucket in
             let key = "runs/a b ü+€ (1)/x=y&z;%25~!/ep1-ba7.safetensors"
