@@ -5,9 +5,10 @@ import Testing
 import Glibc
 #endif
 
-/// A server process on 127.0.0.1 that a test starts: moto's S3 server, or a small Python stub
-/// or proxy. It gets a free port, is waited for until it accepts connections, and is killed
-/// when stopped or released. Only loopback addresses are ever used.
+/// A Python server on 127.0.0.1 that a test starts: moto's S3 server, or a small stub or proxy.
+/// It gets a free port, is waited for until it accepts connections, and is killed when stopped
+/// or released; it also exits by itself when the test process dies, even by a crash. Only
+/// loopback addresses are ever used.
 ///
 /// `@unchecked Sendable`: the process is started in `init` and only terminated afterwards,
 /// once, under the lock.
@@ -18,16 +19,17 @@ public final class LoopbackServer: @unchecked Sendable {
     private let logFile: URL
     private let stopped = Mutex(false)
 
-    /// Starts `arguments` (the port is appended as `{port}` wherever it appears) and waits until
-    /// the port accepts connections.
-    public init(_ arguments: [String], environment: [String: String] = [:], name: String) throws {
+    /// Runs `script` with `python3`, with `arguments` after it (`{port}` in them becomes the
+    /// port), and waits until the port accepts connections.
+    public init(python script: String, _ arguments: [String], environment: [String: String] = [:], name: String) throws {
         port = try Self.freePort()
         logFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(port).log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let log = try FileHandle(forWritingTo: logFile)
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }
+        process.arguments = ["python3", "-u", "-c", Self.orphanGuard + script]
+            + arguments.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = log
         process.standardError = log
@@ -66,6 +68,17 @@ public final class LoopbackServer: @unchecked Sendable {
     }
 
     deinit { stop() }
+
+    /// Python that ends the process once its parent (the test process) is gone.
+    static let orphanGuard = """
+        import os as _os, threading as _threading, time as _time
+        def _watch(parent=_os.getppid()):
+            while _os.getppid() == parent:
+                _time.sleep(0.5)
+            _os._exit(0)
+        _threading.Thread(target=_watch, daemon=True).start()
+
+        """
 
     /// A port on 127.0.0.1 that nothing listens on right now.
     public static func freePort() throws -> Int {
@@ -121,7 +134,8 @@ public enum MotoServer {
             throw ServerFailure("moto[server] is not installed")
         }
         return try LoopbackServer(
-            ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"], environment: environment, name: "moto")
+            python: "import runpy, sys\nsys.argv[0] = 'moto_server'\nrunpy.run_module('moto.server', run_name='__main__')",
+            ["-H", "127.0.0.1", "-p", "{port}"], environment: environment, name: "moto")
     }
 }
 

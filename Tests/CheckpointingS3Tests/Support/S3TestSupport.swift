@@ -76,5 +76,5 @@ func tensorDigests(_ tree: StateValue) -> [String: String] {
 
 /// A Python program on 127.0.0.1 for fault injection (`S3Stub.script`, `TCPProxy.script`).
 func startPython(_ script: String, _ arguments: [String], name: String) throws -> LoopbackServer {
-    try LoopbackServer(["python3", "-u", "-c", script, "{port}"] + arguments, name: name)
+    try LoopbackServer(python: script, ["{port}"] + arguments, name: name)
 }
