@@ -85,6 +85,36 @@ let package = Package(
     ]
 )
 
+// S3 object storage (SPEC §7): a module of its own on AsyncHTTPClient, so the core builds and
+// works without it. Kept in one block so it merges cleanly with changes to the lists above.
+package.dependencies += [
+    .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+]
+package.products += [.library(name: "CheckpointingS3", targets: ["CheckpointingS3"])]
+package.targets += [
+    .target(
+        name: "CheckpointingS3",
+        dependencies: [
+            "Checkpointing",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]
+    ),
+    .testTarget(
+        name: "CheckpointingS3Tests",
+        dependencies: [
+            "CheckpointingS3", "Checkpointing", "CheckpointCLI", "CheckpointingTestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]
+    ),
+]
+package.targets.first { $0.name == "CheckpointCLI" }?.dependencies.append("CheckpointingS3")
+
 for target in package.targets where target.type != .system {
     target.swiftSettings = (target.swiftSettings ?? []) + [
         .swiftLanguageMode(.v6),

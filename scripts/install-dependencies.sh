@@ -38,4 +38,9 @@ if [ "${1:-}" = "--test" ]; then
     echo "installing Python packages safetensors numpy" >&2
     python3 -m pip install --quiet --disable-pip-version-check safetensors numpy
   fi
+  # The S3 tests: moto's S3 server on loopback, and botocore as the reference SigV4 signer.
+  if ! python3 -c "import moto.server, flask, flask_cors, boto3, botocore" 2>/dev/null; then
+    echo "installing Python packages moto[server] botocore" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]" botocore
+  fi
 fi

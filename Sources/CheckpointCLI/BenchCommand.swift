@@ -47,6 +47,15 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Compression threads for zstd and xz with --compression (default: every core).")
     var threads: Int?
 
+    @Option(help: "Measure upload and download to this s3:// prefix instead (endpoint and credentials from the environment).")
+    var s3: String?
+
+    @Option(help: "With --s3: the part size in MiB (default 16).")
+    var partSize: Int?
+
+    @Option(help: "With --s3: the most parts in flight (default 8).")
+    var concurrency: Int?
+
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
@@ -54,6 +63,9 @@ struct BenchCommand: ParsableCommand {
         if let compression, compression != "all", Self.codec(compression) == nil {
             throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo (or gzip, bzip2, zstd, lzop) or all")
         }
+        if let s3, ObjectLocation(s3) == nil { throw ValidationError("--s3 takes an s3://bucket/prefix URL") }
+        if let partSize, partSize < 1 { throw ValidationError("--part-size must be at least 1 (MiB)") }
+        if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
     }
 
     static func codec(_ name: String) -> CompressionCodec? {
@@ -66,6 +78,19 @@ struct BenchCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
+        if let s3, let prefix = ObjectLocation(s3) {
+            let result = try S3Bench(
+                makeState: { try SyntheticState.gpt2Small(scale: scale) }, prefix: prefix, repetitions: repetitions, partSize: partSize.map { $0 << 20 },
+                concurrency: concurrency, folder: directory
+            ).run()
+            if json {
+                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print(result.text())
+            }
+            return
+        }
         let state = try SyntheticState.gpt2Small(scale: scale)
         if saver {
             let result = try SaverBench(state: state, folder: directory).run()

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import CheckpointingS3
 import Logging
 
 /// The `ckpt` command: inspect, verify, convert and benchmark checkpoints.
@@ -28,6 +29,8 @@ public struct CheckpointCommand: ParsableCommand {
             handler.logLevel = .warning
             return handler
         }
+        // s3:// paths work in every command; settings are read when one is first used.
+        S3ObjectStore.register()
         main()
     }
 }

@@ -2,18 +2,24 @@ import ArgumentParser
 import Checkpointing
 import Foundation
 
-/// `ckpt ls FOLDER [--json]`: the checkpoints in a folder and which one the latest pointer names.
+/// `ckpt ls FOLDER|s3://bucket/prefix/ [--json]`: the checkpoints in a folder and which one the
+/// latest pointer names.
 struct LsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
         abstract: "List the checkpoints in a folder, with timestamp, size, format and completeness.",
         discussion: """
             A checkpoint is complete when its structure is intact (add --verify to also check \
-            every tensor's checksum). Temporary files of saves in progress or killed are not listed.
+            every tensor's checksum). Temporary files of saves in progress or killed are not listed. \
+            An s3:// prefix lists one level of objects (and the folders below it); each object's \
+            header is read with ranged requests, and --verify downloads each whole.
             """)
 
-    @Argument(help: "The folder.")
+    @Argument(help: "The folder, or an s3:// prefix.")
     var folder: String
+
+    @Option(help: "Keys per list request for s3:// prefixes (as aws s3 ls --page-size; default 1000).")
+    var pageSize: Int?
 
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
@@ -32,8 +38,18 @@ struct LsCommand: ParsableCommand {
         var latest: Bool
     }
 
+    func validate() throws {
+        if let pageSize, !(1...1000).contains(pageSize) { throw ValidationError("--page-size must be from 1 to 1000") }
+    }
+
     func run() throws {
-        let entries = try listing()
+        var entries: [Entry]
+        var folders: [String] = []
+        if ObjectLocation(folder) != nil {
+            (entries, folders) = try RemoteListing(url: folder, verify: verify, pageSize: pageSize).entries()
+        } else {
+            entries = try listing()
+        }
         if json {
             let objects: [[String: Any]] = entries.map { entry in
                 [
@@ -42,8 +58,9 @@ struct LsCommand: ParsableCommand {
                     "complete": entry.complete, "problem": entry.problem ?? NSNull(), "latest": entry.latest,
                 ]
             }
-            let data = try JSONSerialization.data(
-                withJSONObject: ["folder": folder, "checkpoints": objects], options: [.sortedKeys, .withoutEscapingSlashes])
+            var object: [String: Any] = ["folder": folder, "checkpoints": objects]
+            if !folders.isEmpty { object["folders"] = folders }
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))
             return
         }
@@ -55,6 +72,7 @@ struct LsCommand: ParsableCommand {
                 entry.latest ? "<- latest" : "",
             ])
         }
+        for name in folders { rows.append([name, "", "", "", "", "", ""]) }
         print(Units.table(rows, rightAligned: [1, 2, 3]))
     }
 

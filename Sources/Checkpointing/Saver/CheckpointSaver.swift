@@ -37,6 +37,14 @@ public final class CheckpointSaver {
         public var maxDuration: TrainingTime?
         /// Checkpoints kept on disk: -1 all, 0 none, N the newest N.
         public var checkpointsToKeep = -1
+        /// A folder in an object store to upload every checkpoint to (`s3://bucket/{run_name}/checkpoints`;
+        /// variables as for ``folder``), or `nil`. Uploads follow the local commit; the latest pointer
+        /// there is a `.symlink` object, moved only once the checkpoint it names is in the store.
+        public var remoteFolder: String?
+        /// Checkpoints kept in ``remoteFolder``: -1 all, N the newest N; `nil` keeps as many as
+        /// ``checkpointsToKeep`` when that is positive, else all (0 keeps none locally: the
+        /// remote copies are then the run's checkpoints).
+        public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
         /// Save only the model (see ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:compression:processGroup:)``).
@@ -56,7 +64,8 @@ public final class CheckpointSaver {
         public init(
             folder: String = "{run_name}/checkpoints", filename: String = "ep{epoch}-ba{batch}-rank{rank}",
             latestFilename: String? = "latest-rank{rank}", saveInterval: SaveInterval = "1ep",
-            maxDuration: TrainingTime? = nil, checkpointsToKeep: Int = -1, overwrite: Bool = false,
+            maxDuration: TrainingTime? = nil, checkpointsToKeep: Int = -1, remoteFolder: String? = nil,
+            remoteCheckpointsToKeep: Int? = nil, overwrite: Bool = false,
             weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
             snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = true,
             processGroup: any ProcessGroup = SingleProcessGroup()
@@ -67,6 +76,8 @@ public final class CheckpointSaver {
             self.saveInterval = saveInterval
             self.maxDuration = maxDuration
             self.checkpointsToKeep = checkpointsToKeep
+            self.remoteFolder = remoteFolder
+            self.remoteCheckpointsToKeep = remoteCheckpointsToKeep
             self.overwrite = overwrite
             self.weightsOnly = weightsOnly
             self.ignoreKeys = ignoreKeys
@@ -93,6 +104,7 @@ public final class CheckpointSaver {
     private let folderTemplate: FilenameTemplate
     private let fileTemplate: FilenameTemplate
     private let latestTemplate: FilenameTemplate?
+    private let remoteFolderTemplate: FilenameTemplate?
     private var schedule: IntervalSchedule
     private let background = BackgroundSaves()
     /// Snapshot memory, reused across asynchronous saves.
@@ -101,6 +113,8 @@ public final class CheckpointSaver {
     private let book: Bookkeeping
     /// The folder, once known (it may hold `{run_name}`, known from the state).
     private var folder: String?
+    /// The remote copies, once the remote folder is known.
+    private var remote: RemoteCheckpoints?
     private var started = false
 
     /// Checks every template and option now, so a typo fails before training starts.
@@ -114,6 +128,16 @@ public final class CheckpointSaver {
         }
         guard options.checkpointsToKeep >= -1 else {
             throw CheckpointError(.invalidArgument, "checkpointsToKeep must be -1 (all), 0 (none) or a positive count")
+        }
+        remoteFolderTemplate = try options.remoteFolder.map { (url) throws(CheckpointError) in
+            guard ObjectLocation(url) != nil else {
+                throw CheckpointError(
+                    .invalidArgument, "remoteFolder must be an object-store URL such as s3://bucket/{run_name}/checkpoints", path: url)
+            }
+            return try FilenameTemplate(url, allowedVariables: placement)
+        }
+        guard options.remoteCheckpointsToKeep.map({ $0 == -1 || $0 > 0 }) ?? true else {
+            throw CheckpointError(.invalidArgument, "remoteCheckpointsToKeep must be -1 (all) or a positive count")
         }
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: Timestamp())
         book = Bookkeeping()
@@ -223,14 +247,25 @@ public final class CheckpointSaver {
         let snapshot = runInBackground ? try TrainingState(tree: arena.snapshot(state.tree)) : state
         let options = options
         let book = book
+        let remote = options.processGroup.rank == 0 ? remote : nil
         let work: @Sendable () throws -> Void = {
             let writeStart = ContinuousClock.now
             let written = try saveCheckpoint(
                 snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
                 processGroup: options.processGroup)
+            // Uploaded before local retention runs, so a local copy is pruned only once it is
+            // safe remotely; after a failed upload it is kept.
+            var uploadFailure: CheckpointError?
+            do throws(CheckpointError) {
+                try remote?.didSave(localPath: path, relative: relative)
+            } catch {
+                uploadFailure = error
+            }
             try book.didSave(
-                relative: relative, folder: folder, latest: latest, keep: options.checkpointsToKeep,
+                relative: relative, folder: folder, latest: latest,
+                keep: uploadFailure == nil ? options.checkpointsToKeep : -1,
                 rank: options.processGroup.rank, paths: written, duration: ContinuousClock.now - writeStart)
+            if let uploadFailure { throw uploadFailure }
         }
         if runInBackground {
             try background.submit(work)
@@ -284,6 +319,30 @@ public final class CheckpointSaver {
                 book.withLock { _ = $0.replaceable.insert(candidate.path) }
             }
         }
+        return try autoresumeFromRemote(into: &state)
+    }
+
+    /// Resumes from the remote folder when no local checkpoint could be loaded (a run moved to
+    /// another machine): the latest pointer's target first, then the kept list newest first.
+    private func autoresumeFromRemote(into state: inout TrainingState) throws -> LoadResult? {
+        guard let remote else { return nil }
+        for candidate in try remote.resumeCandidates() {
+            var resumed = state
+            do {
+                let result = try loadCheckpoint(
+                    candidate, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
+                    processGroup: options.processGroup)
+                state = resumed
+                schedule = try IntervalSchedule(
+                    interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
+                schedule.didSave(at: state.timestamp)
+                started = true
+                logger.info("autoresume: resumed from \(candidate) at batch \(state.timestamp.batch)")
+                return result
+            } catch let error as CheckpointError where Self.damage.contains(error.code) || error.code == .objectStore {
+                logger.warning("autoresume: cannot load \(candidate), trying an earlier checkpoint: \(error)")
+            }
+        }
         return nil
     }
 
@@ -330,6 +389,14 @@ public final class CheckpointSaver {
             FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup))
         let ledger = try RetentionLedger.load(from: RetentionLedger.path(folder: rendered, rank: options.processGroup.rank))
         book.withLock { $0.ledger = ledger }
+        if let remoteFolderTemplate, let location = ObjectLocation(remoteFolderTemplate.render(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)))
+        {
+            let keep = options.remoteCheckpointsToKeep ?? (options.checkpointsToKeep > 0 ? options.checkpointsToKeep : -1)
+            let latest = latestTemplate?.render(
+                FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup))
+            remote = RemoteCheckpoints(folder: location, keep: keep, latestName: latest, rank: options.processGroup.rank)
+        }
         folder = rendered
         return rendered
     }

@@ -13,9 +13,14 @@ import Darwin
 /// one under the final name, never a mix; ``abort()`` (or a failed commit) removes the
 /// temporary. A temporary left by a killed process is removed by the next save of the same
 /// name on the same host, once that process is gone.
+///
+/// A path of an object store (`s3://...`) is written the same way to a temporary file in
+/// ``ObjectStores/stagingFolder``, which ``commit()`` uploads and removes (``RemoteStaging``).
 final class AtomicFileWriter: SeekableByteSink {
     let finalPath: String
     let temporaryPath: String
+    /// The object to upload to on commit, when the path names one.
+    private let remote: ObjectLocation?
     private var fd: Int32
     private(set) var position = 0
     /// Where writeback was last started: see ``write(_:)``.
@@ -30,8 +35,15 @@ final class AtomicFileWriter: SeekableByteSink {
     ///   measured on ext4 here, converting the reserved extents made a 1.5 GB durable save
     ///   15-25% slower than the same writes without it.)
     init(path: String, expectedSize: Int? = nil) throws(CheckpointError) {
-        finalPath = path
-        let (folder, name) = FilePaths.split(path)
+        let (folder, name): (String, String)
+        switch StoragePath(path) {
+        case .local(let local):
+            (finalPath, remote) = (local, nil)
+            (folder, name) = FilePaths.split(local)
+        case .remote(let location):
+            (finalPath, remote) = (path, location)
+            (folder, name) = (ObjectStores.stagingFolder, location.name)
+        }
         guard !name.isEmpty else {
             throw CheckpointError(.invalidArgument, "the file name is empty", path: path)
         }
@@ -59,20 +71,22 @@ final class AtomicFileWriter: SeekableByteSink {
 
     /// This host's name, so a temporary is only ever judged abandoned by a process on the host
     /// whose process ids it carries (a shared file system may hold other hosts' live saves).
-    private static let hostName: String = {
+    static let hostName: String = {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }()
 
     /// Removes `prefix`-named temporaries whose writing process no longer exists.
-    private static func removeAbandonedTemporaries(in folder: String, prefix: String) {
+    static func removeAbandonedTemporaries(in folder: String, prefix: String) {
         guard let directory = opendir(folder) else { return }
         defer { closedir(directory) }
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            // Only up to the name's NUL: glibc packs entries by their real length, so copying the
+            // whole 256-byte `d_name` of the last entry can read past the end of its buffer.
+            let name = String(
+                cString: (UnsafeRawPointer(entry) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
+                    .assumingMemoryBound(to: CChar.self))
             guard name.hasPrefix(prefix),
                 let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ Int32($0) }),
                 kill(pid, 0) != 0, errno == ESRCH
@@ -113,6 +127,17 @@ final class AtomicFileWriter: SeekableByteSink {
     /// On failure the temporary file is removed and the previous file under the final name, if
     /// any, is untouched.
     func commit() throws(CheckpointError) {
+        if let remote {
+            // A staging file is read back at once by the upload: it needs no fsync.
+            let closing = fd
+            fd = -1
+            guard close(closing) == 0 else {
+                abort()
+                throw SystemCalls.error("close", path: temporaryPath, errno: errno)
+            }
+            try RemoteStaging.upload(temporaryPath, to: remote)
+            return
+        }
         do {
             try SystemCalls.fsync(fd, path: temporaryPath)
             let closing = fd

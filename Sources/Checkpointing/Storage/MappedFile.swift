@@ -21,9 +21,17 @@ public final class MappedFile: @unchecked Sendable {
     /// The mapping this one is a part of, kept alive by it.
     private let parent: MappedFile?
 
-    /// Maps the file at `path`.
+    /// Maps the file at `path`: a local path, a `file://` URL, or an object in a registered
+    /// object store (`s3://...`), which is first downloaded, verified, to a staging file whose
+    /// name is removed once it is mapped.
     public convenience init(path: String) throws(CheckpointError) {
-        let fd = try SystemCalls.retrying("open", path: path) { open(path, O_RDONLY | O_CLOEXEC) }
+        let local: String, staged: Bool
+        switch StoragePath(path) {
+        case .local(let file): (local, staged) = (file, false)
+        case .remote(let location): (local, staged) = (try RemoteStaging.download(location), true)
+        }
+        defer { if staged { unlink(local) } }
+        let fd = try SystemCalls.retrying("open", path: local) { open(local, O_RDONLY | O_CLOEXEC) }
         defer { close(fd) }
         try self.init(descriptor: fd, path: path)
     }

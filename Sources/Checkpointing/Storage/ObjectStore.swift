@@ -1,0 +1,225 @@
+public import struct Foundation.Date
+import Synchronization
+
+/// An object in an object store, named by a URL such as `s3://bucket/run/ep1-ba100.safetensors`.
+///
+/// The key is everything after the bucket and its slash, kept as written: `s3://b/a//c` names
+/// the key `a//c`. A key that ends in `/` (or is empty) names a prefix, as for listing.
+public struct ObjectLocation: Hashable, Sendable, CustomStringConvertible {
+    /// The URL scheme, lowercased: `s3`.
+    public var scheme: String
+    /// The bucket (the URL's authority).
+    public var bucket: String
+    /// The object's key within the bucket, without a leading slash.
+    public var key: String
+
+    public init(scheme: String, bucket: String, key: String) {
+        self.scheme = scheme
+        self.bucket = bucket
+        self.key = key
+    }
+
+    /// Parses `scheme://bucket/key`; `nil` for anything else, including local paths and `file://`
+    /// URLs, which name local files.
+    public init?(_ url: String) {
+        guard let separator = url.range(of: "://") else { return nil }
+        let scheme = url[..<separator.lowerBound].lowercased()
+        guard let first = scheme.first, first.isASCII, first.isLetter,
+            scheme.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }),
+            scheme != "file"
+        else { return nil }
+        let rest = url[separator.upperBound...]
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let bucket = String(rest[..<slash])
+        guard !bucket.isEmpty else { return nil }
+        self.init(
+            scheme: scheme, bucket: bucket, key: slash == rest.endIndex ? "" : String(rest[rest.index(after: slash)...]))
+    }
+
+    public var description: String { "\(scheme)://\(bucket)/\(key)" }
+
+    /// The last component of the key: the object's file name.
+    public var name: String { String(key.split(separator: "/", omittingEmptySubsequences: false).last ?? "") }
+
+    /// The object `relative` below this location, which is taken as a folder.
+    public func appending(_ relative: String) -> ObjectLocation {
+        let trimmed = relative.drop { $0 == "/" }
+        let folder = key.isEmpty || key.hasSuffix("/") ? key : key + "/"
+        return ObjectLocation(scheme: scheme, bucket: bucket, key: folder + trimmed)
+    }
+}
+
+/// What an object store reports about one object.
+public struct ObjectInfo: Sendable, Equatable {
+    public var location: ObjectLocation
+    /// The object's size in bytes.
+    public var size: Int
+    /// The store's entity tag, without quotes (S3: the MD5 of a single-part object's bytes, or of
+    /// its parts' MD5s followed by `-` and the part count).
+    public var etag: String?
+    public var lastModified: Date?
+
+    public init(location: ObjectLocation, size: Int, etag: String? = nil, lastModified: Date? = nil) {
+        self.location = location
+        self.size = size
+        self.etag = etag
+        self.lastModified = lastModified
+    }
+}
+
+/// One level of objects below a prefix.
+public struct ObjectListing: Sendable {
+    /// The objects directly below the prefix (all below it when listing without a delimiter).
+    public var objects: [ObjectInfo]
+    /// The "folders" directly below the prefix, as full keys ending in the delimiter.
+    public var commonPrefixes: [String]
+
+    public init(objects: [ObjectInfo], commonPrefixes: [String]) {
+        self.objects = objects
+        self.commonPrefixes = commonPrefixes
+    }
+}
+
+/// An object store that checkpoints can be saved to and loaded from by URL (SPEC §7).
+///
+/// The core library knows object stores only through this protocol, so it builds and works
+/// without any of them; a module such as `CheckpointingS3` implements it and registers itself
+/// with ``ObjectStores``. Then `saveCheckpoint`, `loadCheckpoint` and ``CheckpointFile/open(_:)``
+/// accept `s3://...` wherever they accept a path: a save is written to a local staging file
+/// through the usual atomic path and uploaded when it commits; a load downloads to a staging
+/// file, verified, then maps it.
+///
+/// Every call blocks its thread until it is done. Implementations must not need the calling
+/// thread (or Swift's cooperative pool) to make progress, so a call from any thread, including a
+/// task's, cannot deadlock.
+public protocol ObjectStore: Sendable {
+    /// Uploads the local file at `path` as the object `location`, which then appears whole or
+    /// not at all (a failed upload leaves any previous object of that name as it was).
+    @discardableResult
+    func upload(file path: String, to location: ObjectLocation) throws(CheckpointError) -> ObjectInfo
+
+    /// Downloads the object into a new local file at `path`, checking its size and content
+    /// against what the store recorded; throws `.malformed` for a download that does not match.
+    /// On failure `path` may hold a partial file, which the caller removes.
+    @discardableResult
+    func download(_ location: ObjectLocation, to path: String) throws(CheckpointError) -> ObjectInfo
+
+    /// The object's size and tag, or `nil` when there is no such object (a missing bucket throws).
+    func info(_ location: ObjectLocation) throws(CheckpointError) -> ObjectInfo?
+
+    /// The objects whose keys start with `prefix.key`: with a delimiter, one level of them and
+    /// the "folders" below; without, all of them. Every page is fetched.
+    func list(_ prefix: ObjectLocation, delimiter: String?) throws(CheckpointError) -> ObjectListing
+
+    /// Reads a small object, or a range of bytes of any object; throws `.notFound` when there is
+    /// no such object. Implementations may refuse to read a whole large object into memory.
+    func read(_ location: ObjectLocation, range: Range<Int>?) throws(CheckpointError) -> [UInt8]
+
+    /// Stores a small object from memory (a pointer, a ledger).
+    func write(_ bytes: [UInt8], to location: ObjectLocation) throws(CheckpointError)
+
+    /// Deletes the object; deleting a missing object succeeds.
+    func delete(_ location: ObjectLocation) throws(CheckpointError)
+}
+
+extension CheckpointError.Code {
+    /// The object store refused the operation (HTTP 403): the credentials lack a permission.
+    public static let permissionDenied = CheckpointError.Code(rawValue: "permission-denied")
+    /// The object store did not accept the credentials (unknown key, wrong secret, expired token).
+    public static let badCredentials = CheckpointError.Code(rawValue: "bad-credentials")
+    /// The object store could not be reached (refused or timed-out connections, after retries).
+    public static let unreachable = CheckpointError.Code(rawValue: "unreachable")
+    /// The object store failed the request (a server error after retries, or a response that
+    /// does not make sense).
+    public static let objectStore = CheckpointError.Code(rawValue: "object-store")
+}
+
+/// The object stores that paths with a URL scheme (`s3://`) are sent to, and the local folder
+/// that uploads and downloads are staged in.
+///
+/// ```swift
+/// import CheckpointingS3
+/// try S3ObjectStore.register()     // s3:// now works everywhere a path does
+/// try saveCheckpoint(state, filename: "s3://bucket/{run_name}/ep{epoch}-ba{batch}.safetensors")
+/// ```
+public enum ObjectStores {
+    /// Makes a store when a path first needs it, so credentials are read only then.
+    public typealias Factory = @Sendable () throws(CheckpointError) -> any ObjectStore
+
+    private struct Registry {
+        var factories: [String: Factory] = [:]
+        var made: [String: any ObjectStore] = [:]
+        /// Stores for one bucket or key prefix (`s3://bucket/prefix`), tried longest first.
+        var prefixed: [(prefix: String, store: any ObjectStore)] = []
+        var stagingFolder: String?
+    }
+
+    private static let registry = Mutex(Registry())
+
+    /// Sends every URL with `scheme` to the store that `factory` makes on first use.
+    public static func register(scheme: String, factory: @escaping Factory) {
+        registry.withLock {
+            $0.factories[scheme.lowercased()] = factory
+            $0.made[scheme.lowercased()] = nil
+        }
+    }
+
+    /// Sends every URL that starts with `prefix` (`s3://bucket` or `s3://bucket/some/prefix`) to
+    /// `store`, ahead of the store registered for the scheme: for a bucket on another endpoint,
+    /// or a test server.
+    public static func register(_ store: any ObjectStore, for prefix: String) {
+        registry.withLock { registry in
+            registry.prefixed.removeAll { $0.prefix == prefix }
+            registry.prefixed.append((prefix, store))
+            registry.prefixed.sort { $0.prefix.count > $1.prefix.count }
+        }
+    }
+
+    /// Removes a store registered for `prefix`.
+    public static func unregister(prefix: String) {
+        registry.withLock { $0.prefixed.removeAll { $0.prefix == prefix } }
+    }
+
+    /// The store for `location`.
+    ///
+    /// - Throws: `.unsupportedFormat` when no store handles its scheme.
+    public static func store(for location: ObjectLocation) throws(CheckpointError) -> any ObjectStore {
+        let url = location.description
+        let result: Result<any ObjectStore, CheckpointError> = registry.withLock { registry in
+            if let match = registry.prefixed.first(where: { url.hasPrefix($0.prefix) && boundary(url, $0.prefix) }) {
+                return .success(match.store)
+            }
+            if let made = registry.made[location.scheme] { return .success(made) }
+            guard let factory = registry.factories[location.scheme] else {
+                return .failure(
+                    CheckpointError(
+                        .unsupportedFormat,
+                        "no object store handles \(location.scheme):// URLs in this program; for s3:// link CheckpointingS3 and call S3ObjectStore.register() (the ckpt tool does)",
+                        path: url))
+            }
+            do throws(CheckpointError) {
+                let store = try factory()
+                registry.made[location.scheme] = store
+                return .success(store)
+            } catch {
+                return .failure(error.at(path: url))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Whether `prefix` ends at a boundary of `url`: `s3://b` matches `s3://b/k`, not `s3://bb/k`.
+    private static func boundary(_ url: String, _ prefix: String) -> Bool {
+        guard url.count > prefix.count, !prefix.hasSuffix("/") else { return true }
+        return url[url.index(url.startIndex, offsetBy: prefix.count)] == "/"
+    }
+
+    /// The local folder for staged uploads and downloads: set here, else `CHECKPOINTING_STAGING_DIR`,
+    /// else the system's temporary folder. A save to an object store writes the whole file there
+    /// before uploading it, and a load downloads the whole file there, so it needs room for the
+    /// largest checkpoint (and should not be a RAM-backed `tmpfs` for large ones).
+    public static var stagingFolder: String {
+        get { registry.withLock { $0.stagingFolder } ?? RemoteStaging.defaultFolder }
+        set { registry.withLock { $0.stagingFolder = newValue } }
+    }
+}

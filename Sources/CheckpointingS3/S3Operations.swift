@@ -1,0 +1,221 @@
+import Checkpointing
+import Crypto
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The S3 API calls this module makes, each one request (with retries).
+extension S3Client {
+    /// What HEAD says about an object.
+    struct Head: Sendable {
+        var size: Int
+        var etag: String?
+        var lastModified: Date?
+        /// The part size this module recorded when it uploaded the object in parts.
+        var recordedPartSize: Int?
+        /// `x-amz-mp-parts-count`, on a HEAD of one part.
+        var partsCount: Int?
+    }
+
+    /// The metadata key under which multipart uploads record their part size, so a download
+    /// can fetch exactly the parts and check each against the ETag.
+    static let partSizeMetadata = "x-amz-meta-checkpoint-part-size"
+
+    /// HEAD of an object; `nil` when there is no such key (a missing bucket throws).
+    func head(_ location: ObjectLocation, partNumber: Int? = nil) throws(CheckpointError) -> Head? {
+        let operation = S3Operation(
+            name: "HeadObject", method: .HEAD, bucket: location.bucket, key: location.key,
+            query: partNumber.map { [("partNumber", String($0))] } ?? [], passThrough: [403, 404])
+        let response = try send(operation)
+        if response.status == 403 || response.status == 404 {
+            // HEAD answers carry no body, so they cannot tell a missing bucket from a missing
+            // key, or say why access was refused: one byte of the object can.
+            let probe = try send(S3Operation(
+                name: "GetObject", method: .GET, bucket: location.bucket, key: location.key,
+                headers: [("Range", "bytes=0-0")], passThrough: [403, 404, 416]))
+            let failure = S3Failure(response: probe)
+            if probe.status == 404 && (failure.code == nil || failure.code == "NoSuchKey") { return nil }
+            if (200..<300).contains(probe.status) || probe.status == 416 {
+                throw CheckpointError(
+                    .objectStore, "the server answered HEAD with \(response.status) but serves the object", path: location.description)
+            }
+            throw error(for: failure, operation, attempts: 1)
+        }
+        guard let size = response.header("content-length").flatMap(Int.init) else {
+            throw CheckpointError(.objectStore, "the server's HEAD answer has no Content-Length", path: location.description)
+        }
+        return Head(
+            size: size, etag: response.header("etag"), lastModified: response.header("last-modified").flatMap(Self.httpDate),
+            recordedPartSize: response.header(Self.partSizeMetadata).flatMap(Int.init),
+            partsCount: response.header("x-amz-mp-parts-count").flatMap(Int.init))
+    }
+
+    /// GET of an object or of a range of it; the response's body holds exactly the bytes asked
+    /// for, or this throws.
+    func get(
+        _ location: ObjectLocation, range: Range<Int>? = nil, ifMatch etag: String? = nil, limit: Int
+    ) throws(CheckpointError) -> S3Response {
+        var headers: [(name: String, value: String)] = []
+        if let range { headers.append(("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")) }
+        if let etag { headers.append(("If-Match", "\"\(etag)\"")) }
+        return try send(S3Operation(
+            name: "GetObject", method: .GET, bucket: location.bucket, key: location.key, headers: headers,
+            responseLimit: limit, expectedLength: range?.count))
+    }
+
+    /// PUT of a whole object; returns its ETag, checked against the body's MD5.
+    @discardableResult
+    func put(_ location: ObjectLocation, body: ByteBuffer, metadata: [String: String] = [:]) throws(CheckpointError) -> String? {
+        let md5 = body.withUnsafeReadableBytes { Data(Insecure.MD5.hash(data: $0)) }
+        var headers: [(name: String, value: String)] = [
+            ("Content-MD5", md5.base64EncodedString()), ("Content-Type", "application/octet-stream"),
+        ]
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) { headers.append((key, value)) }
+        let response = try send(S3Operation(
+            name: "PutObject", method: .PUT, bucket: location.bucket, key: location.key, headers: headers, body: body))
+        let etag = response.header("etag")
+        try Self.checkETag(etag, md5: SigV4.hex(md5), what: "the uploaded object", location: location)
+        return etag
+    }
+
+    /// Fails when an ETag that is an MD5 (32 hex digits) differs from the MD5 the client
+    /// computed; other ETags (encrypted objects) are not MD5s and are not compared.
+    static func checkETag(_ etag: String?, md5: String, what: String, location: ObjectLocation) throws(CheckpointError) {
+        guard let etag, etag.count == 32, etag.allSatisfy(\.isHexDigit) else { return }
+        guard etag.lowercased() == md5 else {
+            throw CheckpointError(
+                .checksumMismatch,
+                "the server's ETag for \(what) (\(etag)) is not the MD5 of the bytes sent (\(md5)): they were damaged on the way",
+                path: location.description)
+        }
+    }
+
+    /// One page of ListObjectsV2.
+    func listPage(
+        bucket: String, prefix: String, delimiter: String?, continuation: String?
+    ) throws(CheckpointError) -> (objects: [ObjectInfo], prefixes: [String], next: String?) {
+        var query: [(name: String, value: String)] = [
+            ("list-type", "2"), ("prefix", prefix), ("max-keys", String(configuration.listPageSize)), ("encoding-type", "url"),
+        ]
+        if let delimiter { query.append(("delimiter", delimiter)) }
+        if let continuation { query.append(("continuation-token", continuation)) }
+        let operation = S3Operation(
+            name: "ListObjectsV2", method: .GET, bucket: bucket, key: nil, query: query, responseLimit: 16 << 20)
+        let response = try send(operation)
+        guard let root = S3XML.parse(response.bytes), root.name == "ListBucketResult" else {
+            throw CheckpointError(
+                .objectStore, "the server's answer to ListObjectsV2 is not a listing", path: operation.location.description)
+        }
+        let encoded = root.value("EncodingType") == "url"
+        func decoded(_ text: String) -> String { encoded ? Self.urlDecode(text) : text }
+        let objects = root.all("Contents").compactMap { entry -> ObjectInfo? in
+            guard let key = entry.value("Key"), let size = entry.value("Size").flatMap(Int.init) else { return nil }
+            return ObjectInfo(
+                location: ObjectLocation(scheme: "s3", bucket: bucket, key: decoded(key)), size: size,
+                etag: entry.value("ETag")?.trimmingCharacters(in: CharacterSet(charactersIn: "\"")),
+                lastModified: entry.value("LastModified").flatMap(Self.isoDate))
+        }
+        let prefixes = root.all("CommonPrefixes").compactMap { $0.value("Prefix").map(decoded) }
+        let truncated = root.value("IsTruncated") == "true"
+        let next = root.value("NextContinuationToken")
+        if truncated && next == nil {
+            throw CheckpointError(
+                .objectStore, "the server's listing is truncated but gives no continuation token", path: operation.location.description)
+        }
+        return (objects, prefixes, truncated ? next : nil)
+    }
+
+    func delete(_ location: ObjectLocation) throws(CheckpointError) {
+        _ = try send(S3Operation(
+            name: "DeleteObject", method: .DELETE, bucket: location.bucket, key: location.key, passThrough: [404]))
+    }
+
+    func createMultipartUpload(_ location: ObjectLocation, metadata: [String: String]) throws(CheckpointError) -> String {
+        var headers: [(name: String, value: String)] = [("Content-Type", "application/octet-stream")]
+        for (key, value) in metadata.sorted(by: { $0.key < $1.key }) { headers.append((key, value)) }
+        let operation = S3Operation(
+            name: "CreateMultipartUpload", method: .POST, bucket: location.bucket, key: location.key,
+            query: [("uploads", "")], headers: headers)
+        let response = try send(operation)
+        guard let id = S3XML.parse(response.bytes)?.value("UploadId"), !id.isEmpty else {
+            throw CheckpointError(.objectStore, "the server did not return an upload id", path: location.description)
+        }
+        return id
+    }
+
+    /// Uploads one part; returns its ETag, checked against the part's MD5.
+    func uploadPart(
+        _ location: ObjectLocation, uploadID: String, number: Int, body: ByteBuffer, md5: [UInt8]
+    ) throws(CheckpointError) -> String {
+        let response = try send(S3Operation(
+            name: "UploadPart", method: .PUT, bucket: location.bucket, key: location.key,
+            query: [("partNumber", String(number)), ("uploadId", uploadID)],
+            headers: [("Content-MD5", Data(md5).base64EncodedString())], body: body))
+        guard let etag = response.header("etag") else {
+            throw CheckpointError(.objectStore, "the server returned no ETag for part \(number)", path: location.description)
+        }
+        try Self.checkETag(etag, md5: SigV4.hex(md5), what: "part \(number)", location: location)
+        return etag
+    }
+
+    /// Completes a multipart upload; returns the object's ETag.
+    func completeMultipartUpload(
+        _ location: ObjectLocation, uploadID: String, parts: [(number: Int, etag: String)]
+    ) throws(CheckpointError) -> String? {
+        var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+        for part in parts {
+            xml += "<Part><PartNumber>\(part.number)</PartNumber><ETag>\"\(S3XML.escape(part.etag))\"</ETag></Part>"
+        }
+        xml += "</CompleteMultipartUpload>"
+        let body = ByteBuffer(string: xml)
+        let md5 = body.withUnsafeReadableBytes { Data(Insecure.MD5.hash(data: $0)) }
+        let response = try send(S3Operation(
+            name: "CompleteMultipartUpload", method: .POST, bucket: location.bucket, key: location.key,
+            query: [("uploadId", uploadID)],
+            headers: [("Content-MD5", md5.base64EncodedString()), ("Content-Type", "application/xml")], body: body))
+        return S3XML.parse(response.bytes)?.value("ETag")?.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+    }
+
+    func abortMultipartUpload(_ location: ObjectLocation, uploadID: String) throws(CheckpointError) {
+        _ = try send(S3Operation(
+            name: "AbortMultipartUpload", method: .DELETE, bucket: location.bucket, key: location.key,
+            query: [("uploadId", uploadID)], passThrough: [404], maxAttempts: 2))
+    }
+
+    // MARK: Parsing
+
+    /// S3's `encoding-type=url` keys: `+` is a space, `%XX` a byte (as botocore decodes them).
+    static func urlDecode(_ text: String) -> String {
+        var bytes: [UInt8] = []
+        var utf8 = Array(text.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "+") {
+                bytes.append(UInt8(ascii: " "))
+            } else if byte == UInt8(ascii: "%"), utf8.count >= 2,
+                let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
+            {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func httpDate(_ text: String) -> Date? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return formatter.date(from: text)
+    }
+
+    static func isoDate(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return date }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text)
+    }
+}

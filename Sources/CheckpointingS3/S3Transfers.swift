@@ -1,0 +1,398 @@
+public import Checkpointing
+import Crypto
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What one upload or download did: for benchmarks, logs and tests.
+public struct S3TransferReport: Sendable {
+    public enum Direction: String, Sendable { case upload, download }
+
+    public var direction: Direction
+    public var location: ObjectLocation
+    public var bytes: Int
+    /// Requests that carried data: 1 for a single PUT or GET, else the parts or ranges.
+    public var parts: Int
+    public var partSize: Int
+    /// The most parts or ranges in flight at once.
+    public var partsInFlight: Int
+    public var seconds: Double
+    /// The object's ETag after the transfer.
+    public var etag: String?
+    /// How the bytes were checked: against the ETag part by part, or only by size (an ETag
+    /// that is not an MD5, or parts of unknown size).
+    public var verifiedAgainstETag: Bool
+}
+
+/// Multipart uploads and ranged downloads on worker threads of their own.
+///
+/// Each worker takes the next part, reads it from the file into a buffer (uploads) or fetches
+/// it into one (downloads), and sends or writes it, blocking on its own request only. The
+/// workers are plain threads, not tasks: they block on file I/O and on responses, which must
+/// never happen on Swift's cooperative pool.
+extension S3Client {
+    /// The part size for an object of `size` bytes: the configured size, raised to a whole
+    /// number of MiB when S3's limit of 10,000 parts needs it.
+    func partSize(for size: Int) -> Int {
+        let mib = 1 << 20
+        let needed = (size + 9_999) / 10_000
+        return max(configuration.partSize, (needed + mib - 1) / mib * mib)
+    }
+
+    /// Uploads the file at `path` as `location`: one PUT up to the part size, else a multipart
+    /// upload with parallel parts, each checked against its MD5, aborted on failure.
+    func upload(file path: String, to location: ObjectLocation) throws(CheckpointError) -> S3TransferReport {
+        let start = ContinuousClock.now
+        let file = try ReadOnlyFile(path: path)
+        defer { file.close() }
+        let size = file.size
+        let partSize = partSize(for: size)
+        if size <= partSize {
+            var buffer = ByteBufferAllocator().buffer(capacity: size)
+            try file.read(at: 0, count: size, into: &buffer)
+            let etag = try put(location, body: buffer)
+            return S3TransferReport(
+                direction: .upload, location: location, bytes: size, parts: 1, partSize: size, partsInFlight: 1,
+                seconds: (ContinuousClock.now - start).seconds, etag: etag, verifiedAgainstETag: etag?.count == 32)
+        }
+
+        let partCount = (size + partSize - 1) / partSize
+        let inFlight = max(1, min(configuration.maxConcurrency, configuration.memoryBudget / partSize, partCount))
+        let uploadID = try createMultipartUpload(location, metadata: [Self.partSizeMetadata: String(partSize)])
+        let queue = WorkQueue(count: partCount)
+        let results = Mutex([[UInt8]?](repeating: nil, count: partCount))
+        let etags = Mutex([String?](repeating: nil, count: partCount))
+        runWorkers(inFlight) { _ in
+            var buffer = ByteBufferAllocator().buffer(capacity: partSize)
+            while let index = queue.next() {
+                do throws(CheckpointError) {
+                    let offset = index * partSize
+                    try file.read(at: offset, count: min(partSize, size - offset), into: &buffer)
+                    let md5 = buffer.withUnsafeReadableBytes { Array(Insecure.MD5.hash(data: $0)) }
+                    let etag = try self.uploadPart(location, uploadID: uploadID, number: index + 1, body: buffer, md5: md5)
+                    results.withLock { $0[index] = md5 }
+                    etags.withLock { $0[index] = etag }
+                } catch {
+                    queue.fail(error)
+                }
+            }
+        }
+        if let failure = queue.failure {
+            // Best effort: a store that is gone cannot abort, and S3 lifecycle rules expire
+            // incomplete uploads; the object itself never appeared.
+            try? abortMultipartUpload(location, uploadID: uploadID)
+            throw failure
+        }
+        let partETags = etags.withLock { $0.map { $0 ?? "" } }
+        let etag: String?
+        do {
+            etag = try completeMultipartUpload(
+                location, uploadID: uploadID, parts: partETags.enumerated().map { ($0.offset + 1, $0.element) })
+        } catch {
+            try? abortMultipartUpload(location, uploadID: uploadID)
+            throw error
+        }
+        let digests = results.withLock { $0.compactMap { $0 } }
+        let expected = Self.multipartETag(digests)
+        if let etag, etag.contains("-"), etag.lowercased() != expected {
+            throw CheckpointError(
+                .checksumMismatch,
+                "the server's ETag for the uploaded object (\(etag)) is not the one its parts make (\(expected)); it is damaged: save again",
+                path: location.description)
+        }
+        return S3TransferReport(
+            direction: .upload, location: location, bytes: size, parts: partCount, partSize: partSize,
+            partsInFlight: inFlight, seconds: (ContinuousClock.now - start).seconds, etag: etag,
+            verifiedAgainstETag: etag?.lowercased() == expected)
+    }
+
+    /// `MD5(part MD5s)-N`: the ETag S3 gives an object uploaded in N parts.
+    static func multipartETag(_ partMD5s: [[UInt8]]) -> String {
+        SigV4.hex(Insecure.MD5.hash(data: partMD5s.flatMap { $0 })) + "-\(partMD5s.count)"
+    }
+
+    /// Downloads `location` into a new file at `path` with parallel ranged GETs.
+    ///
+    /// Each GET carries `If-Match` with the ETag that HEAD gave, so an object replaced midway
+    /// fails instead of mixing versions; each must bring exactly the bytes asked for; and the
+    /// bytes are checked against the ETag: with ranges cut at the upload's part boundaries
+    /// (recorded at upload, or asked of the server), each range's MD5 is computed as it
+    /// arrives; otherwise the file is hashed part by part afterwards.
+    func download(_ location: ObjectLocation, to path: String) throws(CheckpointError) -> (ObjectInfo, S3TransferReport) {
+        let start = ContinuousClock.now
+        guard let head = try head(location) else {
+            throw CheckpointError(.notFound, "no such object in bucket \"\(location.bucket)\"", path: location.description)
+        }
+        let size = head.size
+        let file = try WritableFile(path: path, size: size)
+        defer { file.close() }
+
+        let plan = try plan(location, head: head)
+        let rangeCount = size == 0 ? 0 : (size + plan.rangeSize - 1) / plan.rangeSize
+        let inFlight = max(1, min(configuration.maxConcurrency, configuration.memoryBudget / plan.rangeSize, max(rangeCount, 1)))
+        let queue = WorkQueue(count: rangeCount)
+        let digests = Mutex([[UInt8]?](repeating: nil, count: rangeCount))
+        runWorkers(min(inFlight, max(rangeCount, 1))) { _ in
+            while let index = queue.next() {
+                do throws(CheckpointError) {
+                    let lower = index * plan.rangeSize
+                    let range = lower..<min(size, lower + plan.rangeSize)
+                    let response = try self.get(location, range: range, ifMatch: head.etag, limit: range.count)
+                    guard response.body.readableBytes == range.count else {
+                        throw CheckpointError(
+                            .objectStore,
+                            "the download is truncated: bytes \(range.lowerBound)-\(range.upperBound - 1) came as \(response.body.readableBytes) bytes; nothing was loaded from it",
+                            path: location.description)
+                    }
+                    try file.write(response.body, at: range.lowerBound)
+                    if plan.hashWhileDownloading {
+                        let md5 = response.body.withUnsafeReadableBytes { Array(Insecure.MD5.hash(data: $0)) }
+                        digests.withLock { $0[index] = md5 }
+                    }
+                } catch {
+                    queue.fail(error)
+                }
+            }
+        }
+        if let failure = queue.failure { throw failure }
+
+        var verified = false
+        if let etag = head.etag, let partSize = plan.etagPartSize {
+            let parts: [[UInt8]]
+            if plan.hashWhileDownloading {
+                parts = digests.withLock { $0.compactMap { $0 } }
+            } else {
+                parts = try file.partDigests(size: size, partSize: partSize, threads: inFlight)
+            }
+            let actual = etag.contains("-") ? Self.multipartETag(parts) : SigV4.hex(parts.first ?? Array(Insecure.MD5.hash(data: Data())))
+            guard actual == etag.lowercased() else {
+                throw CheckpointError(
+                    .checksumMismatch,
+                    "the downloaded bytes do not match the object's ETag (\(etag), the bytes give \(actual)): they were damaged on the way; nothing was loaded from them",
+                    path: location.description)
+            }
+            verified = true
+        } else {
+            logger.debug("\(location): the ETag \(head.etag ?? "-") is not an MD5 of known parts; the download is checked by size only")
+        }
+        let info = ObjectInfo(location: location, size: size, etag: head.etag, lastModified: head.lastModified)
+        let report = S3TransferReport(
+            direction: .download, location: location, bytes: size, parts: rangeCount, partSize: plan.rangeSize,
+            partsInFlight: inFlight, seconds: (ContinuousClock.now - start).seconds, etag: head.etag,
+            verifiedAgainstETag: verified)
+        return (info, report)
+    }
+
+    /// How to cut a download into ranges and check it.
+    private struct DownloadPlan {
+        var rangeSize: Int
+        /// The size of the parts the ETag was computed over, when it is an MD5 of known parts.
+        var etagPartSize: Int?
+        /// Whether each range is one such part, so its MD5 can be taken as it arrives.
+        var hashWhileDownloading: Bool
+    }
+
+    private func plan(_ location: ObjectLocation, head: Head) throws(CheckpointError) -> DownloadPlan {
+        let size = head.size
+        var etagPartSize: Int?
+        if let etag = head.etag?.lowercased() {
+            let pieces = etag.split(separator: "-")
+            let digest = pieces.first.map(String.init) ?? ""
+            let isMD5 = digest.count == 32 && digest.allSatisfy(\.isHexDigit)
+            if isMD5 && pieces.count == 1 {
+                etagPartSize = max(size, 1)
+            } else if isMD5, pieces.count == 2, let parts = Int(pieces[1]), parts > 0 {
+                if let recorded = head.recordedPartSize, recorded > 0, (size + recorded - 1) / recorded == parts {
+                    etagPartSize = recorded
+                } else if let first = try? self.head(location, partNumber: 1), first.partsCount == parts, first.size > 0,
+                    first.size < size, (size + first.size - 1) / first.size == parts
+                {
+                    etagPartSize = first.size
+                }
+            }
+        }
+        // A range is held in memory until written: fetch whole parts only when they are small.
+        let largestRange = max(configuration.partSize, min(64 << 20, configuration.memoryBudget))
+        if let part = etagPartSize, part <= largestRange {
+            return DownloadPlan(rangeSize: part, etagPartSize: part, hashWhileDownloading: true)
+        }
+        return DownloadPlan(rangeSize: configuration.partSize, etagPartSize: etagPartSize, hashWhileDownloading: false)
+    }
+
+    /// Runs `body` on `count` new threads and waits until every one has finished.
+    func runWorkers(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        let group = DispatchGroup()
+        for index in 0..<count {
+            group.enter()
+            let thread = Thread {
+                body(index)
+                group.leave()
+            }
+            thread.name = "s3-transfer-\(index)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        group.wait()
+    }
+}
+
+/// Hands out part indexes to workers, and stops handing them out after the first failure.
+final class WorkQueue: Sendable {
+    private let state: Mutex<(next: Int, failure: CheckpointError?)>
+    private let count: Int
+
+    init(count: Int) {
+        self.count = count
+        state = Mutex((0, nil))
+    }
+
+    func next() -> Int? {
+        state.withLock { state in
+            guard state.failure == nil, state.next < count else { return nil }
+            defer { state.next += 1 }
+            return state.next
+        }
+    }
+
+    func fail(_ error: CheckpointError) {
+        state.withLock { if $0.failure == nil { $0.failure = error } }
+    }
+
+    var failure: CheckpointError? { state.withLock { $0.failure } }
+}
+
+/// A local file read by offset from several threads at once.
+struct ReadOnlyFile: Sendable {
+    let path: String
+    let fd: Int32
+    let size: Int
+
+    init(path: String) throws(CheckpointError) {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw CheckpointError(.io, "cannot open the file to upload: \(String(cString: strerror(errno)))", path: path)
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            Glibc.close(fd)
+            throw CheckpointError(.io, "cannot stat the file to upload", path: path)
+        }
+        size = Int(info.st_size)
+    }
+
+    /// Replaces `buffer`'s contents with `count` bytes from `offset`.
+    func read(at offset: Int, count: Int, into buffer: inout ByteBuffer) throws(CheckpointError) {
+        buffer.clear()
+        var failure: CheckpointError?
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            var done = 0
+            while done < count {
+                let read = pread(fd, raw.baseAddress! + done, count - done, off_t(offset + done))
+                if read < 0 && errno == EINTR { continue }
+                guard read > 0 else {
+                    failure = CheckpointError(
+                        .io, read == 0 ? "the file got shorter while it was being uploaded" : "read failed: \(String(cString: strerror(errno)))",
+                        path: path)
+                    return done
+                }
+                done += read
+            }
+            return done
+        }
+        if let failure { throw failure }
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// A new local file written by offset from several threads at once.
+struct WritableFile: Sendable {
+    let path: String
+    let fd: Int32
+
+    /// Creates the file (replacing any), after checking that `size` bytes fit on its disk.
+    init(path: String, size: Int) throws(CheckpointError) {
+        self.path = path
+        let folder = (path as NSString).deletingLastPathComponent
+        var info = statvfs()
+        if statvfs(folder.isEmpty ? "." : folder, &info) == 0 {
+            let available = Int(info.f_bavail) &* Int(info.f_frsize)
+            guard available >= size else {
+                throw CheckpointError(
+                    .io,
+                    "not enough space to download: the object has \(size) bytes and the disk has \(available) free; free space or set CHECKPOINTING_STAGING_DIR to a larger disk",
+                    path: folder)
+            }
+        }
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw CheckpointError(.io, "cannot create the download file: \(String(cString: strerror(errno)))", path: path)
+        }
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            let message = String(cString: strerror(errno))
+            Glibc.close(fd)
+            throw CheckpointError(.io, "cannot size the download file: \(message)", path: path)
+        }
+    }
+
+    func write(_ buffer: ByteBuffer, at offset: Int) throws(CheckpointError) {
+        let failure: CheckpointError? = buffer.withUnsafeReadableBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let written = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else {
+                    return CheckpointError(.io, "write failed: \(String(cString: strerror(errno)))", path: path)
+                }
+                done += written
+            }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    /// The MD5 of each `partSize` slice of the file, computed by `threads` threads.
+    func partDigests(size: Int, partSize: Int, threads: Int) throws(CheckpointError) -> [[UInt8]] {
+        let count = max(1, (size + partSize - 1) / partSize)
+        let queue = WorkQueue(count: count)
+        let digests = Mutex([[UInt8]](repeating: [], count: count))
+        let group = DispatchGroup()
+        let reader = try ReadOnlyFile(path: path)
+        defer { reader.close() }
+        for _ in 0..<max(1, min(threads, count)) {
+            group.enter()
+            Thread {
+                var buffer = ByteBufferAllocator().buffer(capacity: 8 << 20)
+                while let index = queue.next() {
+                    var hasher = Insecure.MD5()
+                    var offset = index * partSize
+                    let end = min(size, offset + partSize)
+                    do throws(CheckpointError) {
+                        while offset < end {
+                            let chunk = min(8 << 20, end - offset)
+                            try reader.read(at: offset, count: chunk, into: &buffer)
+                            buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                            offset += chunk
+                        }
+                        let digest = Array(hasher.finalize())
+                        digests.withLock { $0[index] = digest }
+                    } catch {
+                        queue.fail(error)
+                    }
+                }
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        if let failure = queue.failure { throw failure }
+        return digests.withLock { $0 }
+    }
+
+    func close() { Glibc.close(fd) }
+}
