@@ -68,6 +68,16 @@ struct BenchCommand: ParsableCommand {
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1") }
     }
 
+    /// Prints a benchmark's result as a table, or as one JSON object with `--json`.
+    private func report(_ result: some BenchReport) throws {
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(result.text())
+        }
+    }
+
     static func codec(_ name: String) -> CompressionCodec? {
         CompressionCodec(fileExtension: name) ?? CompressionCodec(rawValue: name)
     }
@@ -83,33 +93,18 @@ struct BenchCommand: ParsableCommand {
                 makeState: { try SyntheticState.gpt2Small(scale: scale) }, prefix: prefix, repetitions: repetitions, partSize: partSize.map { $0 << 20 },
                 concurrency: concurrency, folder: directory
             ).run()
-            if json {
-                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-            } else {
-                print(result.text())
-            }
+            try report(result)
             return
         }
         let state = try SyntheticState.gpt2Small(scale: scale)
         if saver {
             let result = try SaverBench(state: state, folder: directory).run()
-            if json {
-                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-            } else {
-                print(result.text())
-            }
+            try report(result)
             return
         }
         if format == "pt" {
             let result = try TorchBench(state: state, folder: directory, repetitions: repetitions).run()
-            if json {
-                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-            } else {
-                print(result.text())
-            }
+            try report(result)
             return
         }
         if let compression {
@@ -118,12 +113,7 @@ struct BenchCommand: ParsableCommand {
                 state: state, folder: directory, codecs: codecs, options: CompressionOptions(level: level, threads: threads),
                 compareWithTools: compression != "all", repetitions: repetitions
             ).run()
-            if json {
-                let data = try JSONSerialization.data(withJSONObject: result.json(), options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-            } else {
-                print(result.text())
-            }
+            try report(result)
             return
         }
         let tensors = state.tree.tensors.map(\.tensor)
@@ -158,7 +148,7 @@ struct BenchCommand: ParsableCommand {
             checksum: median(hash),
             rawWriteFsync: median(raw), dd: dd.isEmpty ? nil : median(dd), save: median(save),
             open: median(open), readVerify: median(read))
-        print(json ? result.json() : result.text())
+        try report(result)
     }
 
     private func time(_ body: () throws -> Void) throws -> Double {
@@ -211,7 +201,13 @@ struct BenchCommand: ParsableCommand {
     }
 }
 
-struct BenchResult {
+/// A benchmark's figures, printable as a table or as JSON.
+protocol BenchReport {
+    func text() -> String
+    func json() -> [String: Any]
+}
+
+struct BenchResult: BenchReport {
     var tensorCount: Int
     var tensorBytes: Int
     var fileBytes: Int
@@ -245,14 +241,13 @@ struct BenchResult {
             """
     }
 
-    func json() -> String {
+    func json() -> [String: Any] {
         var object: [String: Any] = [
             "tensor_count": tensorCount, "tensor_bytes": tensorBytes, "file_bytes": fileBytes, "repeats": repeats,
             "raw_write_fsync_seconds": rawWriteFsync, "checksum_seconds": checksum, "save_seconds": save,
             "save_vs_raw": rawWriteFsync / save, "open_seconds": open, "read_verify_seconds": readVerify,
         ]
         if let dd { object["dd_fsync_seconds"] = dd }
-        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        return String(decoding: data, as: UTF8.self)
+        return object
     }
 }

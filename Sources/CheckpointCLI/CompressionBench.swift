@@ -165,7 +165,7 @@ struct CompressionBench {
     }
 }
 
-extension CompressionBench.Result {
+extension CompressionBench.Result: BenchReport {
     /// MB/s: the slow codecs (xz, bzip2) run at a few MB/s.
     static func rate(_ bytes: Int, _ seconds: Double) -> String {
         seconds > 0 ? String(format: "%.1f MB/s", Double(bytes) / seconds / 1e6) : "-"

@@ -17,7 +17,7 @@ struct S3Bench {
     var concurrency: Int?
     var folder: String
 
-    struct Result {
+    struct Result: BenchReport {
         var fileBytes: Int
         var partSize: Int
         var parts: Int

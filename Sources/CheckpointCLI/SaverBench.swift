@@ -89,7 +89,7 @@ struct SaverBench {
     }
 }
 
-extension SaverBench.Result {
+extension SaverBench.Result: BenchReport {
     func text() -> String {
         func ms(_ duration: Duration) -> String { String(format: "%.1f ms", duration.milliseconds) }
         let rows = [

@@ -12,7 +12,7 @@ struct TorchBench {
     var folder: String
     var repetitions: Int
 
-    struct Result {
+    struct Result: BenchReport {
         var tensorCount: Int
         var tensorBytes: Int
         var nativeBytes: Int

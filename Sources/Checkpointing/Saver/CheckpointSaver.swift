@@ -302,18 +302,8 @@ public final class CheckpointSaver {
         }
         candidates.sort { ($0.batch, $0.path) > ($1.batch, $1.path) }
         for candidate in candidates {
-            var resumed = state
             do {
-                let result = try loadCheckpoint(
-                    candidate.path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    processGroup: options.processGroup)
-                state = resumed
-                schedule = try IntervalSchedule(
-                    interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
-                schedule.didSave(at: state.timestamp)
-                started = true
-                logger.info("autoresume: resumed from \(candidate.path) at batch \(state.timestamp.batch)")
-                return result
+                return try resume(from: candidate.path, into: &state)
             } catch let error as CheckpointError where Self.damage.contains(error.code) {
                 logger.warning("autoresume: \(candidate.path) is damaged, trying an earlier checkpoint: \(error)")
                 book.withLock { _ = $0.replaceable.insert(candidate.path) }
@@ -322,23 +312,28 @@ public final class CheckpointSaver {
         return try autoresumeFromRemote(into: &state)
     }
 
+    /// Loads `path` into `state` (which changes only on success) and restarts the schedule
+    /// there, counting the checkpoint as saved so the fit end does not save it again.
+    private func resume(from path: String, into state: inout TrainingState) throws -> LoadResult {
+        var resumed = state
+        let result = try loadCheckpoint(
+            path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
+            processGroup: options.processGroup)
+        state = resumed
+        schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
+        schedule.didSave(at: state.timestamp)
+        started = true
+        logger.info("autoresume: resumed from \(path) at batch \(state.timestamp.batch)")
+        return result
+    }
+
     /// Resumes from the remote folder when no local checkpoint could be loaded (a run moved to
     /// another machine): the latest pointer's target first, then the kept list newest first.
     private func autoresumeFromRemote(into state: inout TrainingState) throws -> LoadResult? {
         guard let remote else { return nil }
         for candidate in try remote.resumeCandidates() {
-            var resumed = state
             do {
-                let result = try loadCheckpoint(
-                    candidate, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    processGroup: options.processGroup)
-                state = resumed
-                schedule = try IntervalSchedule(
-                    interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
-                schedule.didSave(at: state.timestamp)
-                started = true
-                logger.info("autoresume: resumed from \(candidate) at batch \(state.timestamp.batch)")
-                return result
+                return try resume(from: candidate, into: &state)
             } catch let error as CheckpointError where Self.damage.contains(error.code) || error.code == .objectStore {
                 logger.warning("autoresume: cannot load \(candidate), trying an earlier checkpoint: \(error)")
             }
