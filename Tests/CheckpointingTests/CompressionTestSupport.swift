@@ -11,42 +11,6 @@ final class CollectingSink: ByteSink {
     func write(_ chunk: UnsafeRawBufferPointer) throws(CheckpointError) { bytes.append(contentsOf: chunk) }
 }
 
-/// What a command-line tool did.
-struct ToolRun {
-    var status: Int32
-    var stdout: [UInt8]
-    var stderr: String
-}
-
-/// Runs a command-line tool (found on `PATH`), with standard input from a file when given.
-///
-/// Output goes to files, not pipes: a child that fills a pipe nobody reads would hang.
-@discardableResult
-func runTool(_ arguments: [String], input: String? = nil) throws -> ToolRun {
-    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tool-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: false)
-    defer { try? FileManager.default.removeItem(at: scratch) }
-    let outURL = scratch.appendingPathComponent("stdout")
-    let errURL = scratch.appendingPathComponent("stderr")
-    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    let out = try FileHandle(forWritingTo: outURL)
-    let err = try FileHandle(forWritingTo: errURL)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    process.standardOutput = out
-    process.standardError = err
-    if let input { process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: input)) }
-    try process.run()
-    process.waitUntilExit()
-    try out.close()
-    try err.close()
-    return ToolRun(
-        status: process.terminationStatus, stdout: Array(try Data(contentsOf: outURL)),
-        stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
-}
-
 /// The tools' own names and options for each codec.
 extension CompressionCodec {
     /// `tool -t FILE`: the tool's integrity test.

@@ -10,15 +10,19 @@ public struct PythonFailure: Error, CustomStringConvertible {
     public var description: String { "python3 exited with status \(status):\n\(stderr)" }
 }
 
-/// Runs `python3 -c script arguments...` and returns its standard output.
+/// What a command-line tool did.
+public struct ToolRun {
+    public var status: Int32
+    public var stdout: [UInt8]
+    public var stderr: String
+}
+
+/// Runs a command-line tool (found on `PATH`), with standard input from a file when given.
 ///
-/// A non-zero exit records an issue that quotes standard error, and throws.
+/// Output goes to files, not pipes: a child that fills a pipe nobody reads would hang.
 @discardableResult
-public func runPython(
-    _ script: String, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
-) throws -> String {
-    // Output goes to files, not pipes: a child that fills a pipe nobody reads would hang.
-    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("python-\(UUID().uuidString)")
+public func runTool(_ arguments: [String], input: String? = nil) throws -> ToolRun {
+    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tool-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: false)
     defer { try? FileManager.default.removeItem(at: scratch) }
     let outURL = scratch.appendingPathComponent("stdout")
@@ -27,26 +31,35 @@ public func runPython(
     _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
     let out = try FileHandle(forWritingTo: outURL)
     let err = try FileHandle(forWritingTo: errURL)
-
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", script] + arguments
+    process.arguments = arguments
     process.standardOutput = out
     process.standardError = err
+    if let input { process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: input)) }
     try process.run()
     process.waitUntilExit()
     try out.close()
     try err.close()
+    return ToolRun(
+        status: process.terminationStatus, stdout: Array(try Data(contentsOf: outURL)),
+        stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+}
 
-    let stdout = String(decoding: try Data(contentsOf: outURL), as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        let failure = PythonFailure(
-            status: process.terminationStatus,
-            stderr: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+/// Runs `python3 -c script arguments...` and returns its standard output.
+///
+/// A non-zero exit records an issue that quotes standard error, and throws.
+@discardableResult
+public func runPython(
+    _ script: String, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
+) throws -> String {
+    let run = try runTool(["python3", "-c", script] + arguments)
+    guard run.status == 0 else {
+        let failure = PythonFailure(status: run.status, stderr: run.stderr)
         Issue.record("\(failure)", sourceLocation: sourceLocation)
         throw failure
     }
-    return stdout
+    return String(decoding: run.stdout, as: UTF8.self)
 }
 
 /// The SHA-256 of some bytes, in hex.
