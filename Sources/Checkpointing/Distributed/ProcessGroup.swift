@@ -15,6 +15,9 @@ public protocol ProcessGroup: Sendable {
     var localWorldSize: Int { get }
     /// The index of this process's node.
     var nodeRank: Int { get }
+    /// How long save and load wait in a collective for the other processes before giving up
+    /// (30 minutes unless the implementation says otherwise).
+    var collectiveTimeout: Duration { get }
 
     /// Returns when every process has called it, or throws after `timeout`.
     func barrier(timeout: Duration) throws(CheckpointError)
@@ -37,5 +40,7 @@ public struct SingleProcessGroup: ProcessGroup {
     public func broadcast(_ bytes: [UInt8], from root: Int, timeout: Duration) -> [UInt8] { bytes }
 }
 
-/// How long a rank waits for the others during a save or load before giving up.
-let collectiveTimeout: Duration = .seconds(1800)
+extension ProcessGroup {
+    /// 30 minutes: long enough for a slow rank to write a large shard to a slow disk.
+    public var collectiveTimeout: Duration { .seconds(1800) }
+}

@@ -81,7 +81,7 @@ public func saveCheckpoint(
     case .success(let path): message = [1] + Array(path.utf8)
     case .failure(let error): message = [0] + Array("\(error)".utf8)
     }
-    let shared = try processGroup.broadcast(message, from: 0, timeout: collectiveTimeout)
+    let shared = try processGroup.broadcast(message, from: 0, timeout: processGroup.collectiveTimeout)
     if case .failure(let error) = outcome { throw error }
     guard let status = shared.first, status == 1 else {
         throw CheckpointError(
