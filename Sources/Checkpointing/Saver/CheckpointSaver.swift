@@ -47,7 +47,7 @@ public final class CheckpointSaver {
         public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
-        /// Save only the model (see ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:compression:processGroup:)``).
+        /// Save only the model (see ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``).
         public var weightsOnly = false
         /// Parts of the state to leave out of every checkpoint.
         public var ignoreKeys: IgnoreKeys?
@@ -283,7 +283,7 @@ public final class CheckpointSaver {
     /// The candidates are the kept checkpoints, the latest pointer's target and any file in the
     /// folder the file name template could have made, newest batch first. Each is verified; a
     /// damaged one is skipped with a warning (and may be overwritten later). `state` must carry
-    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:processGroup:)``.
+    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)``.
     ///
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
     ///   with ``fitStart(_:)``).

@@ -7,7 +7,11 @@ extension CheckpointFormat {
     /// compressor, which writes into the file. Nothing is held in memory but the codec's
     /// buffers. Behind a compressor the sink is not seekable, so the native format checksums
     /// its tensors before writing them rather than while.
-    static func save(_ tree: StateValue, to path: String, compression options: CompressionOptions) throws(CheckpointError) {
+    ///
+    /// - Returns: The file's size, and for a tar (whose bytes are written strictly in order)
+    ///   the XXH3-64 of the whole file, computed as the bytes go out.
+    @discardableResult
+    static func save(_ tree: StateValue, to path: String, compression options: CompressionOptions) throws(CheckpointError) -> SavedFile {
         let target = SaveTarget(path: path)
         let layout = try layout(tree)
         let formatSize = size(of: layout)
@@ -17,10 +21,13 @@ extension CheckpointFormat {
         // writes (a full disk still fails cleanly: the write is atomic).
         let file = try AtomicFileWriter(path: path, expectedSize: target.compression == nil ? archiveSize : nil)
         do {
-            var sink: any ByteSink = file
+            // A tar is written in order, so the whole file can be hashed on its way out.
+            let hashing = target.tar ? HashingSink(next: file) : nil
+            let bottom: any ByteSink = hashing ?? file
+            var sink: any ByteSink = bottom
             var compressor: (any StreamTransform)?
             if let codec = target.compression {
-                let stream = try codec.compressor(into: file, options: options)
+                let stream = try codec.compressor(into: bottom, options: options)
                 compressor = stream
                 sink = stream
             }
@@ -35,9 +42,36 @@ extension CheckpointFormat {
             }
             try compressor?.finish()
             try file.commit()
+            return SavedFile(path: path, byteCount: bottom.position, checksum: hashing?.checksum)
         } catch {
             file.abort()
             throw error.at(path: path)
         }
     }
+}
+
+/// What a save wrote.
+struct SavedFile {
+    var path: String
+    var byteCount: Int
+    /// XXH3-64 of the whole file, when it was computed (tar files).
+    var checksum: UInt64?
+}
+
+/// Passes bytes on to the next sink and hashes them (XXH3-64) on the way.
+final class HashingSink: ByteSink {
+    private let next: any ByteSink
+    private let hash = StreamingChecksum()
+
+    init(next: any ByteSink) { self.next = next }
+
+    var position: Int { next.position }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+        hash.update(bytes)
+        try next.write(bytes)
+    }
+
+    /// The hash of every byte written so far.
+    var checksum: UInt64 { hash.value }
 }

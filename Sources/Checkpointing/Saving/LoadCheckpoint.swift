@@ -1,6 +1,6 @@
 import Logging
 
-/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:processGroup:)`` found.
+/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)`` found.
 public struct LoadResult: Sendable {
     /// The file that was loaded (the path with its variables filled in).
     public var path: String
@@ -34,7 +34,13 @@ public struct LoadResult: Sendable {
 ///   - strict: Refuse missing or unexpected model keys.
 ///   - ignoreKeys: Parts of the checkpoint to leave out (paths from its root, `state/...`).
 ///   - verifyChecksums: Check every tensor against its recorded checksum (native files).
+///   - shardPlan: For a sharded checkpoint, which part of each tensor this rank loads
+///     (default: rows split evenly across the ranks, which is every tensor whole on one rank).
 ///   - processGroup: The processes of the run.
+///
+/// A sharded checkpoint (SPEC §6.3) is named by its manifest or by the folder that holds it;
+/// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and
+/// each rank reads only the parts of the shards its plan asks for.
 @discardableResult
 public func loadCheckpoint(
     _ path: String,
@@ -43,11 +49,12 @@ public func loadCheckpoint(
     strict: Bool = true,
     ignoreKeys: IgnoreKeys? = nil,
     verifyChecksums: Bool = true,
+    shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> LoadResult {
     let (file, loaded, tree, unmatched) = try readTrainingState(
         path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
-        processGroup: processGroup)
+        shardPlan: shardPlan, processGroup: processGroup)
 
     var result = state
     var missing: [String] = []
@@ -70,7 +77,7 @@ public func loadCheckpoint(
     for key in loaded.model.keys where state.model[key] == nil { unexpected.append(key.description) }
     guard mismatched.isEmpty else {
         throw CheckpointError(
-            .keyMismatch, "model tensors differ in dtype or shape: " + listed(mismatched), path: file.path)
+            .keyMismatch, "model tensors differ in dtype or shape: " + listed(mismatched), path: file)
     }
     if strict && !(missing.isEmpty && unexpected.isEmpty) {
         var parts: [String] = []
@@ -79,7 +86,7 @@ public func loadCheckpoint(
         throw CheckpointError(
             .keyMismatch,
             "the checkpoint's model keys do not match the model (\(parts.joined(separator: "; "))); load with strict: false to load the keys both have",
-            path: file.path)
+            path: file)
     }
 
     var rng: StateValue?
@@ -109,25 +116,27 @@ public func loadCheckpoint(
     }
     state = result
     return LoadResult(
-        path: file.path, missingKeys: missing, unexpectedKeys: unexpected, rng: rng, unmatchedIgnoreKeys: unmatched)
+        path: file, missingKeys: missing, unexpectedKeys: unexpected, rng: rng, unmatchedIgnoreKeys: unmatched)
 }
 
 /// Loads a checkpoint as a new training state, with no model to compare keys against.
 ///
 /// Use it to read a checkpoint's contents; use
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:processGroup:)`` to
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)`` to
 /// resume a run.
 public func loadCheckpoint(
     _ path: String,
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     verifyChecksums: Bool = true,
+    shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> TrainingState {
     var state = TrainingState()
     // No state, so no run name: a path that names {run_name} is refused, not filled with "".
     let (_, loaded, _, _) = try readTrainingState(
-        path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums, processGroup: processGroup)
+        path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), ignoreKeys: ignoreKeys,
+        verifyChecksums: verifyChecksums, shardPlan: shardPlan, processGroup: processGroup)
     if weightsOnly {
         state.model = loaded.model
     } else {
@@ -136,16 +145,24 @@ public func loadCheckpoint(
     return state
 }
 
-/// Opens, verifies and filters a checkpoint, and reads its training state.
+/// Opens, verifies and filters a checkpoint (one file, or the shards a manifest lists), and
+/// reads its training state. Returns the path read (a file or a manifest).
 private func readTrainingState(
     _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>,
-    ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, processGroup: any ProcessGroup
-) throws -> (CheckpointFile, TrainingState, StateValue, [String]) {
+    ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, shardPlan: ShardPlan, processGroup: any ProcessGroup
+) throws -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
     let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
-    let path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
-    let file = try CheckpointFile.open(path)
-    if verifyChecksums { try file.verify() }
-    var tree = file.tree
+    var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
+    var tree: StateValue
+    if let manifest = try ShardManifest.locate(path) {
+        path = manifest
+        tree = try ShardedLoad.read(
+            manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
+    } else {
+        let file = try CheckpointFile.open(path)
+        if verifyChecksums { try file.verify() }
+        tree = file.tree
+    }
     var unmatched: [String] = []
     if let ignoreKeys {
         unmatched = try ignoreKeys.apply(to: &tree)
@@ -154,7 +171,7 @@ private func readTrainingState(
         }
     }
     do {
-        return (file, try TrainingState(tree: tree), tree, unmatched)
+        return (path, try TrainingState(tree: tree), tree, unmatched)
     } catch {
         throw error.at(path: path)
     }

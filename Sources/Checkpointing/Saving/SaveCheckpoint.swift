@@ -12,6 +12,11 @@ let logger = Logger(label: "swift-checkpointing")
 /// same paths. The write is atomic and durable: the file appears under its name complete and
 /// flushed to disk, or not at all, and a file it replaces stays intact until then.
 ///
+/// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
+/// commits the checkpoint with a ``ShardManifest`` once every rank has written (SPEC §2.3,
+/// §6.3); the template must contain `{rank}`, and weights-only is refused. Load it on any
+/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)``.
+///
 /// ```swift
 /// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")
 /// ```
@@ -22,8 +27,11 @@ let logger = Logger(label: "swift-checkpointing")
 ///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`, no rng.
 ///   - ignoreKeys: Parts to leave out; a pattern that matches nothing is logged as a warning.
 ///   - compression: The level and threads when the name asks for compression (fast defaults).
-///   - processGroup: The processes of the run (default: this process alone).
-/// - Returns: The saved paths, indexed by rank.
+///   - sharding: Save sharded: which part of each global tensor this rank's tensors hold
+///     (`Sharding()` when every tensor is whole). `nil` (the default): rank 0 saves alone.
+///   - processGroup: The processes of the run (default: this process alone, which is refused
+///     when the launcher's environment says the run has several processes).
+/// - Returns: The saved paths, indexed by rank: one path, or with `sharding` every rank's shard.
 @discardableResult
 public func saveCheckpoint(
     _ state: TrainingState,
@@ -31,11 +39,13 @@ public func saveCheckpoint(
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
+    sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> [String] {
     try saveCheckpoint(
         tree: state.tree, filename: filename, runName: state.runName, timestamp: state.timestamp,
-        weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, processGroup: processGroup)
+        weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, sharding: sharding,
+        processGroup: processGroup)
 }
 
 /// Saves any checkpoint tree, with the template's variables taken from `runName` and `timestamp`.
@@ -51,11 +61,18 @@ public func saveCheckpoint(
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
+    sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> [String] {
     let template = try FilenameTemplate(filename)
-    let path = template.render(
-        FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup))
+    try refuseLoneProcessInMultiProcessRun(processGroup)
+    let values = FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup)
+    if let sharding {
+        return try ShardedSave.save(
+            tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys,
+            compression: compression, sharding: sharding, processGroup: processGroup)
+    }
+    let path = template.render(values)
     let target = SaveTarget(path: path)
 
     var outcome: Result<String, any Error> = .success(path)
@@ -88,6 +105,18 @@ public func saveCheckpoint(
             .distributed, "rank 0 failed to save the checkpoint: \(String(decoding: shared.dropFirst(), as: UTF8.self))")
     }
     return [String(decoding: shared.dropFirst(), as: UTF8.self)]
+}
+
+/// Refuses the default single-process group in a process its launcher started as one of
+/// several: every rank would write rank 0's files.
+func refuseLoneProcessInMultiProcessRun(_ group: any ProcessGroup) throws(CheckpointError) {
+    guard group is SingleProcessGroup else { return }
+    let launch = try LaunchEnvironment.detect()
+    guard launch.worldSize == 1 else {
+        throw CheckpointError(
+            .distributed,
+            "this process is rank \(launch.rank) of \(launch.worldSize) (from the launcher's environment) but no process group was given, so every rank would write rank 0's files; pass processGroup: MPIProcessGroup() (module CheckpointingMPI)")
+    }
 }
 
 /// `{"state": {"model", "integrations", "metadata"}}`: what a weights-only checkpoint keeps (SPEC §2.4).

@@ -1,0 +1,133 @@
+/// Loading a sharded checkpoint on any number of ranks (SPEC §6.3).
+///
+/// Every rank reads the manifest, takes the tree of non-tensor values from rank 0's shard, and
+/// for every tensor asks the ``ShardPlan`` which box it needs; it then opens only the shards
+/// whose pieces overlap that box and copies only the overlap. Shards are memory-mapped, so the
+/// bytes read are those of the pieces used (and, when checksums are verified, of the tensors
+/// they come from). A box that is exactly one saved piece is that piece's mapping: no copy.
+enum ShardedLoad {
+    static func read(
+        manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, processGroup group: any ProcessGroup
+    ) throws(CheckpointError) -> StateValue {
+        let manifest = try ShardManifest.read(manifestPath)
+        var shards = Shards(manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums)
+        let skeleton = try shards.file(rank: 0).tree
+
+        var assembled: [String: Tensor] = [:]
+        var placement: [(keys: [StateKey], path: String)] = []
+        for entry in manifest.tensors {
+            guard let wanted = plan.slice(entry.path, entry.shape, group.rank, group.worldSize) else { continue }
+            if let problem = wanted.problem() {
+                throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(entry.path)\" \(problem)", path: manifestPath)
+            }
+            assembled[entry.path] = try assemble(entry, box: wanted, from: &shards, preferring: group.rank % manifest.worldSize)
+            placement.append((entry.keys.map(\.stateKey), entry.path))
+        }
+
+        // Rank 0's tree with its tensors replaced by this rank's boxes (or left out), then the
+        // tensors rank 0 does not hold, placed by their keys.
+        var present = Set<String>()
+        var tree = skeleton.mappingTensors { path, _ in
+            present.insert(path)
+            return assembled[path]
+        } ?? .none
+        for (keys, path) in placement where !present.contains(path) {
+            do {
+                tree = try tree.inserting(.tensor(assembled[path]!), at: keys[...])
+            } catch {
+                throw error.at(path: manifestPath)
+            }
+        }
+        return tree
+    }
+
+    /// The `box` of one tensor, from the pieces that overlap it.
+    private static func assemble(
+        _ entry: ShardManifest.TensorEntry, box: TensorSlice, from shards: inout Shards, preferring preferred: Int
+    ) throws(CheckpointError) -> Tensor {
+        // One holder per distinct box: replicated pieces are read once, from the preferred rank if it has one.
+        var sources: [(slice: TensorSlice, rank: Int)] = []
+        for piece in entry.pieces {
+            let slice = entry.slice(of: piece)
+            if let index = sources.firstIndex(where: { $0.slice == slice }) {
+                if piece.rank == preferred { sources[index].rank = preferred }
+            } else {
+                sources.append((slice, piece.rank))
+            }
+        }
+        if let exact = sources.first(where: { $0.slice == box }) {
+            return try shards.tensor(entry, rank: exact.rank, slice: exact.slice)
+        }
+        let byteCount = try Tensor.byteCount(dtype: entry.dtype, shape: box.shape)
+        let buffer = TensorBuffer.allocate(byteCount: byteCount, zeroed: false)
+        let destination = UnsafeMutableRawBufferPointer(mutating: buffer.bytes)
+        for source in sources {
+            guard let overlap = source.slice.intersection(box) else { continue }
+            let piece = try shards.tensor(entry, rank: source.rank, slice: source.slice)
+            piece.withUnsafeBytes { bytes in
+                SliceCopy.copy(
+                    overlap, from: bytes, source: source.slice, to: destination, destination: box,
+                    elementSize: entry.dtype.byteSize)
+            }
+        }
+        return Tensor(dtype: entry.dtype, shape: box.shape, buffer: buffer)
+    }
+
+    /// The shards opened so far, each opened (and its size checked) on first use.
+    private struct Shards {
+        let manifest: ShardManifest
+        let manifestPath: String
+        let verifyChecksums: Bool
+        private var files: [Int: CheckpointFile] = [:]
+        private var verified = Set<String>()
+
+        init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool) {
+            self.manifest = manifest
+            self.manifestPath = manifestPath
+            self.verifyChecksums = verifyChecksums
+        }
+
+        mutating func file(rank: Int) throws(CheckpointError) -> CheckpointFile {
+            if let file = files[rank] { return file }
+            let path = manifest.shardPath(rank: rank, manifestPath: manifestPath)
+            let file: CheckpointFile
+            do {
+                file = try CheckpointFile.open(path)
+            } catch where error.code == .notFound {
+                throw CheckpointError(
+                    .notFound, "rank \(rank)'s shard, which the manifest \(manifestPath) lists, is missing", path: path)
+            }
+            guard file.byteCount == manifest.shards[rank].size else {
+                throw CheckpointError(
+                    .checksumMismatch,
+                    "is \(file.byteCount) bytes but the manifest recorded \(manifest.shards[rank].size): the shard was changed or replaced after the checkpoint was committed",
+                    path: path)
+            }
+            if verifyChecksums, file.checksums.isEmpty {
+                try file.verify()  // a torch shard: every record's CRC-32
+            }
+            files[rank] = file
+            return file
+        }
+
+        /// `rank`'s piece of `entry`, checked against the manifest (and its checksum).
+        mutating func tensor(_ entry: ShardManifest.TensorEntry, rank: Int, slice: TensorSlice) throws(CheckpointError) -> Tensor {
+            let file = try file(rank: rank)
+            guard let tensor = file.tree[path: entry.path]?.tensorValue else {
+                throw CheckpointError(.malformed, "holds no tensor \"\(entry.path)\", which the manifest says it does", path: file.path)
+            }
+            guard tensor.dtype == entry.dtype, tensor.shape == slice.shape else {
+                throw CheckpointError(
+                    .malformed,
+                    "tensor \"\(entry.path)\" is \(tensor.dtype.rawValue) \(tensor.shape) but the manifest says \(entry.dtype.rawValue) \(slice.shape)",
+                    path: file.path)
+            }
+            if verifyChecksums, !file.checksums.isEmpty, verified.insert("\(rank)/\(entry.path)").inserted,
+                let failure = file.verify(tensor, named: entry.path)
+            {
+                throw failure
+            }
+            return tensor
+        }
+    }
+}

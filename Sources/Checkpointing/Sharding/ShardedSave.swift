@@ -1,0 +1,233 @@
+import Foundation
+import Logging
+
+/// A sharded save (SPEC §2.3, §6.3): every rank writes its own tarball in parallel, then rank 0
+/// commits the checkpoint by writing its manifest once every rank has reported success.
+///
+/// Three collectives, each bounded by the group's timeout:
+/// 1. every rank checks its inputs and shares its path; if any rank's inputs are bad, no rank
+///    writes anything;
+/// 2. every rank writes its shard and shares the outcome (size, checksum, tensor boxes);
+/// 3. rank 0 checks that the boxes tile every tensor, writes the manifest, and shares the
+///    outcome. A rank that died or hangs makes the others fail with a timeout; no manifest is
+///    written, so the previous checkpoint stays the newest complete one.
+enum ShardedSave {
+    /// What a rank tells the others before writing.
+    private struct Plan: Codable {
+        var path: String?
+        var error: String?
+    }
+
+    /// What a rank tells rank 0 after writing.
+    private struct Report: Codable {
+        struct Entry: Codable {
+            var path: String
+            var keys: [ManifestKey]
+            var dtype: DType
+            var slice: TensorSlice
+        }
+        var size: Int = 0
+        var xxh3: String = ""
+        var tensors: [Entry] = []
+        var error: String?
+    }
+
+    static func save(
+        _ tree: StateValue, template: FilenameTemplate, values: FilenameValues, weightsOnly: Bool,
+        ignoreKeys: IgnoreKeys?, compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
+    ) throws -> [String] {
+        // Checks that fail the same way on every rank: no collective needed.
+        guard template.contains(.rank) else {
+            throw CheckpointError(
+                .invalidTemplate,
+                "a sharded save needs {rank} in the file name, or every rank would write the same file: \"\(template.pattern)\"; for example \"ep{epoch}-ba{batch}-rank{rank}\"")
+        }
+        guard !weightsOnly else {
+            throw CheckpointError(
+                .invalidArgument,
+                "a sharded save cannot be weights-only: each rank holds only part of the model; save the full checkpoint sharded, then `ckpt convert --weights-only` it")
+        }
+        let timeout = group.collectiveTimeout
+
+        // 1. Check this rank's inputs; every rank learns every rank's path and problems.
+        var selected = tree
+        var entries: [Report.Entry] = []
+        let path = shardPath(template.render(values))
+        var plan = Plan(path: path)
+        do {
+            if let ignoreKeys {
+                for pattern in try ignoreKeys.apply(to: &selected) {
+                    logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in rank \(group.rank)'s shard")
+                }
+            }
+            entries = try boxes(of: selected, sharding: sharding)
+        } catch {
+            plan = Plan(error: "\(error)")
+        }
+        let plans = try group.allGather(encode(plan), timeout: timeout).enumerated().map { rank, bytes in
+            try decode(Plan.self, bytes, from: rank)
+        }
+        let problems = plans.enumerated().compactMap { rank, plan in plan.error.map { "rank \(rank): \($0)" } }
+        guard problems.isEmpty else {
+            throw CheckpointError(.invalidArgument, "the sharded save was refused before writing: " + problems.joined(separator: "; "))
+        }
+        let paths = plans.map { $0.path ?? "" }
+        guard Set(paths).count == paths.count else {
+            throw CheckpointError(.invalidTemplate, "ranks would write the same file (\(paths.joined(separator: ", "))); the template must make one name per rank")
+        }
+        let manifestPath = ShardManifest.path(forRankZeroShard: paths[0])
+        if group.rank == 0 {
+            // A manifest of that name would describe shards this save is replacing.
+            try removeStaleManifest(manifestPath)
+        }
+
+        // 2. Write this rank's shard.
+        var report = Report(tensors: entries)
+        do {
+            let saved: SavedFile
+            switch SaveTarget(path: path).format {
+            case .native: saved = try NativeFormat.save(selected, to: path, compression: compression)
+            case .torch: saved = try TorchFormat.save(selected, to: path, compression: compression)
+            }
+            report.size = saved.byteCount
+            report.xxh3 = TensorChecksum.hex(saved.checksum ?? 0)
+        } catch {
+            report.error = "\(error)"
+        }
+        let reports = try group.allGather(encode(report), timeout: timeout).enumerated().map { rank, bytes in
+            try decode(Report.self, bytes, from: rank)
+        }
+
+        // 3. Rank 0 commits.
+        var outcome: [UInt8] = [1]
+        if group.rank == 0 {
+            do {
+                let failures = reports.enumerated().compactMap { rank, report in report.error.map { "rank \(rank): \($0)" } }
+                guard failures.isEmpty else {
+                    throw CheckpointError(.io, "not every rank wrote its shard: " + failures.joined(separator: "; "))
+                }
+                let manifest = try makeManifest(reports: reports, paths: paths, manifestPath: manifestPath, values: values)
+                try manifest.write(to: manifestPath)
+            } catch {
+                outcome = [0] + Array("\(error)".utf8)
+            }
+        }
+        let shared = try group.broadcast(outcome, from: 0, timeout: timeout)
+        guard shared.first == 1 else {
+            // Known not committed: this rank's shard is garbage.
+            if report.error == nil { unlink(path) }
+            throw CheckpointError(
+                .distributed, "the sharded checkpoint was not committed: \(String(decoding: shared.dropFirst(), as: UTF8.self))",
+                path: manifestPath)
+        }
+        logger.debug("saved sharded checkpoint", metadata: ["manifest": "\(manifestPath)", "shard": "\(path)"])
+        return paths
+    }
+
+    /// A shard's path: the rendered name, with `.tar` added before any compression when the
+    /// name names no tar (SPEC §2.3): `rank0` → `rank0.tar`, `rank0.pt.zst` → `rank0.pt.tar.zst`.
+    static func shardPath(_ rendered: String) -> String {
+        let target = SaveTarget(path: rendered)
+        guard !target.tar else { return rendered }
+        guard target.compression != nil, let dot = rendered.lastIndex(of: ".") else { return rendered + ".tar" }
+        return rendered[..<dot] + ".tar" + rendered[dot...]
+    }
+
+    /// The box of every tensor this rank holds, checked against `sharding`.
+    private static func boxes(of tree: StateValue, sharding: Sharding) throws(CheckpointError) -> [Report.Entry] {
+        var entries: [Report.Entry] = []
+        var unused = Set(sharding.slices.keys)
+        try rethrowingCheckpointError {
+            try tree.forEachTensorWithKeys { keys, path, tensor in
+                unused.remove(path)
+                let slice = sharding.slices[path] ?? .whole(tensor.shape)
+                if let problem = slice.problem() {
+                    throw CheckpointError(.invalidArgument, "the slice of \"\(path)\" \(problem)")
+                }
+                guard slice.shape == tensor.shape else {
+                    throw CheckpointError(
+                        .invalidArgument, "tensor \"\(path)\" has shape \(tensor.shape) but its slice says \(slice.shape)")
+                }
+                entries.append(Report.Entry(path: path, keys: keys.map(ManifestKey.init), dtype: tensor.dtype, slice: slice))
+            }
+        }
+        guard unused.isEmpty else {
+            throw CheckpointError(
+                .invalidArgument,
+                "the sharding names paths that hold no tensor: \(unused.sorted().prefix(10).joined(separator: ", "))")
+        }
+        return entries
+    }
+
+    /// The manifest of the reports, checked: one dtype and global shape per tensor, pieces
+    /// that tile it.
+    private static func makeManifest(
+        reports: [Report], paths: [String], manifestPath: String, values: FilenameValues
+    ) throws(CheckpointError) -> ShardManifest {
+        let folder = FilePaths.split(manifestPath).folder
+        let shards = reports.enumerated().map { rank, report in
+            ShardManifest.Shard(rank: rank, path: FilePaths.relative(paths[rank], from: folder), size: report.size, xxh3: report.xxh3)
+        }
+        var order: [String] = []
+        var tensors: [String: ShardManifest.TensorEntry] = [:]
+        for (rank, report) in reports.enumerated() {
+            for entry in report.tensors {
+                let piece = ShardManifest.Piece(rank: rank, offset: entry.slice.offset, shape: entry.slice.shape)
+                if var known = tensors[entry.path] {
+                    guard known.dtype == entry.dtype, known.shape == entry.slice.globalShape else {
+                        throw CheckpointError(
+                            .invalidArgument,
+                            "ranks disagree on tensor \"\(entry.path)\": \(known.dtype.rawValue) \(known.shape) on rank \(known.pieces[0].rank), \(entry.dtype.rawValue) \(entry.slice.globalShape) on rank \(rank)")
+                    }
+                    known.pieces.append(piece)
+                    tensors[entry.path] = known
+                } else {
+                    order.append(entry.path)
+                    tensors[entry.path] = ShardManifest.TensorEntry(
+                        path: entry.path, keys: entry.keys, dtype: entry.dtype, shape: entry.slice.globalShape, pieces: [piece])
+                }
+            }
+        }
+        let manifest = ShardManifest(
+            worldSize: reports.count, runName: values.runName, epoch: values.epoch, batch: values.batch, shards: shards,
+            tensors: order.map { tensors[$0]! })
+        do {
+            try manifest.validate()
+        } catch {
+            throw CheckpointError(.invalidArgument, "the shards do not make up a checkpoint: \(error.message)")
+        }
+        return manifest
+    }
+
+    private static func removeStaleManifest(_ path: String) throws(CheckpointError) {
+        guard unlink(path) == 0 else {
+            if errno == ENOENT { return }
+            throw SystemCalls.error("removing the previous manifest", path: path, errno: errno)
+        }
+        try SystemCalls.fsyncDirectory(FilePaths.split(path).folder)
+    }
+
+    private static func encode(_ value: some Encodable) throws(CheckpointError) -> [UInt8] {
+        do { return Array(try JSONEncoder().encode(value)) } catch {
+            throw CheckpointError(.distributed, "cannot encode a message to the other ranks: \(error)")
+        }
+    }
+
+    private static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], from rank: Int) throws(CheckpointError) -> T {
+        do { return try JSONDecoder().decode(type, from: Data(bytes)) } catch {
+            throw CheckpointError(.distributed, "rank \(rank) sent a message this rank cannot read (\(error)); do all ranks run the same build?")
+        }
+    }
+}
+
+extension FilePaths {
+    /// `path` relative to `folder` (both made absolute first), with `..` where needed.
+    static func relative(_ path: String, from folder: String) -> String {
+        let target = URL(fileURLWithPath: path).standardizedFileURL.pathComponents
+        let base = URL(fileURLWithPath: folder, isDirectory: true).standardizedFileURL.pathComponents
+        var common = 0
+        while common < min(target.count - 1, base.count), target[common] == base[common] { common += 1 }
+        let ups = Array(repeating: "..", count: base.count - common)
+        return (ups + target[common...]).joined(separator: "/")
+    }
+}
