@@ -12,7 +12,7 @@ enum LatestPointer {
 
     /// Points `linkPath` at `target` (both absolute or both relative to the working folder).
     static func update(_ linkPath: String, to target: String) throws(CheckpointError) {
-        let relative = relativePath(from: FilePaths.split(linkPath).folder, to: target)
+        let relative = FilePaths.relative(target, from: FilePaths.split(linkPath).folder)
         let (folder, name) = FilePaths.split(linkPath)
         try FilePaths.createFolders(folder)
         let temporary = FilePaths.join(folder, ".\(name).link-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
@@ -40,15 +40,5 @@ enum LatestPointer {
             return relative.hasPrefix("/") ? relative : FilePaths.join(folder, relative)
         }
         return nil
-    }
-
-    /// `target` relative to `folder` (`../x/y` when needed).
-    static func relativePath(from folder: String, to target: String) -> String {
-        let base = URL(fileURLWithPath: folder).standardizedFileURL.pathComponents
-        let goal = URL(fileURLWithPath: target).standardizedFileURL.pathComponents
-        var common = 0
-        while common < min(base.count, goal.count), base[common] == goal[common] { common += 1 }
-        let ups = Array(repeating: "..", count: base.count - common)
-        return (ups + goal[common...]).joined(separator: "/")
     }
 }
