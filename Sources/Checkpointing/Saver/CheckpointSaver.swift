@@ -58,6 +58,11 @@ public final class CheckpointSaver {
         public var snapshotMemoryBudget = 8 << 30
         /// Save at the next event after a SIGTERM, then throw `.terminated`.
         public var saveOnTermination = true
+        /// Save every checkpoint sharded (SPEC §2.3): each rank writes its part of the state
+        /// (these slices; tensors not listed are whole) and rank 0 commits a manifest. The
+        /// file name must contain `{rank}`; weights-only and remote folders are refused.
+        /// Autoresume then loads on every rank the pieces it saved.
+        public var sharding: Sharding?
         /// The processes of the run.
         public var processGroup: any ProcessGroup = SingleProcessGroup()
 
@@ -67,7 +72,7 @@ public final class CheckpointSaver {
             maxDuration: TrainingTime? = nil, checkpointsToKeep: Int = -1, remoteFolder: String? = nil,
             remoteCheckpointsToKeep: Int? = nil, overwrite: Bool = false,
             weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
-            snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = true,
+            snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = true, sharding: Sharding? = nil,
             processGroup: any ProcessGroup = SingleProcessGroup()
         ) {
             self.folder = folder
@@ -84,6 +89,7 @@ public final class CheckpointSaver {
             self.asynchronous = asynchronous
             self.snapshotMemoryBudget = snapshotMemoryBudget
             self.saveOnTermination = saveOnTermination
+            self.sharding = sharding
             self.processGroup = processGroup
         }
     }
@@ -139,6 +145,14 @@ public final class CheckpointSaver {
         guard options.remoteCheckpointsToKeep.map({ $0 == -1 || $0 > 0 }) ?? true else {
             throw CheckpointError(.invalidArgument, "remoteCheckpointsToKeep must be -1 (all) or a positive count")
         }
+        try refuseLoneProcessInMultiProcessRun(options.processGroup)
+        if options.sharding != nil {
+            try ShardedSave.check(template: fileTemplate, weightsOnly: options.weightsOnly)
+            guard options.remoteFolder == nil else {
+                throw CheckpointError(
+                    .invalidArgument, "uploading sharded checkpoints is not supported yet; save them locally and copy the folder")
+            }
+        }
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: Timestamp())
         book = Bookkeeping()
         if options.saveOnTermination { TerminationSignal.install() }
@@ -174,7 +188,7 @@ public final class CheckpointSaver {
     public func fitStart(_ state: TrainingState) throws {
         let folder = try resolveFolder(for: state)
         if !options.overwrite {
-            let existing = existingCheckpoints(in: folder, state: state)
+            let existing = existingCheckpoints(in: folder, state: state) + (options.sharding == nil ? [] : manifests(in: folder))
             guard existing.isEmpty else {
                 throw CheckpointError(
                     .alreadyExists,
@@ -230,8 +244,13 @@ public final class CheckpointSaver {
         let start = ContinuousClock.now
         let folder = try resolveFolder(for: state)
         let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
-        let relative = fileTemplate.render(values)
+        let sharded = options.sharding != nil
+        let rendered = fileTemplate.render(values)
+        let relative = sharded ? ShardedSave.shardPath(rendered) : rendered
         let path = FilePaths.join(folder, relative)
+        // What the ledger and the latest pointer name: a sharded checkpoint is its manifest on
+        // rank 0 (who commits and prunes it) and its shard on the other ranks.
+        let recorded = sharded && options.processGroup.rank == 0 ? relative + ShardManifest.suffix : relative
         let latest = latestTemplate.map { FilePaths.join(folder, $0.render(values)) }
         schedule.didSave(at: state.timestamp)
 
@@ -250,9 +269,15 @@ public final class CheckpointSaver {
         let remote = options.processGroup.rank == 0 ? remote : nil
         let work: @Sendable () throws -> Void = {
             let writeStart = ContinuousClock.now
-            let written = try saveCheckpoint(
-                snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                processGroup: options.processGroup)
+            if let sharding = options.sharding {
+                try ShardedSave.save(
+                    snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
+                    compression: CompressionOptions(), sharding: sharding, processGroup: options.processGroup)
+            } else {
+                try saveCheckpoint(
+                    snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
+                    processGroup: options.processGroup)
+            }
             // Uploaded before local retention runs, so a local copy is pruned only once it is
             // safe remotely; after a failed upload it is kept.
             var uploadFailure: CheckpointError?
@@ -262,9 +287,9 @@ public final class CheckpointSaver {
                 uploadFailure = error
             }
             try book.didSave(
-                relative: relative, folder: folder, latest: latest,
+                relative: recorded, written: path, folder: folder, latest: latest,
                 keep: uploadFailure == nil ? options.checkpointsToKeep : -1,
-                rank: options.processGroup.rank, paths: written, duration: ContinuousClock.now - writeStart)
+                rank: options.processGroup.rank, duration: ContinuousClock.now - writeStart)
             if let uploadFailure { throw uploadFailure }
         }
         if runInBackground {
@@ -290,11 +315,12 @@ public final class CheckpointSaver {
     @discardableResult
     public func autoresume(into state: inout TrainingState) throws -> LoadResult? {
         let folder = try resolveFolder(for: state)
+        if options.sharding != nil { return try autoresumeSharded(from: folder, into: &state) }
         var candidates: [(path: String, batch: Int)] = []
         for path in Set(resumeCandidates(in: folder, state: state)) {
             guard let file = try? CheckpointFile.open(path) else {
                 logger.warning("autoresume: skipping \(path), which cannot be opened")
-                book.withLock { _ = $0.replaceable.insert(path) }
+                markReplaceable(path)
                 continue
             }
             let batch = (try? TrainingState(tree: file.tree))?.timestamp.batch ?? -1
@@ -306,7 +332,7 @@ public final class CheckpointSaver {
                 return try resume(from: candidate.path, into: &state)
             } catch let error as CheckpointError where Self.damage.contains(error.code) {
                 logger.warning("autoresume: \(candidate.path) is damaged, trying an earlier checkpoint: \(error)")
-                book.withLock { _ = $0.replaceable.insert(candidate.path) }
+                markReplaceable(candidate.path)
             }
         }
         return try autoresumeFromRemote(into: &state)
@@ -320,11 +346,21 @@ public final class CheckpointSaver {
             path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
             processGroup: options.processGroup)
         state = resumed
+        try didResume(from: path, state: state)
+        return result
+    }
+
+    /// Restarts the schedule at a resumed state, counting the checkpoint as saved.
+    func didResume(from path: String, state: TrainingState) throws {
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
         schedule.didSave(at: state.timestamp)
         started = true
         logger.info("autoresume: resumed from \(path) at batch \(state.timestamp.batch)")
-        return result
+    }
+
+    /// Lets later saves replace a damaged checkpoint that autoresume skipped.
+    func markReplaceable(_ path: String) {
+        book.withLock { _ = $0.replaceable.insert(path) }
     }
 
     /// Resumes from the remote folder when no local checkpoint could be loaded (a run moved to
@@ -344,7 +380,7 @@ public final class CheckpointSaver {
     /// Failures that mean a checkpoint file is damaged, so an earlier one should be tried. Any
     /// other failure (model keys that do not match, say) would fail for every checkpoint of the
     /// run and is thrown.
-    private static let damage: Set<CheckpointError.Code> = [.checksumMismatch, .malformed, .notFound, .io]
+    static let damage: Set<CheckpointError.Code> = [.checksumMismatch, .malformed, .notFound, .io]
 
     private func resumeCandidates(in folder: String, state: TrainingState) -> [String] {
         var paths = book.withLock { $0.ledger.checkpoints.map { FilePaths.join(folder, $0) } }
@@ -416,10 +452,10 @@ private final class Bookkeeping: Sendable {
     /// latest pointer. Deletion comes after the new file is durable, so a crash here leaves at
     /// worst one checkpoint too many.
     func didSave(
-        relative: String, folder: String, latest: String?, keep: Int, rank: Int, paths: [String], duration: Duration
+        relative: String, written: String, folder: String, latest: String?, keep: Int, rank: Int, duration: Duration
     ) throws {
         let path = FilePaths.join(folder, relative)
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let size = (try? FileManager.default.attributesOfItem(atPath: written)[.size] as? Int) ?? 0
         let (ledger, removed) = withLock { records -> (RetentionLedger, [String]) in
             records.statistics.saves += 1
             records.statistics.bytesWritten += size
@@ -439,6 +475,10 @@ private final class Bookkeeping: Sendable {
         try ledger.save(to: RetentionLedger.path(folder: folder, rank: rank))
         for old in removed {
             try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old))
+            if old.hasSuffix(ShardManifest.suffix) {
+                // The manifest went first, so the checkpoint is no longer committed; then rank 0's shard.
+                try? FileManager.default.removeItem(atPath: FilePaths.join(folder, String(old.dropLast(ShardManifest.suffix.count))))
+            }
         }
     }
 }

@@ -68,9 +68,10 @@ public func saveCheckpoint(
     try refuseLoneProcessInMultiProcessRun(processGroup)
     let values = FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup)
     if let sharding {
+        try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
-            tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys,
-            compression: compression, sharding: sharding, processGroup: processGroup)
+            tree, rendered: template.render(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
+            sharding: sharding, processGroup: processGroup)
     }
     let path = template.render(values)
     let target = SaveTarget(path: path)

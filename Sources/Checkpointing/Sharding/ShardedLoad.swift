@@ -10,13 +10,23 @@ enum ShardedLoad {
         manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, processGroup group: any ProcessGroup
     ) throws(CheckpointError) -> StateValue {
         let manifest = try ShardManifest.read(manifestPath)
+        if plan.keepsSavedPieces && manifest.worldSize != group.worldSize {
+            throw CheckpointError(
+                .distributed,
+                "was saved by \(manifest.worldSize) ranks and this run has \(group.worldSize): each rank cannot get back what it saved; resume on \(manifest.worldSize) ranks, or load with a shard plan that reshards (such as .splitFirstDimension)",
+                path: manifestPath)
+        }
         var shards = Shards(manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums)
         let skeleton = try shards.file(rank: 0).tree
 
         var assembled: [String: Tensor] = [:]
         var placement: [(keys: [StateKey], path: String)] = []
         for entry in manifest.tensors {
-            guard let wanted = plan.slice(entry.path, entry.shape, group.rank, group.worldSize) else { continue }
+            let planned =
+                plan.keepsSavedPieces
+                ? entry.pieces.first { $0.rank == group.rank }.map(entry.slice(of:))
+                : plan.slice(entry.path, entry.shape, group.rank, group.worldSize)
+            guard let wanted = planned else { continue }
             if let problem = wanted.problem() {
                 throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(entry.path)\" \(problem)", path: manifestPath)
             }

@@ -32,11 +32,8 @@ enum ShardedSave {
         var error: String?
     }
 
-    static func save(
-        _ tree: StateValue, template: FilenameTemplate, values: FilenameValues, weightsOnly: Bool,
-        ignoreKeys: IgnoreKeys?, compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
-    ) throws -> [String] {
-        // Checks that fail the same way on every rank: no collective needed.
+    /// Refuses what no sharded save allows, the same way on every rank (no collective needed).
+    static func check(template: FilenameTemplate, weightsOnly: Bool) throws(CheckpointError) {
         guard template.contains(.rank) else {
             throw CheckpointError(
                 .invalidTemplate,
@@ -47,12 +44,20 @@ enum ShardedSave {
                 .invalidArgument,
                 "a sharded save cannot be weights-only: each rank holds only part of the model; save the full checkpoint sharded, then `ckpt convert --weights-only` it")
         }
+    }
+
+    /// Saves this rank's `tree` at `rendered` (its file name, already rendered for this rank and
+    /// checked with ``check(template:weightsOnly:)``) and commits the checkpoint with the others.
+    static func save(
+        _ tree: StateValue, rendered: String, values: FilenameValues, ignoreKeys: IgnoreKeys?,
+        compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
+    ) throws -> [String] {
         let timeout = group.collectiveTimeout
 
         // 1. Check this rank's inputs; every rank learns every rank's path and problems.
         var selected = tree
         var entries: [Report.Entry] = []
-        let path = shardPath(template.render(values))
+        let path = shardPath(rendered)
         var plan = Plan(path: path)
         do {
             if let ignoreKeys {

@@ -91,10 +91,22 @@ public struct Sharding: Sendable {
 public struct ShardPlan: Sendable {
     /// The slice `rank` of `worldSize` gets of the tensor at `path`, or `nil` for none.
     public let slice: @Sendable (_ path: String, _ globalShape: [Int], _ rank: Int, _ worldSize: Int) -> TensorSlice?
+    /// Set for ``asSaved``, which ``slice`` cannot express: it depends on the manifest.
+    let keepsSavedPieces: Bool
 
     public init(_ slice: @escaping @Sendable (_ path: String, _ globalShape: [Int], _ rank: Int, _ worldSize: Int) -> TensorSlice?) {
         self.slice = slice
+        keepsSavedPieces = false
     }
+
+    private init(keepingSavedPieces: Void) {
+        slice = { _, _, _, _ in nil }
+        keepsSavedPieces = true
+    }
+
+    /// Every rank gets exactly the pieces it saved: a resume on as many ranks as saved the
+    /// checkpoint (what ``CheckpointSaver`` uses). A different world size is an error.
+    public static let asSaved = ShardPlan(keepingSavedPieces: ())
 
     /// Every rank gets every tensor whole (a replicated model, or a load on one process).
     public static let whole = ShardPlan { _, shape, _, _ in .whole(shape) }
