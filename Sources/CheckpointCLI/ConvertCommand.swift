@@ -1,7 +1,7 @@
 import ArgumentParser
 import Checkpointing
 
-/// `ckpt convert IN OUT [--weights-only] [--ignore-keys GLOB]...`.
+/// `ckpt convert IN OUT [--weights-only] [--ignore-keys GLOB]... [--sharded] [--timeout SECONDS]`.
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
@@ -10,6 +10,11 @@ struct ConvertCommand: ParsableCommand {
             OUT is a filename template: its variables ({epoch}, {batch}, {run_name}, {rank}, ...) \
             are filled from IN's timestamp and run name and this process's rank, and its extension \
             chooses the format. Prints each saved path on its own line.
+
+            IN may be a sharded checkpoint (its manifest, or the folder that holds it), read on \
+            any number of ranks. Under mpirun -np N, --sharded writes an N-way sharded checkpoint: \
+            every tensor split along its first dimension (tensors with fewer rows than ranks go \
+            to rank 0), OUT containing {rank}; without it, rank 0 writes one file.
             """)
 
     @Argument(help: "The checkpoint to read.")
@@ -24,14 +29,24 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "Leave out the parts whose flattened path matches this glob (repeatable).")
     var ignoreKeys: [String] = []
 
+    @Flag(help: "Write a sharded checkpoint, one shard per rank (run under mpirun -np N).")
+    var sharded = false
+
+    @Option(help: "Seconds a rank waits for the others before failing.")
+    var timeout: Double = 1800
+
     func run() throws {
-        let file = try CheckpointFile.open(input)
-        try file.verify()
-        let state = try? TrainingState(tree: file.tree)
+        let group = try commandProcessGroup(timeout: timeout)
+        let loaded = try loadCheckpointTree(
+            input, verifyChecksums: true, shardPlan: sharded ? .splitFirstDimension : .wholeOnRankZero, processGroup: group)
+        let state = try? TrainingState(tree: loaded.tree)
         let paths = try saveCheckpoint(
-            tree: file.tree, filename: output, runName: state?.runName ?? "",
+            tree: loaded.tree, filename: output, runName: state?.runName ?? "",
             timestamp: state?.timestamp ?? Timestamp(), weightsOnly: weightsOnly,
-            ignoreKeys: ignoreKeys.isEmpty ? nil : .globs(ignoreKeys))
-        for path in paths { print(path) }
+            ignoreKeys: ignoreKeys.isEmpty ? nil : .globs(ignoreKeys), sharding: sharded ? loaded.sharding : nil,
+            processGroup: group)
+        if group.rank == 0 {
+            for path in paths { print(path) }
+        }
     }
 }

@@ -7,9 +7,13 @@ import Foundation
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Show a checkpoint's format, run name, timestamp and tensors.")
+        abstract: "Show a checkpoint's format, run name, timestamp and tensors.",
+        discussion: """
+            For a sharded checkpoint (its manifest, or the folder that holds it), shows its shards \
+            and every tensor's global shape and number of pieces.
+            """)
 
-    @Argument(help: "The checkpoint file.")
+    @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
     var path: String
 
     @Flag(help: "Print one JSON object instead of a table.")
@@ -32,6 +36,16 @@ struct InspectReport {
         var shape: [Int]
         var bytes: Int
         var sha256: String?
+        /// For a sharded checkpoint, how many shards hold a piece of the tensor.
+        var pieces: Int?
+    }
+
+    /// The shards of a sharded checkpoint.
+    struct ShardRow {
+        var rank: Int
+        var path: String
+        var bytes: Int
+        var xxh3: String
     }
 
     var path: String
@@ -44,8 +58,18 @@ struct InspectReport {
     var runName: String?
     var timestamp: Timestamp?
     var tensors: [TensorRow]
+    var shards: [ShardRow]? = nil
 
     init(path: String, hashes: Bool) throws {
+        if let manifestPath = try ShardManifest.locate(path) {
+            try self.init(manifestPath: manifestPath, hashes: hashes)
+        } else {
+            try self.init(file: path, hashes: hashes)
+        }
+    }
+
+    /// One checkpoint file.
+    private init(file path: String, hashes: Bool) throws {
         let file = try CheckpointFile.open(path)
         self.path = path
         format = file.formatName
@@ -62,6 +86,31 @@ struct InspectReport {
                 bytes: entry.tensor.byteCount,
                 sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil)
         }
+    }
+
+    /// A sharded checkpoint: the manifest, and rank 0's shard for the run name and timestamp.
+    private init(manifestPath: String, hashes: Bool) throws {
+        guard !hashes else {
+            throw CheckpointError(
+                .invalidArgument, "--hashes needs whole tensors; convert the sharded checkpoint to one file first")
+        }
+        let manifest = try ShardManifest.read(manifestPath)
+        let first = try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath))
+        path = manifestPath
+        format = "sharded \(first.formatName), \(manifest.worldSize) rank\(manifest.worldSize == 1 ? "" : "s")"
+        compression = first.compression?.rawValue
+        tarMember = first.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
+        fileBytes = manifest.shards.reduce(0) { $0 + $1.size }
+        let state = try? TrainingState(tree: first.tree)
+        let stateDict = first.tree.dictValue?["state"]?.dictValue
+        runName = stateDict?["run_name"] != nil ? state?.runName : nil
+        timestamp = stateDict?["timestamp"] != nil ? state?.timestamp : nil
+        tensors = manifest.tensors.map { entry in
+            TensorRow(
+                path: entry.path, dtype: entry.dtype.rawValue, shape: entry.shape,
+                bytes: entry.shape.reduce(entry.dtype.byteSize, *), pieces: Set(entry.pieces.map(\.rank)).count)
+        }
+        shards = manifest.shards.map { ShardRow(rank: $0.rank, path: $0.path, bytes: $0.size, xxh3: $0.xxh3) }
     }
 
     var totalTensorBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
@@ -85,13 +134,25 @@ struct InspectReport {
             lines.append("timestamp: -")
         }
         lines.append("")
-        var table = [["tensor", "dtype", "shape", "bytes"] + (tensors.first?.sha256 != nil ? ["sha256"] : [])]
-        for row in tensors {
-            table.append(
-                [row.path, row.dtype, "[" + row.shape.map(String.init).joined(separator: ", ") + "]", String(row.bytes)]
-                    + (row.sha256.map { [$0] } ?? []))
+        if let shards {
+            var table = [["rank", "shard", "bytes", "xxh3"]]
+            for shard in shards { table.append([String(shard.rank), shard.path, String(shard.bytes), shard.xxh3]) }
+            lines.append(Units.table(table, rightAligned: [0, 2]))
+            lines.append("")
         }
-        lines.append(Units.table(table, rightAligned: [3]))
+        let sharded = shards != nil
+        var header = ["tensor", "dtype", sharded ? "global shape" : "shape", "bytes"]
+        if sharded { header.append("shards") }
+        if tensors.first?.sha256 != nil { header.append("sha256") }
+        var table = [header]
+        for row in tensors {
+            let shape = "[" + row.shape.map(String.init).joined(separator: ", ") + "]"
+            var cells = [row.path, row.dtype, shape, String(row.bytes)]
+            if let pieces = row.pieces { cells.append(String(pieces)) }
+            if let sha256 = row.sha256 { cells.append(sha256) }
+            table.append(cells)
+        }
+        lines.append(Units.table(table, rightAligned: sharded ? [3, 4] : [3]))
         lines.append("")
         lines.append("total: \(tensors.count) tensors, \(Units.bytes(totalTensorBytes)) of tensor data")
         return lines.joined(separator: "\n")
@@ -110,9 +171,13 @@ struct InspectReport {
             "tensors": tensors.map { row -> [String: Any] in
                 var entry: [String: Any] = ["path": row.path, "dtype": row.dtype, "shape": row.shape, "bytes": row.bytes]
                 if let sha = row.sha256 { entry["sha256"] = sha }
+                if let pieces = row.pieces { entry["shards"] = pieces }
                 return entry
             },
         ]
+        if let shards {
+            object["shards"] = shards.map { ["rank": $0.rank, "path": $0.path, "bytes": $0.bytes, "xxh3": $0.xxh3] as [String: Any] }
+        }
         if let timestamp {
             object["timestamp"] = [
                 "iteration": timestamp.iteration, "epoch": timestamp.epoch, "batch": timestamp.batch,

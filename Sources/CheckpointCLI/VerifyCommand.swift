@@ -8,10 +8,19 @@ struct VerifyCommand: ParsableCommand {
         abstract: "Check a checkpoint's structure and every tensor's checksum.",
         discussion: "Exits 0 when the file is intact, 1 with a message naming what is wrong.")
 
-    @Argument(help: "The checkpoint file.")
+    @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
     var path: String
 
     func run() throws {
+        if let manifestPath = try ShardManifest.locate(path) {
+            let manifest = try ShardManifest.read(manifestPath)
+            try manifest.verifyShards(manifestPath: manifestPath)
+            let bytes = manifest.shards.reduce(0) { $0 + $1.size }
+            print(
+                "ok: \(manifestPath): sharded, \(manifest.worldSize) shards (\(Units.bytes(bytes))), \(manifest.tensors.count) tensors; every shard's size, file checksum and tensor checksums match, and the pieces make up every tensor"
+            )
+            return
+        }
         let file = try CheckpointFile.open(path)
         try file.verify()
         let tensors = file.tree.tensors

@@ -157,7 +157,7 @@ private func readTrainingState(
     if let manifest = try ShardManifest.locate(path) {
         path = manifest
         tree = try ShardedLoad.read(
-            manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
+            manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup).tree
     } else {
         let file = try CheckpointFile.open(path)
         if verifyChecksums { try file.verify() }

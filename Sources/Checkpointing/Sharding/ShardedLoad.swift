@@ -8,7 +8,7 @@
 enum ShardedLoad {
     static func read(
         manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, processGroup group: any ProcessGroup
-    ) throws(CheckpointError) -> StateValue {
+    ) throws(CheckpointError) -> (tree: StateValue, sharding: Sharding) {
         let manifest = try ShardManifest.read(manifestPath)
         if plan.keepsSavedPieces && manifest.worldSize != group.worldSize {
             throw CheckpointError(
@@ -20,16 +20,14 @@ enum ShardedLoad {
         let skeleton = try shards.file(rank: 0).tree
 
         var assembled: [String: Tensor] = [:]
+        var slices: [String: TensorSlice] = [:]
         var placement: [(keys: [StateKey], path: String)] = []
         for entry in manifest.tensors {
-            let planned =
-                plan.keepsSavedPieces
-                ? entry.pieces.first { $0.rank == group.rank }.map(entry.slice(of:))
-                : plan.slice(entry.path, entry.shape, group.rank, group.worldSize)
-            guard let wanted = planned else { continue }
+            guard let wanted = box(of: entry, plan: plan, processGroup: group) else { continue }
             if let problem = wanted.problem() {
                 throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(entry.path)\" \(problem)", path: manifestPath)
             }
+            if !wanted.isWhole { slices[entry.path] = wanted }
             assembled[entry.path] = try assemble(entry, box: wanted, from: &shards, preferring: group.rank % manifest.worldSize)
             placement.append((entry.keys.map(\.stateKey), entry.path))
         }
@@ -48,7 +46,14 @@ enum ShardedLoad {
                 throw error.at(path: manifestPath)
             }
         }
-        return tree
+        return (tree, Sharding(slices: slices))
+    }
+
+    /// The box of `entry` this rank gets under `plan`, or `nil` for none.
+    private static func box(of entry: ShardManifest.TensorEntry, plan: ShardPlan, processGroup group: any ProcessGroup) -> TensorSlice? {
+        plan.keepsSavedPieces
+            ? entry.pieces.first { $0.rank == group.rank }.map(entry.slice(of:))
+            : plan.slice(entry.path, entry.shape, group.rank, group.worldSize)
     }
 
     /// The `box` of one tensor, from the pieces that overlap it.

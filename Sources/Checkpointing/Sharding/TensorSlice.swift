@@ -111,6 +111,10 @@ public struct ShardPlan: Sendable {
     /// Every rank gets every tensor whole (a replicated model, or a load on one process).
     public static let whole = ShardPlan { _, shape, _, _ in .whole(shape) }
 
+    /// Rank 0 gets every tensor whole and the other ranks none: what a save that only rank 0
+    /// writes needs.
+    public static let wholeOnRankZero = ShardPlan { _, shape, rank, _ in rank == 0 ? .whole(shape) : nil }
+
     /// Every tensor split along its first dimension into `worldSize` runs of rows, as even as
     /// possible (the first `rows % worldSize` ranks get one row more); a tensor with fewer rows
     /// than ranks, or with no dimensions, goes whole to rank 0. On one rank this is ``whole``.

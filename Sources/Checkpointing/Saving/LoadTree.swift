@@ -1,0 +1,49 @@
+/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:shardPlan:processGroup:)`` read it.
+public struct LoadedTree: Sendable {
+    /// The file read, or the manifest of a sharded checkpoint.
+    public var path: String
+    /// The tree, with this rank's part of every tensor.
+    public var tree: StateValue
+    /// What the tensors in ``tree`` are parts of: pass it to a sharded save to write them again.
+    public var sharding: Sharding
+}
+
+/// Reads any checkpoint, a single file or a sharded one, as a tree, keeping every part of it
+/// (Composer layout or not), and cuts its tensors to this rank's part under `shardPlan`.
+///
+/// This is what `ckpt convert` uses: with the plan ``ShardPlan/splitFirstDimension`` and a
+/// sharded save, N ranks turn any checkpoint into an N-way sharded one, or reshard a sharded
+/// one from any number of ranks to N.
+///
+/// - Parameters:
+///   - path: A checkpoint file, a sharded checkpoint's manifest, or the folder that holds it.
+///   - verifyChecksums: Check every tensor read (and every record of a torch file).
+///   - shardPlan: Which part of each tensor this rank gets (default: rows split evenly).
+///   - processGroup: The processes of the run.
+public func loadCheckpointTree(
+    _ path: String,
+    verifyChecksums: Bool = true,
+    shardPlan: ShardPlan = .splitFirstDimension,
+    processGroup: any ProcessGroup = SingleProcessGroup()
+) throws -> LoadedTree {
+    if let manifestPath = try ShardManifest.locate(path) {
+        let (tree, sharding) = try ShardedLoad.read(
+            manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
+        return LoadedTree(path: manifestPath, tree: tree, sharding: sharding)
+    }
+    let file = try CheckpointFile.open(path)
+    let (tree, sharding) = try shardPlan.apply(to: file.tree, rank: processGroup.rank, worldSize: processGroup.worldSize)
+    if verifyChecksums {
+        if file.checksums.isEmpty {
+            try file.verify()  // a torch file: every record's CRC-32
+        } else {
+            // Only the tensors this rank takes a part of: N ranks splitting one file read it once in all.
+            var failure: CheckpointError?
+            file.tree.forEachTensor { tensorPath, tensor in
+                if failure == nil, tree[path: tensorPath]?.tensorValue != nil { failure = file.verify(tensor, named: tensorPath) }
+            }
+            if let failure { throw failure }
+        }
+    }
+    return LoadedTree(path: path, tree: tree, sharding: sharding)
+}
