@@ -22,20 +22,25 @@ enum CLI {
     }
 
     /// Starts `ckpt` with `arguments`; the caller waits or kills it.
-    static func start(_ arguments: [String], stdout: Pipe = Pipe(), stderr: Pipe = Pipe()) throws -> Process {
+    static func start(
+        _ arguments: [String], environment: [String: String] = [:], stdout: Pipe = Pipe(), stderr: Pipe = Pipe()
+    ) throws -> Process {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardOutput = stdout
         process.standardError = stderr
         try process.run()
         return process
     }
 
-    /// Runs `ckpt` with `arguments` to completion.
-    static func run(_ arguments: [String]) throws -> CLIRun {
+    /// Runs `ckpt` with `arguments` (and `environment` added to this process's) to completion.
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> CLIRun {
         let out = Pipe(), err = Pipe()
-        let process = try start(arguments, stdout: out, stderr: err)
+        let process = try start(arguments, environment: environment, stdout: out, stderr: err)
         // Read before waiting, so a full pipe cannot block the child.
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()

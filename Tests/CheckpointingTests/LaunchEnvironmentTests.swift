@@ -38,4 +38,14 @@ import Testing
         #expect(error?.code == .distributed)
         #expect(error?.message.contains(mention) == true, "\(error?.message ?? "")")
     }
+
+    @Test func theDefaultGroupIsRefusedWhenTheLauncherStartedSeveralProcesses() throws {
+        #expect(throws: Never.self) { try refuseLoneProcessInMultiProcessRun(SingleProcessGroup(), environment: [:]) }
+        do {
+            try refuseLoneProcessInMultiProcessRun(SingleProcessGroup(), environment: ["RANK": "1", "WORLD_SIZE": "4"])
+            Issue.record("rank 1 of 4 with the default group must be refused")
+        } catch {
+            #expect(error.code == .distributed && error.message.contains("rank 1 of 4") && error.message.contains("MPIProcessGroup"))
+        }
+    }
 }

@@ -110,9 +110,11 @@ public func saveCheckpoint(
 
 /// Refuses the default single-process group in a process its launcher started as one of
 /// several: every rank would write rank 0's files.
-func refuseLoneProcessInMultiProcessRun(_ group: any ProcessGroup) throws(CheckpointError) {
+func refuseLoneProcessInMultiProcessRun(
+    _ group: any ProcessGroup, environment: [String: String] = ProcessEnvironment.current
+) throws(CheckpointError) {
     guard group is SingleProcessGroup else { return }
-    let launch = try LaunchEnvironment.detect()
+    let launch = try LaunchEnvironment.detect(from: environment)
     guard launch.worldSize == 1 else {
         throw CheckpointError(
             .distributed,
