@@ -47,6 +47,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Compression threads for zstd and xz with --compression (default: every core).")
     var threads: Int?
 
+    @Flag(help: "Measure sharded saves and loads instead: run under mpirun -np N; each rank saves its rows of every tensor.")
+    var sharded = false
+
     @Option(help: "Measure upload and download to this s3:// prefix instead (endpoint and credentials from the environment).")
     var s3: String?
 
@@ -97,6 +100,12 @@ struct BenchCommand: ParsableCommand {
             return
         }
         let state = try SyntheticState.gpt2Small(scale: scale)
+        if sharded {
+            let group = try commandProcessGroup(timeout: 1800)
+            let result = try ShardedBench(state: state, folder: directory, repetitions: repetitions, processGroup: group).run()
+            if group.rank == 0 { try report(result) }
+            return
+        }
         if saver {
             let result = try SaverBench(state: state, folder: directory).run()
             try report(result)
@@ -151,32 +160,7 @@ struct BenchCommand: ParsableCommand {
         try report(result)
     }
 
-    private func time(_ body: () throws -> Void) throws -> Double {
-        let start = ContinuousClock.now
-        try body()
-        return (ContinuousClock.now - start).seconds
-    }
 
-    private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-
-    /// The disk's limit for these bytes: write them from the same memory, then fsync.
-    private func rawWrite(_ tensors: [Tensor], to path: String) throws {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CommandFailure("cannot create \(path)") }
-        defer { close(fd) }
-        for tensor in tensors {
-            try tensor.withUnsafeBytes { bytes in
-                var done = 0
-                while done < bytes.count {
-                    // The same 4 MiB writes as the save, so the comparison is like for like.
-                    let written = write(fd, bytes.baseAddress! + done, min(bytes.count - done, 4 << 20))
-                    guard written > 0 else { throw CommandFailure("write to \(path) failed: errno \(errno)") }
-                    done += written
-                }
-            }
-        }
-        guard fsync(fd) == 0 else { throw CommandFailure("fsync of \(path) failed: errno \(errno)") }
-    }
 
     /// `dd if=/dev/zero of=PATH bs=4M count=N conv=fsync`, timed; `nil` when dd is not installed.
     private func ddWrite(bytes: Int, to path: String) throws -> Double? {
@@ -192,13 +176,6 @@ struct BenchCommand: ParsableCommand {
         return process.terminationStatus == 0 ? (ContinuousClock.now - start).seconds : nil
     }
 
-    /// Evicts a file's (clean) pages, so the next read comes from the disk.
-    private func dropFromPageCache(_ path: String) {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
-        close(fd)
-    }
 }
 
 /// A benchmark's figures, printable as a table or as JSON.

@@ -99,7 +99,6 @@ struct CompressionBench {
         return Result(format: format, uncompressedBytes: uncompressed.bytes.count, rows: rows, opens: opens)
     }
 
-    private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
     /// User and system time of this process's threads and its finished children.
     private static func cpuSeconds() -> Double {
@@ -116,11 +115,6 @@ struct CompressionBench {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0
     }
 
-    private func time(_ body: () throws -> Void) throws -> Double {
-        let start = ContinuousClock.now
-        try body()
-        return (ContinuousClock.now - start).seconds
-    }
 
     /// Writes `bytes` into a tool's standard input through a pipe, its output to `output`;
     /// the time until the tool exits.

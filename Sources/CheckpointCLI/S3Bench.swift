@@ -106,7 +106,6 @@ struct S3Bench {
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         return Result(
             fileBytes: uploadReport?.bytes ?? 0, partSize: uploadReport?.partSize ?? 0, parts: uploadReport?.parts ?? 0,
             uploadInFlight: uploadReport?.partsInFlight ?? 0, downloadInFlight: downloadReport?.partsInFlight ?? 0,

@@ -97,19 +97,6 @@ struct TorchBench {
             nativeOpen: median(nativeOpen), torchOpen: median(torchOpen), torchReadVerify: median(torchRead), crc: median(crc))
     }
 
-    private func time(_ body: () throws -> Void) throws -> Double {
-        let start = ContinuousClock.now
-        try body()
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
 
-    private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
-    private func dropFromPageCache(_ path: String) {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
-        close(fd)
-    }
 }

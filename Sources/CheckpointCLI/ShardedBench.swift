@@ -1,0 +1,84 @@
+import Checkpointing
+import Foundation
+
+/// Sharded saves and loads on every rank of an `mpirun` (`ckpt bench --sharded`): each rank
+/// saves its rows of every tensor of the bench state at once; rank 0 reports the aggregate
+/// throughput, beside a raw write + fsync of the same bytes by every rank at once (the
+/// disk's limit for this many writers).
+struct ShardedBench {
+    struct Result: BenchReport {
+        var worldSize: Int
+        var repeats: Int
+        var tensorBytes: Int
+        var fileBytes: Int
+        var rawWrite: Double
+        var save: Double
+        var load: Double
+
+        func text() -> String {
+            var rows = [["step (all ranks at once)", "time", "aggregate throughput", "vs raw write"]]
+            func row(_ name: String, _ seconds: Double, bytes: Int, compare: Bool) {
+                rows.append([
+                    name, String(format: "%.3f s", seconds), Units.rate(bytes: bytes, seconds: seconds),
+                    compare ? String(format: "%.2fx", rawWrite / seconds) : "",
+                ])
+            }
+            row("raw write + fsync", rawWrite, bytes: tensorBytes, compare: true)
+            row("sharded save, committed", save, bytes: fileBytes, compare: true)
+            row("sharded load, verified (cold)", load, bytes: fileBytes, compare: false)
+            return """
+                \(worldSize) rank\(worldSize == 1 ? "" : "s"), each saving its rows of the bench state: \
+                \(Units.bytes(tensorBytes)) of tensor data, \(Units.bytes(fileBytes)) in the shards; median of \(repeats)
+                \(Units.table(rows, rightAligned: [1, 2, 3]))
+                """
+        }
+
+        func json() -> [String: Any] {
+            [
+                "world_size": worldSize, "repeats": repeats, "tensor_bytes": tensorBytes, "file_bytes": fileBytes,
+                "raw_write_fsync_seconds": rawWrite, "save_seconds": save, "load_seconds": load,
+                "save_bytes_per_second": Double(fileBytes) / save, "save_vs_raw": rawWrite / save,
+            ]
+        }
+    }
+
+    let state: TrainingState
+    let folder: String
+    let repetitions: Int
+    let processGroup: any ProcessGroup
+
+    func run() throws -> Result {
+        let group = processGroup
+        let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: state.tree, rank: group.rank, worldSize: group.worldSize)
+        let tensors = part.tensors.map(\.tensor)
+        let template = folder + "/bench-rank{rank}"
+        let rawPath = "\(folder)/raw-rank\(group.rank).bin"
+
+        var raw: [Double] = [], save: [Double] = [], load: [Double] = []
+        var paths: [String] = []
+        for _ in 0..<repetitions {
+            raw.append(try together { try rawWrite(tensors, to: rawPath) })
+            try? FileManager.default.removeItem(atPath: rawPath)
+            save.append(try together {
+                paths = try saveCheckpoint(
+                    tree: part, filename: template, runName: state.runName, timestamp: state.timestamp, sharding: sharding,
+                    processGroup: group)
+            })
+            dropFromPageCache(paths[group.rank])
+            load.append(try together { _ = try loadCheckpointTree(folder, processGroup: group) })
+        }
+        let fileBytes = try ShardManifest.read(ShardManifest.path(forRankZeroShard: paths[0])).shards.reduce(0) { $0 + $1.size }
+        return Result(
+            worldSize: group.worldSize, repeats: repetitions, tensorBytes: state.tree.tensors.reduce(0) { $0 + $1.tensor.byteCount },
+            fileBytes: fileBytes, rawWrite: median(raw), save: median(save), load: median(load))
+    }
+
+    /// Seconds from a barrier before every rank starts `body` to a barrier after all finished.
+    private func together(_ body: () throws -> Void) throws -> Double {
+        try processGroup.barrier(timeout: processGroup.collectiveTimeout)
+        return try time {
+            try body()
+            try processGroup.barrier(timeout: processGroup.collectiveTimeout)
+        }
+    }
+}
