@@ -67,9 +67,16 @@ final class HashingSink: ByteSink {
 
     var position: Int { next.position }
 
+    /// Hashes and passes on 4 MiB at a time: each chunk is still in cache when it is written,
+    /// and the file sees writes of the size its writeback hints are tuned for.
     func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-        hash.update(bytes)
-        try next.write(bytes)
+        var offset = 0
+        while offset < bytes.count {
+            let chunk = UnsafeRawBufferPointer(rebasing: bytes[offset..<min(bytes.count, offset + NativeFormat.chunkSize)])
+            hash.update(chunk)
+            try next.write(chunk)
+            offset += chunk.count
+        }
     }
 
     /// The hash of every byte written so far.
