@@ -121,7 +121,10 @@ package.targets.first { $0.name == "CheckpointCLI" }?.dependencies.append("Check
 package.products += [.library(name: "CheckpointingMPI", targets: ["CheckpointingMPI"])]
 package.targets += [
     .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
-    .target(name: "CheckpointingMPI", dependencies: ["Checkpointing", "CMPI"]),
+    .target(
+        name: "CheckpointingMPI",
+        dependencies: ["Checkpointing", "CMPI", .product(name: "Logging", package: "swift-log")]
+    ),
     .executableTarget(
         name: "mpi-worker",
         dependencies: [

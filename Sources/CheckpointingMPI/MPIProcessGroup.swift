@@ -1,5 +1,6 @@
 public import Checkpointing
 internal import CMPI
+import Logging
 import Synchronization
 
 /// The processes of an Open MPI run (`mpirun`, `srun` with PMIx) as a ``ProcessGroup``.
@@ -59,7 +60,7 @@ public final class MPIProcessGroup: ProcessGroup {
         }
         let launch = try LaunchEnvironment.detect()
         try MPIRuntime.start()
-        try Self.check(launch, against: try MPITopology.world())
+        try Self.verify(launch, against: try MPITopology.world())
         let topology = try MPITopology.discover()
         rank = topology.rank
         worldSize = topology.worldSize
@@ -69,6 +70,8 @@ public final class MPIProcessGroup: ProcessGroup {
         collectiveTimeout = timeout
         self.maximumMessageBytes = maximumMessageBytes
         state = Mutex(GroupState(communicator: topology.communicator))
+        logger.debug(
+            "MPI process group: rank \(rank) of \(worldSize), local rank \(localRank) of \(localWorldSize), node \(nodeRank)")
     }
 
     deinit {
@@ -85,7 +88,7 @@ public final class MPIProcessGroup: ProcessGroup {
     }
 
     /// A launcher environment that describes a run of several processes must describe MPI's.
-    private static func check(_ launch: LaunchEnvironment, against world: (rank: Int, size: Int)) throws(CheckpointError) {
+    private static func verify(_ launch: LaunchEnvironment, against world: (rank: Int, size: Int)) throws(CheckpointError) {
         // No launcher variables and explicit `RANK=0 WORLD_SIZE=1` read alike: only a launcher
         // environment of several processes says something MPI can contradict.
         guard launch.worldSize > 1, launch.rank != world.rank || launch.worldSize != world.size else { return }

@@ -1,10 +1,14 @@
 import Checkpointing
 internal import CMPI
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The module's logger: debug messages only, on initialisation.
+let logger = Logger(label: "swift-checkpointing.mpi")
 
 /// Open MPI's state in this process: initialised once, finalised at exit only when that is safe.
 ///
@@ -47,6 +51,7 @@ enum MPIRuntime {
                 try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_MULTIPLE), &provided), "MPI_Init_thread")
                 state.initialisedHere = true
                 atexit(finalizeAtExit)
+                logger.debug("initialised MPI, thread level \(provided)")
             } else {
                 try check(MPI_Query_thread(&provided), "MPI_Query_thread")
             }

@@ -18,7 +18,7 @@ struct MPIRun {
             guard line.hasPrefix("rank "), let colon = line.firstIndex(of: ":"),
                 let rank = Int(line[line.index(line.startIndex, offsetBy: 5)..<colon])
             else { continue }
-            result[rank, default: []].append(String(line[line.index(colon, offsetBy: 2)...]))
+            result[rank, default: []].append(String(line[line.index(after: colon)...].drop { $0 == " " }))
         }
         return result
     }
