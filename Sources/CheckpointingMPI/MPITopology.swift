@@ -28,8 +28,11 @@ struct MPITopology {
     /// Collective and blocking: every process of the run must call it.
     static func discover() throws(CheckpointError) -> MPITopology {
         try MPIRuntime.withLock { _ throws(CheckpointError) in
-            var communicator: MPI_Comm? = nil
-            try check(MPI_Comm_dup(cmpi_comm_world(), &communicator), "MPI_Comm_dup")
+            var duplicate: MPI_Comm? = nil
+            try check(MPI_Comm_dup(cmpi_comm_world(), &duplicate), "MPI_Comm_dup")
+            guard let communicator = duplicate else {
+                throw CheckpointError(.distributed, "MPI_Comm_dup succeeded but gave no communicator")
+            }
             try check(MPI_Comm_set_errhandler(communicator, cmpi_errors_return()), "MPI_Comm_set_errhandler")
             var rank: Int32 = 0
             var size: Int32 = 0
@@ -56,7 +59,7 @@ struct MPITopology {
             let nodeRank = Set(lowestRanks).filter { $0 < lowest }.count
 
             return MPITopology(
-                communicator: communicator!, rank: Int(rank), worldSize: Int(size), localRank: Int(localRank),
+                communicator: communicator, rank: Int(rank), worldSize: Int(size), localRank: Int(localRank),
                 localWorldSize: Int(localSize), nodeRank: nodeRank)
         }
     }
