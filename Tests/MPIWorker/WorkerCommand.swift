@@ -19,15 +19,14 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let worker = Worker(timeout: .milliseconds(Int64(timeout * 1000)), variant: variant)
+        let outcome: Outcome
         do {
-            let outcome = try scenario.run(worker)
-            throw ExitCode(outcome.rawValue)
+            outcome = try scenario.run(worker)
         } catch let failure as WorkerFailure {
             worker.fail(failure.message)
-        } catch let exit as ExitCode {
-            throw exit
         } catch {
             worker.fail("unexpected error: \(error)")
         }
+        throw ExitCode(outcome.rawValue)
     }
 }
