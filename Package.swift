@@ -115,6 +115,30 @@ package.targets += [
 ]
 package.targets.first { $0.name == "CheckpointCLI" }?.dependencies.append("CheckpointingS3")
 
+// Open MPI process group (SPEC §6.2): a module of its own over Debian's libopenmpi-dev, so the
+// core builds and works without it. `mpi-worker` is a test-only program that the MPI tests start
+// under `mpirun`. Kept in one block so it merges cleanly with changes to the lists above.
+package.products += [.library(name: "CheckpointingMPI", targets: ["CheckpointingMPI"])]
+package.targets += [
+    .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+    .target(
+        name: "CheckpointingMPI",
+        dependencies: ["Checkpointing", "CMPI", .product(name: "Logging", package: "swift-log")]
+    ),
+    .executableTarget(
+        name: "mpi-worker",
+        dependencies: [
+            "CheckpointingMPI", "Checkpointing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ],
+        path: "Tests/MPIWorker"
+    ),
+    .testTarget(
+        name: "CheckpointingMPITests",
+        dependencies: ["mpi-worker", "CheckpointingMPI", "Checkpointing", "CheckpointingTestSupport"]
+    ),
+]
+
 for target in package.targets where target.type != .system {
     target.swiftSettings = (target.swiftSettings ?? []) + [
         .swiftLanguageMode(.v6),

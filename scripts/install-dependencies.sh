@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing need and a fresh machine may lack: Debian's libxxhash-dev
 # (the native format's checksum), the codec libraries (zlib1g-dev for CRC-32 and gzip,
-# libzstd-dev, liblz4-dev, liblzma-dev for xz and lzma, libbz2-dev, liblzo2-dev for lzop) and
-# pkg-config; with --test, also Python's safetensors and numpy, which the interop tests use as
+# libzstd-dev, liblz4-dev, liblzma-dev for xz and lzma, libbz2-dev, liblzo2-dev for lzop),
+# Open MPI (libopenmpi-dev for the CheckpointingMPI module, openmpi-bin for mpirun, which the
+# MPI tests and multi-process runs start) and pkg-config; with --test, also Python's safetensors and numpy, which the interop tests use as
 # the reference reader, and the compression tools (zstd lz4 lzop xz-utils bzip2 gzip tar) whose
 # own tests check the files we write. Installs only what is missing.
 set -euo pipefail
@@ -16,6 +17,9 @@ missing=()
 [ -f /usr/include/bzlib.h ] || missing+=(libbz2-dev)
 [ -f /usr/include/lzo/lzo1x.h ] || missing+=(liblzo2-dev)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# Without pkg-config yet, this asks for libopenmpi-dev, which apt then finds installed or installs.
+pkg-config --exists ompi-c 2>/dev/null || missing+=(libopenmpi-dev)
+command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 if [ "${1:-}" = "--test" ]; then
   command -v zstd >/dev/null 2>&1 || missing+=(zstd)
   command -v lz4 >/dev/null 2>&1 || missing+=(lz4)
