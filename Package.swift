@@ -128,7 +128,7 @@ package.targets += [
     .executableTarget(
         name: "mpi-worker",
         dependencies: [
-            "CheckpointingMPI", "Checkpointing",
+            "CheckpointingMPI", "Checkpointing", "CheckpointingTestSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         path: "Tests/MPIWorker"
@@ -138,6 +138,8 @@ package.targets += [
         dependencies: ["mpi-worker", "CheckpointingMPI", "Checkpointing", "CheckpointingTestSupport"]
     ),
 ]
+// `ckpt convert --sharded` and `ckpt bench --sharded` run under mpirun.
+package.targets.first { $0.name == "CheckpointCLI" }?.dependencies.append("CheckpointingMPI")
 
 for target in package.targets where target.type != .system {
     target.swiftSettings = (target.swiftSettings ?? []) + [

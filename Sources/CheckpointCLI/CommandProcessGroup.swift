@@ -1,9 +1,9 @@
 import Checkpointing
+import CheckpointingMPI
 
-/// The process group of a command: Open MPI's when the launcher started several processes,
-/// else this process alone.
+/// The process group of a command: Open MPI's when the launcher started several processes
+/// (`mpirun -np N ckpt ...`), else this process alone.
 func commandProcessGroup(timeout seconds: Double) throws -> any ProcessGroup {
-    let launch = try LaunchEnvironment.detect()
-    guard launch.worldSize > 1 else { return SingleProcessGroup() }
-    throw CheckpointError(.distributed, "not yet")
+    guard try LaunchEnvironment.detect().worldSize > 1 else { return SingleProcessGroup() }
+    return try MPIProcessGroup(timeout: .milliseconds(Int((seconds * 1000).rounded())))
 }

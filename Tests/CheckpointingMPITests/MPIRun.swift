@@ -56,12 +56,22 @@ enum MPILauncher {
         return path
     }
 
-    /// Runs `mpi-worker arguments` on `processes` ranks with `mpirunOptions`, in `environment`
+    /// The built `ckpt`, beside the test runner.
+    static func ckpt() throws -> String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("ckpt")
+        let fallback = Fixtures.packageRoot.appendingPathComponent(".build/debug/ckpt")
+        guard let path = [beside.path, fallback.path].first(where: FileManager.default.isExecutableFile(atPath:)) else {
+            throw LaunchFailure("ckpt is not built beside the tests: run `swift build --build-tests` first")
+        }
+        return path
+    }
+
+    /// Runs `mpi-worker arguments` (or `program arguments`) on `processes` ranks with `mpirunOptions`, in `environment`
     /// (this process's by default) without its launcher variables, and gives up after
     /// `limit` (the worker's own timeouts are far shorter; this only keeps a hang from
     /// holding up the suite).
     static func run(
-        _ arguments: [String], processes: Int, mpirunOptions: [String] = [],
+        _ arguments: [String], processes: Int, mpirunOptions: [String] = [], program: String? = nil,
         environment: [String: String] = ProcessInfo.processInfo.environment, limit: Duration = .seconds(180)
     ) throws -> MPIRun {
         let clean = environment.filter { !isLauncherVariable($0.key) }
@@ -69,7 +79,7 @@ enum MPILauncher {
             ["-i"] + clean.map { "\($0.key)=\($0.value)" }
             + ["timeout", "--kill-after=10", "\(limit.components.seconds)"]
             + [try mpirun(in: clean), "--allow-run-as-root", "--oversubscribe", "-np", "\(processes)"] + mpirunOptions
-            + [try worker()] + arguments
+            + [try program ?? worker()] + arguments
         let clock = ContinuousClock()
         let start = clock.now
         let run = try runTool(command)

@@ -13,7 +13,8 @@ import Testing
          LaunchEnvironment(rank: 3, worldSize: 8, localRank: 1, localWorldSize: 2, nodeRank: 1)),
         (["OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "0",
           "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "OMPI_COMM_WORLD_NODE_RANK": "1"],
-         LaunchEnvironment(rank: 2, worldSize: 4, localRank: 0, localWorldSize: 2, nodeRank: 1)),
+         // OMPI_COMM_WORLD_NODE_RANK is the process's index on its node, not a node index: ignored.
+         LaunchEnvironment(rank: 2, worldSize: 4, localRank: 0, localWorldSize: 2, nodeRank: 0)),
         (["SLURM_PROCID": "5", "SLURM_NTASKS": "6", "SLURM_LOCALID": "2", "SLURM_NODEID": "1"],
          LaunchEnvironment(rank: 5, worldSize: 6, localRank: 2, localWorldSize: 3, nodeRank: 1)),
         (["PMI_RANK": "1", "PMI_SIZE": "2"], LaunchEnvironment(rank: 1, worldSize: 2)),

@@ -112,7 +112,8 @@ import Testing
             try Self.train(folder, worldSize: 3, batches: 2)
             let start = ContinuousClock.now
             let results = ThreadWorld.run(size: 3, timeout: .seconds(2)) { group in
-                let dying: any ProcessGroup = group.rank == 2 ? DiesAtCollective(group, number: 2) : group
+                // Autoresume takes two collectives; the save's second is the all-gather after writing.
+                let dying: any ProcessGroup = group.rank == 2 ? DiesAtCollective(group, number: 4) : group
                 let sharding = try Self.part(batch: 0, rank: group.rank, worldSize: 3).1
                 let saver = try CheckpointSaver(options: Self.options(folder, group: dying, sharding: sharding))
                 var state = try Self.part(batch: 0, rank: group.rank, worldSize: 3).0
@@ -129,7 +130,21 @@ import Testing
                 #expect(rank == 2 || (error.code == .distributed && error.message.contains("timed out")), "\(error)")
             }
             #expect(!fileExists(folder + "/ba4-rank0.tar.manifest.json"))
+            #expect(fileExists(folder + "/ba4-rank0.tar"), "survivors' shards of the failed save stay, uncommitted")
             #expect(try Self.autoresume(folder, worldSize: 3).map(\.batch) == [2, 2, 2])
+
+            // Training goes on from batch 2 and saves batch 4 again over the uncommitted shards.
+            for result in ThreadWorld.run(size: 3, { group in
+                let (fresh, sharding) = try Self.part(batch: 0, rank: group.rank, worldSize: 3)
+                var state = fresh
+                let saver = try CheckpointSaver(options: Self.options(folder, group: group, sharding: sharding))
+                try saver.autoresume(into: &state)
+                for batch in 3...4 { try saver.batchEnd(try Self.part(batch: batch, rank: group.rank, worldSize: 3).0) }
+            }) {
+                try result.get()
+            }
+            let after = try Self.autoresume(folder, worldSize: 3)
+            #expect(after.map(\.batch) == [4, 4, 4] && after.allSatisfy(\.exact))
         }
     }
 

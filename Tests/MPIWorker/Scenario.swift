@@ -10,6 +10,15 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
     case killedRank = "killed-rank"
     /// A launcher environment that contradicts MPI is refused.
     case envContradiction = "env-contradiction"
+    /// Every rank saves its rows of the scenario state, sharded, into `--folder`.
+    case shardedSave = "sharded-save"
+    /// Every rank loads its rows of the sharded checkpoint in `--folder`, then every tensor whole.
+    case shardedLoad = "sharded-load"
+    /// A sharded CheckpointSaver saves at batch 4; rank 2 SIGKILLs itself while writing its
+    /// batch-8 shard; the others must time out.
+    case shardedSaverKilled = "sharded-saver-killed"
+    /// A sharded CheckpointSaver autoresumes from `--folder`; every rank reports the batch.
+    case shardedSaverResume = "sharded-saver-resume"
 
     func run(_ worker: Worker) throws -> Outcome {
         switch self {
@@ -17,6 +26,10 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
         case .timeout: try runTimeout(worker)
         case .killedRank: try runKilledRank(worker)
         case .envContradiction: try runEnvironmentContradiction(worker)
+        case .shardedSave: try runShardedSave(worker)
+        case .shardedLoad: try runShardedLoad(worker)
+        case .shardedSaverKilled: try runShardedSaverKilled(worker)
+        case .shardedSaverResume: try runShardedSaverResume(worker)
         }
     }
 }

@@ -5,6 +5,10 @@ struct Worker {
     /// The collective timeout of the scenarios that expect one.
     var timeout: Duration
     var variant: String?
+    /// The folder of the scenarios that save or load.
+    var folder: String = ""
+    /// The size of the scenario state, in MiB.
+    var megabytes: Int = 4
     /// The rank and world size as `mpirun` set them, for output before a group exists.
     let launchRank: Int
     let launchSize: Int

@@ -17,8 +17,16 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "The variant of a scenario that has several (env-contradiction: stale-torchrun, foreign-launcher).")
     var variant: String?
 
+    @Option(help: "The folder of the scenarios that save or load.")
+    var folder: String = ""
+
+    @Option(help: "The size of the state the sharded scenarios save, in MiB.")
+    var megabytes: Int = 4
+
     func run() throws {
-        let worker = Worker(timeout: .milliseconds(Int64(timeout * 1000)), variant: variant)
+        var worker = Worker(timeout: .milliseconds(Int64(timeout * 1000)), variant: variant)
+        worker.folder = folder
+        worker.megabytes = megabytes
         let outcome: Outcome
         do {
             outcome = try scenario.run(worker)

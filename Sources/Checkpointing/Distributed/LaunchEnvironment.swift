@@ -27,8 +27,9 @@ public struct LaunchEnvironment: Sendable, Equatable {
         ("torchrun", [(\.rank, "RANK"), (\.worldSize, "WORLD_SIZE"), (\.localRank, "LOCAL_RANK"),
                       (\.localWorldSize, "LOCAL_WORLD_SIZE"), (\.nodeRank, "GROUP_RANK"), (\.nodeRank, "NODE_RANK")]),
         ("Open MPI", [(\.rank, "OMPI_COMM_WORLD_RANK"), (\.worldSize, "OMPI_COMM_WORLD_SIZE"),
-                      (\.localRank, "OMPI_COMM_WORLD_LOCAL_RANK"), (\.localWorldSize, "OMPI_COMM_WORLD_LOCAL_SIZE"),
-                      (\.nodeRank, "OMPI_COMM_WORLD_NODE_RANK")]),
+                      // Not OMPI_COMM_WORLD_NODE_RANK: despite its name, that is the process's index
+                      // on its node, not the node's index; Open MPI sets no node index.
+                      (\.localRank, "OMPI_COMM_WORLD_LOCAL_RANK"), (\.localWorldSize, "OMPI_COMM_WORLD_LOCAL_SIZE")]),
         ("SLURM", [(\.rank, "SLURM_PROCID"), (\.worldSize, "SLURM_NTASKS"), (\.localRank, "SLURM_LOCALID"),
                    (\.nodeRank, "SLURM_NODEID")]),
         ("PMI", [(\.rank, "PMI_RANK"), (\.worldSize, "PMI_SIZE")]),

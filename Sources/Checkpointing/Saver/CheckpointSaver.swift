@@ -255,10 +255,14 @@ public final class CheckpointSaver {
         schedule.didSave(at: state.timestamp)
 
         try background.wait()
-        if !options.overwrite && FileManager.default.fileExists(atPath: path) && !book.withLock({ $0.replaceable.contains(path) }) {
+        // A sharded checkpoint exists once its manifest does (shards of a save that never
+        // committed do not count), and every rank must reach the same verdict, or the others
+        // would wait for it in the save's collectives: all check rank 0's manifest.
+        let existing = sharded ? FilePaths.join(folder, Self.manifestRelative(fileTemplate, values)) : path
+        if !options.overwrite && FileManager.default.fileExists(atPath: existing) && !book.withLock({ $0.replaceable.contains(existing) }) {
             throw CheckpointError(
                 .alreadyExists, "a checkpoint of that name exists; allow overwriting or use {batch} in the file name",
-                path: path)
+                path: existing)
         }
         let borrowed = state.tree.tensors.reduce(0) { $0 + ($1.tensor.storage == .borrowed ? $1.tensor.byteCount : 0) }
         let runInBackground = options.asynchronous && !waitForCompletion && borrowed <= options.snapshotMemoryBudget
@@ -356,6 +360,13 @@ public final class CheckpointSaver {
         schedule.didSave(at: state.timestamp)
         started = true
         logger.info("autoresume: resumed from \(path) at batch \(state.timestamp.batch)")
+    }
+
+    /// The manifest of the sharded checkpoint `template` makes for `values`: beside rank 0's shard.
+    static func manifestRelative(_ template: FilenameTemplate, _ values: FilenameValues) -> String {
+        var rankZero = values
+        (rankZero.rank, rankZero.localRank, rankZero.nodeRank) = (0, 0, 0)
+        return ShardedSave.shardPath(template.render(rankZero)) + ShardManifest.suffix
     }
 
     /// Lets later saves replace a damaged checkpoint that autoresume skipped.

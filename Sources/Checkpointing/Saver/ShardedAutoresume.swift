@@ -56,10 +56,7 @@ extension CheckpointSaver {
             } else {
                 logger.warning("autoresume: \(candidate) is damaged on another rank, trying an earlier checkpoint")
             }
-            // The next saves may replace this rank's shard of the damaged checkpoint.
-            if let manifest = try? ShardManifest.read(candidate), manifest.shards.indices.contains(group.rank) {
-                markReplaceable(manifest.shardPath(rank: group.rank, manifestPath: candidate))
-            }
+            markReplaceable(candidate)
         }
         return nil
     }
