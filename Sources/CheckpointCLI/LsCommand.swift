@@ -11,6 +11,8 @@ struct LsCommand: ParsableCommand {
         discussion: """
             A checkpoint is complete when its structure is intact (add --verify to also check \
             every tensor's checksum). Temporary files of saves in progress or killed are not listed. \
+            A sharded checkpoint is one row, its manifest, complete when every shard it lists is \
+            there with its recorded size (--verify: checksums too); its shards are not listed. \
             An s3:// prefix lists one level of objects (and the folders below it); each object's \
             header is read with ranged requests, and --verify downloads each whole.
             """)
@@ -95,8 +97,15 @@ struct LsCommand: ParsableCommand {
             }
         }
         var entries: [Entry] = []
-        for name in names where !name.hasPrefix(".") && !name.hasSuffix(".pointer") {
+        var shardsOfManifests = Set<String>()
+        for name in names where name.hasSuffix(ShardManifest.suffix) {
+            let (entry, shards) = shardedEntry(name, latest: latestTargets.contains(name))
+            entries.append(entry)
+            shardsOfManifests.formUnion(shards)
+        }
+        for name in names where !name.hasPrefix(".") && !name.hasSuffix(".pointer") && !name.hasSuffix(ShardManifest.suffix) {
             let path = folder + "/" + name
+            guard !shardsOfManifests.contains(Self.standardized(path)) else { continue }
             guard (try? manager.destinationOfSymbolicLink(atPath: path)) == nil,
                 manager.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue
             else { continue }
@@ -116,6 +125,43 @@ struct LsCommand: ParsableCommand {
             }
             entries.append(entry)
         }
-        return entries
+        return entries.sorted { $0.name < $1.name }
+    }
+
+    private static func standardized(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+
+    /// A sharded checkpoint's row, and the (standardized) paths of the shards it lists.
+    private func shardedEntry(_ name: String, latest: Bool) -> (Entry, Set<String>) {
+        let path = folder + "/" + name
+        var entry = Entry(name: name, bytes: 0, complete: false, latest: latest)
+        do throws(CheckpointError) {
+            let manifest = try ShardManifest.read(path)
+            let shards = manifest.shards.map { manifest.shardPath(rank: $0.rank, manifestPath: path) }
+            entry.bytes = manifest.shards.reduce(0) { $0 + $1.size }
+            entry.epoch = manifest.epoch
+            entry.batch = manifest.batch
+            entry.format = "sharded x\(manifest.worldSize)"
+            do throws(CheckpointError) {
+                if verify {
+                    try manifest.verifyShards(manifestPath: path)
+                } else {
+                    for (shard, shardPath) in zip(manifest.shards, shards) {
+                        let size = (try? FileManager.default.attributesOfItem(atPath: shardPath)[.size] as? Int) ?? nil
+                        guard size == shard.size else {
+                            throw CheckpointError(
+                                .notFound, size == nil ? "rank \(shard.rank)'s shard is missing" : "rank \(shard.rank)'s shard has the wrong size",
+                                path: shardPath)
+                        }
+                    }
+                }
+                entry.complete = true
+            } catch {
+                entry.problem = error.message
+            }
+            return (entry, Set(shards.map(Self.standardized)))
+        } catch {
+            entry.problem = error.message
+            return (entry, [])
+        }
     }
 }

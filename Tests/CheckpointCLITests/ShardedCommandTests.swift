@@ -29,6 +29,26 @@ import Testing
         }
     }
 
+    @Test func lsShowsASharedCheckpointAsOneRow() throws {
+        try withTemporaryFolder { folder in
+            let original = Fixtures.path("composer/ep1-ba4-rank0.pt")
+            #expect(try CLI.run(["convert", "--sharded", original, folder + "/ep{epoch}-ba{batch}-rank{rank}"]).status == 0)
+            func rows() throws -> [[String: Any]] {
+                let listed = try CLI.run(["ls", "--json", folder])
+                let object = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any]
+                return object?["checkpoints"] as? [[String: Any]] ?? []
+            }
+            let intact = try rows()
+            #expect(intact.count == 1, "\(intact)")
+            #expect(intact.first?["name"] as? String == "ep1-ba4-rank0.tar.manifest.json")
+            #expect(intact.first?["format"] as? String == "sharded x1" && intact.first?["complete"] as? Bool == true)
+            #expect(intact.first?["batch"] as? Int == 4)
+            try FileManager.default.removeItem(atPath: folder + "/ep1-ba4-rank0.tar")
+            let broken = try rows()
+            #expect(broken.first?["complete"] as? Bool == false && (broken.first?["problem"] as? String ?? "").contains("missing"))
+        }
+    }
+
     @Test func verifyNamesTheDamagedShard() throws {
         try withTemporaryFolder { folder in
             let original = Fixtures.path("composer/ep1-ba4-rank0.pt")
