@@ -56,6 +56,18 @@ extension MPIProcessGroupTests {
             }
         }
 
+        /// Saves in the background run their collectives on the saver's thread.
+        @Test func asynchronousShardedSavesCommitAndResume() throws {
+            try withTemporaryFolder { folder in
+                let train = try MPILauncher.run(["sharded-saver-train", "--folder", folder, "--variant", "async"], processes: 3)
+                #expect(train.status == 0, "\(train.transcript)")
+                Self.expectEveryRank(train, of: 3, says: "saved 2 sharded checkpoints")
+                let resumed = try MPILauncher.run(["sharded-saver-resume", "--folder", folder], processes: 3)
+                #expect(resumed.status == 0, "\(resumed.transcript)")
+                Self.expectEveryRank(resumed, of: 3, says: "resumed at batch 8")
+            }
+        }
+
         /// Rank 2 of 4 dies writing its shard of the batch-8 checkpoint: the others fail with the
         /// timeout error, no manifest is written, and autoresume on 4 ranks picks batch 4.
         @Test func aRankKilledMidSaveLeavesThePreviousCheckpointForAutoresume() throws {

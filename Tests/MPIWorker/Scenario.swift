@@ -17,6 +17,9 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
     /// A sharded CheckpointSaver saves at batch 4; rank 2 SIGKILLs itself while writing its
     /// batch-8 shard; the others must time out.
     case shardedSaverKilled = "sharded-saver-killed"
+    /// A sharded CheckpointSaver trains 8 batches saving every 4, in the background with
+    /// `--variant async`, so the collectives run on the saver's thread.
+    case shardedSaverTrain = "sharded-saver-train"
     /// A sharded CheckpointSaver autoresumes from `--folder`; every rank reports the batch.
     case shardedSaverResume = "sharded-saver-resume"
 
@@ -29,6 +32,7 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
         case .shardedSave: try runShardedSave(worker)
         case .shardedLoad: try runShardedLoad(worker)
         case .shardedSaverKilled: try runShardedSaverKilled(worker)
+        case .shardedSaverTrain: try runShardedSaverTrain(worker)
         case .shardedSaverResume: try runShardedSaverResume(worker)
         }
     }

@@ -70,10 +70,27 @@ func runShardedLoad(_ worker: Worker) throws -> Outcome {
 }
 
 /// The saver of the saver scenarios.
-private func saver(_ worker: Worker, group: MPIProcessGroup, sharding: Sharding) throws -> CheckpointSaver {
+private func saver(_ worker: Worker, group: MPIProcessGroup, sharding: Sharding, asynchronous: Bool = false) throws -> CheckpointSaver {
     try CheckpointSaver(options: .init(
-        folder: worker.folder, filename: "ba{batch}-rank{rank}", saveInterval: "4ba", saveOnTermination: false,
-        sharding: sharding, processGroup: group))
+        folder: worker.folder, filename: "ba{batch}-rank{rank}", saveInterval: "4ba", asynchronous: asynchronous,
+        saveOnTermination: false, sharding: sharding, processGroup: group))
+}
+
+/// `sharded-saver-train`: 8 batches with a sharded saver that saves every 4 (in the
+/// background with `--variant async`); every rank reports the saves it made.
+func runShardedSaverTrain(_ worker: Worker) throws -> Outcome {
+    let group = try MPIProcessGroup(timeout: healthyTimeout)
+    let part = { (batch: Int) in
+        try scenarioPart(batch: batch, megabytes: worker.megabytes, rank: group.rank, worldSize: group.worldSize, rngEntries: group.worldSize)
+    }
+    let saver = try saver(worker, group: group, sharding: try part(0).1, asynchronous: worker.variant == "async")
+    try saver.fitStart(try part(0).0)
+    for batch in 1...8 { try saver.batchEnd(try part(batch).0) }
+    try saver.fitEnd(try part(8).0)
+    let saves = try saver.statistics.saves
+    try worker.expect(saves == 2, "\(saves) saves, expected 2")
+    worker.report("trained 8 batches, saved \(saves) sharded checkpoints")
+    return .passed
 }
 
 /// `sharded-saver-killed`: a sharded saver saves at batches 4 and 8; rank 2 kills itself
