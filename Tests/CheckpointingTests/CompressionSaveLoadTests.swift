@@ -175,6 +175,38 @@ import Testing
         }
     }
 
+    @Test("a checkpoint of zeros past the default limits loads with raised ones, and autoresume says so instead of falling back")
+    func zeroHeavyCheckpointsLoadWithRaisedLimits() throws {
+        // 96 MiB of zeros compress about 30000-fold: past the default 1000-fold limit.
+        let zeros = try Tensor(dtype: .float32, shape: [24 << 20]) { _ in }
+        let raised = DecompressionLimits(maximumRatio: 1 << 30)
+        try withTemporaryFolder { folder in
+            // An older checkpoint of random weights, which the default limits load.
+            var rng = SplitMix64(seed: 4)
+            let noise = try Tensor(dtype: .float32, shape: [24 << 20]) { bytes in
+                for index in stride(from: 0, to: bytes.count, by: 8) { bytes.storeBytes(of: rng.next(), toByteOffset: index, as: UInt64.self) }
+            }
+            var state = TrainingState(model: ["w": .tensor(noise)], runName: "zeros")
+            state.timestamp.batch = 1
+            try saveCheckpoint(state, filename: folder + "/ba{batch}.safetensors.zst")
+            state.model["w"] = .tensor(zeros)
+            state.timestamp.batch = 2
+            let path = try saveCheckpoint(state, filename: folder + "/ba{batch}.safetensors.zst")[0]
+            expectCheckpointError(.limitExceeded, messageContains: ["maximumRatio"]) { _ = try loadCheckpoint(path) }
+            #expect(try loadCheckpoint(path, decompressionLimits: raised).model["w"]?.tensorValue == zeros)
+
+            // The saver must not resume the older checkpoint as if the newer were damaged.
+            var resumed = TrainingState(model: ["w": .tensor(zeros)], runName: "zeros")
+            let strict = try CheckpointSaver(options: .init(folder: folder, filename: "ba{batch}.safetensors.zst", saveOnTermination: false))
+            expectCheckpointError(.limitExceeded) { try strict.autoresume(into: &resumed) }
+            #expect(resumed.timestamp.batch == 0, "nothing was loaded")
+            let lenient = try CheckpointSaver(options: .init(
+                folder: folder, filename: "ba{batch}.safetensors.zst", saveOnTermination: false, decompressionLimits: raised))
+            try lenient.autoresume(into: &resumed)
+            #expect(resumed.timestamp.batch == 2)
+        }
+    }
+
     @Test("a decompression that outgrows memory moves to disk with what it has written")
     func spillToDisk() throws {
         let file = try AnonymousFile()

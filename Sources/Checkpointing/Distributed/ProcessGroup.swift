@@ -1,7 +1,7 @@
 /// The processes of a run and the collectives that coordinate them (SPEC §6.2).
 ///
 /// ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:compression:sharding:processGroup:)`` and
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)`` take
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` take
 /// one; the default, ``SingleProcessGroup``, is a run of one process. A multi-process
 /// implementation (Open MPI) lives in its own module.
 public protocol ProcessGroup: Sendable {

@@ -63,6 +63,11 @@ public final class CheckpointSaver {
         /// file name must contain `{rank}`; weights-only and remote folders are refused.
         /// Autoresume then loads on every rank the pieces it saved.
         public var sharding: Sharding?
+        /// The compression level and threads when the file name asks for compression.
+        public var compression = CompressionOptions()
+        /// Bounds on decompressing compressed checkpoints on resume; raise them for checkpoints
+        /// that are almost all zeros.
+        public var decompressionLimits = DecompressionLimits()
         /// The processes of the run.
         public var processGroup: any ProcessGroup = SingleProcessGroup()
 
@@ -73,6 +78,7 @@ public final class CheckpointSaver {
             remoteCheckpointsToKeep: Int? = nil, overwrite: Bool = false,
             weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
             snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = true, sharding: Sharding? = nil,
+            compression: CompressionOptions = CompressionOptions(), decompressionLimits: DecompressionLimits = DecompressionLimits(),
             processGroup: any ProcessGroup = SingleProcessGroup()
         ) {
             self.folder = folder
@@ -90,6 +96,8 @@ public final class CheckpointSaver {
             self.snapshotMemoryBudget = snapshotMemoryBudget
             self.saveOnTermination = saveOnTermination
             self.sharding = sharding
+            self.compression = compression
+            self.decompressionLimits = decompressionLimits
             self.processGroup = processGroup
         }
     }
@@ -274,13 +282,13 @@ public final class CheckpointSaver {
         let work: @Sendable () throws -> Void = {
             let writeStart = ContinuousClock.now
             if let sharding = options.sharding {
-                try ShardedSave.save(
+                _ = try ShardedSave.save(
                     snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
-                    compression: CompressionOptions(), sharding: sharding, processGroup: options.processGroup)
+                    compression: options.compression, sharding: sharding, processGroup: options.processGroup)
             } else {
                 try saveCheckpoint(
                     snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    processGroup: options.processGroup)
+                    compression: options.compression, processGroup: options.processGroup)
             }
             // Uploaded before local retention runs, so a local copy is pruned only once it is
             // safe remotely; after a failed upload it is kept.
@@ -312,7 +320,7 @@ public final class CheckpointSaver {
     /// The candidates are the kept checkpoints, the latest pointer's target and any file in the
     /// folder the file name template could have made, newest batch first. Each is verified; a
     /// damaged one is skipped with a warning (and may be overwritten later). `state` must carry
-    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)``.
+    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
     ///
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
     ///   with ``fitStart(_:)``).
@@ -322,8 +330,14 @@ public final class CheckpointSaver {
         if options.sharding != nil { return try autoresumeSharded(from: folder, into: &state) }
         var candidates: [(path: String, batch: Int)] = []
         for path in Set(resumeCandidates(in: folder, state: state)) {
-            guard let file = try? CheckpointFile.open(path) else {
-                logger.warning("autoresume: skipping \(path), which cannot be opened")
+            let file: CheckpointFile
+            do {
+                file = try CheckpointFile.open(path, decompressionLimits: options.decompressionLimits)
+            } catch {
+                // Anything but damage (a decompression limit, say) is thrown, with what to do
+                // about it: skipping would resume an older checkpoint without a word.
+                guard Self.damage.contains(error.code) || error.code == .unsupportedFormat else { throw error }
+                logger.warning("autoresume: skipping \(path), which cannot be opened: \(error)")
                 markReplaceable(path)
                 continue
             }
@@ -348,7 +362,7 @@ public final class CheckpointSaver {
         var resumed = state
         let result = try loadCheckpoint(
             path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-            processGroup: options.processGroup)
+            decompressionLimits: options.decompressionLimits, processGroup: options.processGroup)
         state = resumed
         try didResume(from: path, state: state)
         return result

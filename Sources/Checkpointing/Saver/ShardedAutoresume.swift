@@ -30,7 +30,7 @@ extension CheckpointSaver {
             do {
                 outcome = .success(try loadCheckpoint(
                     candidate, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    shardPlan: .asSaved, processGroup: group))
+                    decompressionLimits: options.decompressionLimits, shardPlan: .asSaved, processGroup: group))
             } catch {
                 outcome = .failure(error)
             }

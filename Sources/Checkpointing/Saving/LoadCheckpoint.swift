@@ -1,6 +1,6 @@
 import Logging
 
-/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)`` found.
+/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` found.
 public struct LoadResult: Sendable {
     /// The file that was loaded (the path with its variables filled in).
     public var path: String
@@ -34,6 +34,8 @@ public struct LoadResult: Sendable {
 ///   - strict: Refuse missing or unexpected model keys.
 ///   - ignoreKeys: Parts of the checkpoint to leave out (paths from its root, `state/...`).
 ///   - verifyChecksums: Check every tensor against its recorded checksum (native files).
+///   - decompressionLimits: Bounds on decompressing a compressed checkpoint; raise them for
+///     one that is almost all zeros (it then expands more than the default 1000-fold).
 ///   - shardPlan: For a sharded checkpoint, which part of each tensor this rank loads
 ///     (default: rows split evenly across the ranks, which is every tensor whole on one rank).
 ///   - processGroup: The processes of the run.
@@ -49,12 +51,13 @@ public func loadCheckpoint(
     strict: Bool = true,
     ignoreKeys: IgnoreKeys? = nil,
     verifyChecksums: Bool = true,
+    decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> LoadResult {
     let (file, loaded, tree, unmatched) = try readTrainingState(
         path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
-        shardPlan: shardPlan, processGroup: processGroup)
+        decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup)
 
     var result = state
     var missing: [String] = []
@@ -122,13 +125,14 @@ public func loadCheckpoint(
 /// Loads a checkpoint as a new training state, with no model to compare keys against.
 ///
 /// Use it to read a checkpoint's contents; use
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)`` to
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` to
 /// resume a run.
 public func loadCheckpoint(
     _ path: String,
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     verifyChecksums: Bool = true,
+    decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> TrainingState {
@@ -136,7 +140,8 @@ public func loadCheckpoint(
     // No state, so no run name: a path that names {run_name} is refused, not filled with "".
     let (_, loaded, _, _) = try readTrainingState(
         path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), ignoreKeys: ignoreKeys,
-        verifyChecksums: verifyChecksums, shardPlan: shardPlan, processGroup: processGroup)
+        verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits, shardPlan: shardPlan,
+        processGroup: processGroup)
     if weightsOnly {
         state.model = loaded.model
     } else {
@@ -149,7 +154,8 @@ public func loadCheckpoint(
 /// reads its training state. Returns the path read (a file or a manifest).
 private func readTrainingState(
     _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>,
-    ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, shardPlan: ShardPlan, processGroup: any ProcessGroup
+    ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, decompressionLimits: DecompressionLimits, shardPlan: ShardPlan,
+    processGroup: any ProcessGroup
 ) throws -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
     let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
     var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
@@ -157,9 +163,10 @@ private func readTrainingState(
     if let manifest = try ShardManifest.locate(path) {
         path = manifest
         tree = try ShardedLoad.read(
-            manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup).tree
+            manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,
+            processGroup: processGroup).tree
     } else {
-        let file = try CheckpointFile.open(path)
+        let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
         if verifyChecksums { try file.verify() }
         tree = file.tree
     }

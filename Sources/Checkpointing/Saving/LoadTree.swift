@@ -1,4 +1,4 @@
-/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:shardPlan:processGroup:)`` read it.
+/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` read it.
 public struct LoadedTree: Sendable {
     /// The file read, or the manifest of a sharded checkpoint.
     public var path: String
@@ -18,20 +18,23 @@ public struct LoadedTree: Sendable {
 /// - Parameters:
 ///   - path: A checkpoint file, a sharded checkpoint's manifest, or the folder that holds it.
 ///   - verifyChecksums: Check every tensor read (and every record of a torch file).
+///   - decompressionLimits: Bounds on decompressing a compressed checkpoint.
 ///   - shardPlan: Which part of each tensor this rank gets (default: rows split evenly).
 ///   - processGroup: The processes of the run.
 public func loadCheckpointTree(
     _ path: String,
     verifyChecksums: Bool = true,
+    decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> LoadedTree {
     if let manifestPath = try ShardManifest.locate(path) {
         let (tree, sharding) = try ShardedLoad.read(
-            manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
+            manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,
+            processGroup: processGroup)
         return LoadedTree(path: manifestPath, tree: tree, sharding: sharding)
     }
-    let file = try CheckpointFile.open(path)
+    let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
     let (tree, sharding) = try shardPlan.apply(to: file.tree, rank: processGroup.rank, worldSize: processGroup.worldSize)
     if verifyChecksums {
         if file.checksums.isEmpty {

@@ -15,7 +15,7 @@ let logger = Logger(label: "swift-checkpointing")
 /// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
 /// commits the checkpoint with a ``ShardManifest`` once every rank has written (SPEC §2.3,
 /// §6.3); the template must contain `{rank}`, and weights-only is refused. Load it on any
-/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:shardPlan:processGroup:)``.
+/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
 ///
 /// ```swift
 /// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")

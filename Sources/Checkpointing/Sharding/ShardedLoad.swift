@@ -7,7 +7,8 @@
 /// they come from). A box that is exactly one saved piece is that piece's mapping: no copy.
 enum ShardedLoad {
     static func read(
-        manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, processGroup group: any ProcessGroup
+        manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, decompressionLimits: DecompressionLimits,
+        processGroup group: any ProcessGroup
     ) throws(CheckpointError) -> (tree: StateValue, sharding: Sharding) {
         let manifest = try ShardManifest.read(manifestPath)
         if plan.keepsSavedPieces && manifest.worldSize != group.worldSize {
@@ -16,7 +17,8 @@ enum ShardedLoad {
                 "was saved by \(manifest.worldSize) ranks and this run has \(group.worldSize): each rank cannot get back what it saved; resume on \(manifest.worldSize) ranks, or load with a shard plan that reshards (such as .splitFirstDimension)",
                 path: manifestPath)
         }
-        var shards = Shards(manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums)
+        var shards = Shards(
+            manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits)
         let skeleton = try shards.file(rank: 0).tree
 
         var assembled: [String: Tensor] = [:]
@@ -93,13 +95,15 @@ enum ShardedLoad {
         let manifest: ShardManifest
         let manifestPath: String
         let verifyChecksums: Bool
+        let decompressionLimits: DecompressionLimits
         private var files: [Int: CheckpointFile] = [:]
         private var verified = Set<String>()
 
-        init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool) {
+        init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool, decompressionLimits: DecompressionLimits) {
             self.manifest = manifest
             self.manifestPath = manifestPath
             self.verifyChecksums = verifyChecksums
+            self.decompressionLimits = decompressionLimits
         }
 
         mutating func file(rank: Int) throws(CheckpointError) -> CheckpointFile {
@@ -107,7 +111,7 @@ enum ShardedLoad {
             let path = manifest.shardPath(rank: rank, manifestPath: manifestPath)
             let file: CheckpointFile
             do {
-                file = try CheckpointFile.open(path)
+                file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
             } catch where error.code == .notFound {
                 throw CheckpointError(
                     .notFound, "rank \(rank)'s shard, which the manifest \(manifestPath) lists, is missing", path: path)
