@@ -200,10 +200,7 @@ struct BenchResult: BenchReport {
     func text() -> String {
         var rows = [["step", "time", "throughput", "vs raw write"]]
         func row(_ name: String, _ seconds: Double, bytes: Int, compare: Bool) {
-            rows.append([
-                name, String(format: "%.3f s", seconds), Units.rate(bytes: bytes, seconds: seconds),
-                compare ? String(format: "%.2fx", rawWriteFsync / seconds) : "",
-            ])
+            rows.append(timedRow(name, seconds, bytes: bytes, against: compare ? rawWriteFsync : nil))
         }
         row("raw write + fsync", rawWriteFsync, bytes: tensorBytes, compare: true)
         if let dd { row("dd conv=fsync", dd, bytes: tensorBytes, compare: true) }

@@ -14,6 +14,17 @@ func time(_ body: () throws -> Void) rethrows -> Double {
 /// The median of some timings (the upper one of an even count).
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
+/// A table row for a timed step: its name, time and throughput.
+func timedRow(_ name: String, _ seconds: Double, bytes: Int) -> [String] {
+    [name, String(format: "%.3f s", seconds), Units.rate(bytes: bytes, seconds: seconds)]
+}
+
+/// A timed step's row with a fourth cell: how many times faster than `baseline` seconds it
+/// is, or empty for no comparison.
+func timedRow(_ name: String, _ seconds: Double, bytes: Int, against baseline: Double?) -> [String] {
+    timedRow(name, seconds, bytes: bytes) + [baseline.map { String(format: "%.2fx", $0 / seconds) } ?? ""]
+}
+
 /// The disk's limit for these bytes: write them from the same memory, then fsync.
 func rawWrite(_ tensors: [Tensor], to path: String) throws {
     let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

@@ -35,9 +35,7 @@ struct S3Bench {
 
         func text() -> String {
             var rows = [["step", "time", "throughput"]]
-            func row(_ name: String, _ seconds: Double) {
-                rows.append([name, String(format: "%.3f s", seconds), Units.rate(bytes: fileBytes, seconds: seconds)])
-            }
+            func row(_ name: String, _ seconds: Double) { rows.append(timedRow(name, seconds, bytes: fileBytes)) }
             row("upload (multipart)", upload)
             row("download (ranged GETs, verified)", download)
             row("saveCheckpoint to s3:// (write + upload)", save)

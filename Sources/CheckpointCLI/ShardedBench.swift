@@ -17,15 +17,9 @@ struct ShardedBench {
 
         func text() -> String {
             var rows = [["step (all ranks at once)", "time", "aggregate throughput", "vs raw write"]]
-            func row(_ name: String, _ seconds: Double, bytes: Int, compare: Bool) {
-                rows.append([
-                    name, String(format: "%.3f s", seconds), Units.rate(bytes: bytes, seconds: seconds),
-                    compare ? String(format: "%.2fx", rawWrite / seconds) : "",
-                ])
-            }
-            row("raw write + fsync", rawWrite, bytes: tensorBytes, compare: true)
-            row("sharded save, committed", save, bytes: fileBytes, compare: true)
-            row("sharded load, verified (cold)", load, bytes: fileBytes, compare: false)
+            rows.append(timedRow("raw write + fsync", rawWrite, bytes: tensorBytes, against: rawWrite))
+            rows.append(timedRow("sharded save, committed", save, bytes: fileBytes, against: rawWrite))
+            rows.append(timedRow("sharded load, verified (cold)", load, bytes: fileBytes, against: nil))
             return """
                 \(worldSize) rank\(worldSize == 1 ? "" : "s"), each saving its rows of the bench state: \
                 \(Units.bytes(tensorBytes)) of tensor data, \(Units.bytes(fileBytes)) in the shards; median of \(repeats)

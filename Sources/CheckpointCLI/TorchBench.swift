@@ -31,9 +31,7 @@ struct TorchBench {
 
         func text() -> String {
             var rows = [["step", "time", "throughput"]]
-            func row(_ name: String, _ seconds: Double, bytes: Int) {
-                rows.append([name, String(format: "%.3f s", seconds), Units.rate(bytes: bytes, seconds: seconds)])
-            }
+            func row(_ name: String, _ seconds: Double, bytes: Int) { rows.append(timedRow(name, seconds, bytes: bytes)) }
             row("durable save, native", nativeSave, bytes: nativeBytes)
             row("durable save, .pt", torchSave, bytes: torchBytes)
             rows.append(["open (cold), native", String(format: "%.2f ms", nativeOpen * 1000), ""])
