@@ -45,7 +45,7 @@ struct InspectReport {
         var rank: Int
         var path: String
         var bytes: Int
-        var xxh3: String
+        var digest: String
     }
 
     var path: String
@@ -110,7 +110,7 @@ struct InspectReport {
                 path: entry.path, dtype: entry.dtype.rawValue, shape: entry.shape,
                 bytes: entry.shape.reduce(entry.dtype.byteSize, *), pieces: Set(entry.pieces.map(\.rank)).count)
         }
-        shards = manifest.shards.map { ShardRow(rank: $0.rank, path: $0.path, bytes: $0.size, xxh3: $0.xxh3) }
+        shards = manifest.shards.map { ShardRow(rank: $0.rank, path: $0.path, bytes: $0.size, digest: $0.digest) }
     }
 
     var totalTensorBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
@@ -135,8 +135,8 @@ struct InspectReport {
         }
         lines.append("")
         if let shards {
-            var table = [["rank", "shard", "bytes", "xxh3"]]
-            for shard in shards { table.append([String(shard.rank), shard.path, String(shard.bytes), shard.xxh3]) }
+            var table = [["rank", "shard", "bytes", "digest"]]
+            for shard in shards { table.append([String(shard.rank), shard.path, String(shard.bytes), shard.digest]) }
             lines.append(Units.table(table, rightAligned: [0, 2]))
             lines.append("")
         }
@@ -176,7 +176,7 @@ struct InspectReport {
             },
         ]
         if let shards {
-            object["shards"] = shards.map { ["rank": $0.rank, "path": $0.path, "bytes": $0.bytes, "xxh3": $0.xxh3] as [String: Any] }
+            object["shards"] = shards.map { ["rank": $0.rank, "path": $0.path, "bytes": $0.bytes, "digest": $0.digest] as [String: Any] }
         }
         if let timestamp {
             object["timestamp"] = [

@@ -229,6 +229,18 @@ import Testing
             try writeBytes(Array(bytes.dropLast(512)), to: shard1)
             expectCheckpointError(.checksumMismatch, messageContains: ["replaced"]) { _ = try loadCheckpoint(folder) }
 
+            // Replaced by a shard of the same size from another save: the digest tells them apart.
+            var other = state
+            other.model["emb.weight"] = .tensor(try Tensor(dtype: .float16, shape: [10, 6], bytes: [UInt8](repeating: 7, count: 120)))
+            _ = try Self.saveSplit(other, worldSize: 2, filename: folder + "/other/ep{epoch}-rank{rank}")
+            try FileManager.default.removeItem(atPath: shard1)
+            try FileManager.default.copyItem(atPath: folder + "/other/ep1-rank1.tar", toPath: shard1)
+            #expect(try readBytes(shard1).count == bytes.count)
+            expectCheckpointError(.checksumMismatch, messageContains: ["digest", "replaced"]) { _ = try loadCheckpoint(folder) }
+            expectCheckpointError(.checksumMismatch, messageContains: ["digest"]) {
+                try ShardManifest.read(manifestPath).verifyShards(manifestPath: manifestPath)
+            }
+
             // Missing.
             try FileManager.default.removeItem(atPath: shard1)
             expectCheckpointError(.notFound, messageContains: ["rank 1"]) { _ = try loadCheckpoint(folder) }

@@ -20,6 +20,8 @@ public struct CheckpointFile: Sendable {
     /// The size of the file in bytes (as stored: compressed, for a compressed file).
     public internal(set) var byteCount: Int
     let checksums: [String: UInt64]
+    /// XXH3-64 of the innermost file's index (see ``FormatContents/integrityDigest``).
+    let integrityDigest: UInt64
     /// Checks the format's own records (a torch file's CRC-32s); see ``verify()``.
     var verifyRecords: (@Sendable () throws(CheckpointError) -> Void)? = nil
     /// The compression and tar layers around the checkpoint, outermost first; empty for a
@@ -82,12 +84,14 @@ public struct CheckpointFile: Sendable {
             let contents = try NativeFormat.read(file)
             return CheckpointFile(
                 path: path, kind: kind, isNative: contents.isNative, tree: contents.tree,
-                metadata: contents.metadata, byteCount: file.bytes.count, checksums: contents.checksums)
+                metadata: contents.metadata, byteCount: file.bytes.count, checksums: contents.checksums,
+                integrityDigest: contents.integrityDigest)
         case .torchZip:
             let contents = try TorchFormat.read(file)
             return CheckpointFile(
                 path: path, kind: kind, isNative: false, tree: contents.tree, metadata: contents.metadata,
-                byteCount: file.bytes.count, checksums: contents.checksums, verifyRecords: contents.verifyRecords)
+                byteCount: file.bytes.count, checksums: contents.checksums, integrityDigest: contents.integrityDigest,
+                verifyRecords: contents.verifyRecords)
         case .torchLegacy:
             throw CheckpointError(
                 .unsupportedFormat,

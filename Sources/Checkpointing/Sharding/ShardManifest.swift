@@ -1,8 +1,8 @@
 import Foundation
 
 /// The commit record of a sharded checkpoint (SPEC §6.3), written by rank 0 after every rank
-/// reported its shard written: the shards (path, size, XXH3-64 of the file) and, for every
-/// tensor, its dtype, global shape and the box each shard holds.
+/// reported its shard written: the shards (path, size, digest) and, for every tensor, its
+/// dtype, global shape and the box each shard holds.
 ///
 /// A sharded checkpoint exists only when its manifest does: shards without one are the
 /// leftovers of an unfinished save and are never loaded. The manifest sits beside rank 0's
@@ -16,8 +16,11 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         public var path: String
         /// The file's size in bytes.
         public var size: Int
-        /// The XXH3-64 of the whole file, 16 hex digits.
-        public var xxh3: String
+        /// 16 hex digits: the XXH3-64 of the shard's index (its safetensors header, which holds
+        /// every tensor's checksum and the tree's, or its zip central directory, which holds
+        /// every record's CRC-32). Through those checksums it covers every byte of the shard,
+        /// and a load checks it by reading the index alone.
+        public var digest: String
     }
 
     /// One box of a tensor, held by one rank.
@@ -135,8 +138,8 @@ public struct ShardManifest: Codable, Sendable, Equatable {
             throw bad("lists \(shards.count) shards for a world of \(worldSize) ranks; it needs one per rank, in rank order")
         }
         for shard in shards {
-            guard !shard.path.isEmpty, !shard.path.hasPrefix("/"), shard.size >= 0, UInt64(shard.xxh3, radix: 16) != nil else {
-                throw bad("rank \(shard.rank)'s shard entry is invalid (path \"\(shard.path)\", size \(shard.size), checksum \"\(shard.xxh3)\")")
+            guard !shard.path.isEmpty, !shard.path.hasPrefix("/"), shard.size >= 0, UInt64(shard.digest, radix: 16) != nil else {
+                throw bad("rank \(shard.rank)'s shard entry is invalid (path \"\(shard.path)\", size \(shard.size), digest \"\(shard.digest)\")")
             }
         }
         var seen = Set<String>()

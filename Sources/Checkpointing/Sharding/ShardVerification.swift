@@ -1,8 +1,8 @@
 extension ShardManifest {
     /// Checks a committed sharded checkpoint as a whole: every shard exists with the size and
-    /// whole-file XXH3-64 the manifest recorded, verifies as a checkpoint of its own (every
-    /// tensor's checksum, or every torch record's CRC-32), and holds each piece the manifest
-    /// says it holds, with that dtype and shape. Reads every byte of every shard.
+    /// digest the manifest recorded, verifies as a checkpoint of its own (every tensor's
+    /// checksum, or every torch record's CRC-32), and holds each piece the manifest says it
+    /// holds, with that dtype and shape. Reads every byte of every shard.
     ///
     /// - Throws: ``CheckpointError`` naming the first shard and what is wrong with it.
     public func verifyShards(manifestPath: String) throws(CheckpointError) {
@@ -12,23 +12,7 @@ extension ShardManifest {
         }
         for shard in shards {
             let path = shardPath(rank: shard.rank, manifestPath: manifestPath)
-            let mapped: MappedFile
-            do {
-                mapped = try MappedFile(path: path)
-            } catch where error.code == .notFound {
-                throw CheckpointError(.notFound, "rank \(shard.rank)'s shard, which the manifest lists, is missing", path: path)
-            }
-            guard mapped.bytes.count == shard.size else {
-                throw CheckpointError(
-                    .checksumMismatch, "is \(mapped.bytes.count) bytes but the manifest recorded \(shard.size)", path: path)
-            }
-            mapped.adviseSequentialRead()
-            let checksum = TensorChecksum.hex(TensorChecksum.of(mapped.bytes))
-            guard checksum == shard.xxh3.lowercased() else {
-                throw CheckpointError(
-                    .checksumMismatch, "the file's XXH3-64 is \(checksum) but the manifest recorded \(shard.xxh3)", path: path)
-            }
-            let file = try CheckpointFile.open(path)
+            let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: DecompressionLimits())
             try file.verify()
             for piece in pieces[shard.rank] ?? [] {
                 guard let tensor = file.tree[path: piece.path]?.tensorValue, tensor.dtype == piece.dtype, tensor.shape == piece.shape

@@ -90,7 +90,32 @@ enum ShardedLoad {
         return Tensor(dtype: entry.dtype, shape: box.shape, buffer: buffer)
     }
 
-    /// The shards opened so far, each opened (and its size checked) on first use.
+    /// Opens `rank`'s shard and checks that it is the file the manifest committed: its size,
+    /// and the digest of its index (which covers, through the checksums it holds, every byte).
+    static func openShard(
+        rank: Int, of manifest: ShardManifest, manifestPath: String, limits: DecompressionLimits
+    ) throws(CheckpointError) -> CheckpointFile {
+        let recorded = manifest.shards[rank]
+        let path = manifest.shardPath(rank: rank, manifestPath: manifestPath)
+        let file: CheckpointFile
+        do {
+            file = try CheckpointFile.open(path, decompressionLimits: limits)
+        } catch where error.code == .notFound {
+            throw CheckpointError(.notFound, "rank \(rank)'s shard, which the manifest \(manifestPath) lists, is missing", path: path)
+        }
+        let digest = TensorChecksum.hex(file.integrityDigest)
+        guard file.byteCount == recorded.size, digest == recorded.digest.lowercased() else {
+            let found = file.byteCount == recorded.size ? "digest \(digest)" : "\(file.byteCount) bytes"
+            let expected = file.byteCount == recorded.size ? "digest \(recorded.digest)" : "\(recorded.size)"
+            throw CheckpointError(
+                .checksumMismatch,
+                "is not the shard the manifest committed (\(found), the manifest recorded \(expected)): it was changed or replaced after the checkpoint was saved",
+                path: path)
+        }
+        return file
+    }
+
+    /// The shards opened so far, each opened (and checked against the manifest) on first use.
     private struct Shards {
         let manifest: ShardManifest
         let manifestPath: String
@@ -108,20 +133,7 @@ enum ShardedLoad {
 
         mutating func file(rank: Int) throws(CheckpointError) -> CheckpointFile {
             if let file = files[rank] { return file }
-            let path = manifest.shardPath(rank: rank, manifestPath: manifestPath)
-            let file: CheckpointFile
-            do {
-                file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
-            } catch where error.code == .notFound {
-                throw CheckpointError(
-                    .notFound, "rank \(rank)'s shard, which the manifest \(manifestPath) lists, is missing", path: path)
-            }
-            guard file.byteCount == manifest.shards[rank].size else {
-                throw CheckpointError(
-                    .checksumMismatch,
-                    "is \(file.byteCount) bytes but the manifest recorded \(manifest.shards[rank].size): the shard was changed or replaced after the checkpoint was committed",
-                    path: path)
-            }
+            let file = try ShardedLoad.openShard(rank: rank, of: manifest, manifestPath: manifestPath, limits: decompressionLimits)
             if verifyChecksums, file.checksums.isEmpty {
                 try file.verify()  // a torch shard: every record's CRC-32
             }

@@ -7,7 +7,7 @@ import Logging
 /// Three collectives, each bounded by the group's timeout:
 /// 1. every rank checks its inputs and shares its path; if any rank's inputs are bad, no rank
 ///    writes anything;
-/// 2. every rank writes its shard and shares the outcome (size, checksum, tensor boxes);
+/// 2. every rank writes its shard and shares the outcome (size, digest, tensor boxes);
 /// 3. rank 0 checks that the boxes tile every tensor, writes the manifest, and shares the
 ///    outcome. A rank that died or hangs makes the others fail with a timeout; no manifest is
 ///    written, so the previous checkpoint stays the newest complete one.
@@ -27,7 +27,7 @@ enum ShardedSave {
             var slice: TensorSlice
         }
         var size: Int = 0
-        var xxh3: String = ""
+        var digest: String = ""
         var tensors: [Entry] = []
         var error: String?
     }
@@ -95,7 +95,7 @@ enum ShardedSave {
             case .torch: saved = try TorchFormat.save(selected, to: path, compression: compression)
             }
             report.size = saved.byteCount
-            report.xxh3 = TensorChecksum.hex(saved.checksum ?? 0)
+            report.digest = TensorChecksum.hex(saved.digest)
         } catch {
             report.error = "\(error)"
         }
@@ -171,7 +171,7 @@ enum ShardedSave {
     ) throws(CheckpointError) -> ShardManifest {
         let folder = FilePaths.split(manifestPath).folder
         let shards = reports.enumerated().map { rank, report in
-            ShardManifest.Shard(rank: rank, path: FilePaths.relative(paths[rank], from: folder), size: report.size, xxh3: report.xxh3)
+            ShardManifest.Shard(rank: rank, path: FilePaths.relative(paths[rank], from: folder), size: report.size, digest: report.digest)
         }
         var order: [String] = []
         var tensors: [String: ShardManifest.TensorEntry] = [:]

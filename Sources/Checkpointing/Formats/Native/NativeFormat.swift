@@ -108,11 +108,11 @@ enum NativeFormat: CheckpointFormat {
     /// On a seekable sink each tensor is hashed chunk by chunk right before the chunk is
     /// written (one pass over memory), and the header is filled in at the end; on a plain
     /// stream the checksums are computed first.
-    static func write(_ layout: Layout, to sink: any ByteSink) throws(CheckpointError) {
+    @discardableResult
+    static func write(_ layout: Layout, to sink: any ByteSink) throws(CheckpointError) -> UInt64 {
         let start = sink.position
-        func writeLength() throws(CheckpointError) {
-            try sink.write((0..<8).map { UInt8(truncatingIfNeeded: UInt64(layout.headerLength) >> ($0 * 8)) })
-        }
+        let length = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(layout.headerLength) >> ($0 * 8)) }
+        func writeLength() throws(CheckpointError) { try sink.write(length) }
         if let seekable = sink as? any SeekableByteSink {
             try writeLength()
             try sink.write(header(layout, checksums: nil))
@@ -136,14 +136,22 @@ enum NativeFormat: CheckpointFormat {
             let final = header(layout, checksums: checksums)
             precondition(final.count == layout.headerLength, "a checksum changed the header's length")
             try rethrowingCheckpointError { try final.withUnsafeBytes { try seekable.write($0, at: start + 8) } }
+            return (length + final).withUnsafeBytes(TensorChecksum.of)
         } else {
             let checksums = layout.tensors.map { entry in entry.tensor.withUnsafeBytes(TensorChecksum.of) }
+            let header = header(layout, checksums: checksums)
             try writeLength()
-            try sink.write(header(layout, checksums: checksums))
+            try sink.write(header)
             for entry in layout.tensors {
                 try entry.tensor.withUnsafeBytes { (bytes) throws(CheckpointError) in try sink.write(bytes) }
             }
+            return (length + header).withUnsafeBytes(TensorChecksum.of)
         }
+    }
+
+    /// XXH3-64 of the length prefix and the header: the file's ``FormatContents/integrityDigest``.
+    private static func indexDigest(_ file: MappedFile, _ header: SafetensorsHeader) -> UInt64 {
+        TensorChecksum.of(UnsafeRawBufferPointer(rebasing: file.bytes[0..<header.dataStart]))
     }
 
     /// Hash-then-write granularity: small enough that a chunk is still in cache when written,
@@ -164,7 +172,9 @@ enum NativeFormat: CheckpointFormat {
             }
             guard header.metadata[MetadataKey.format] == formatName else {
                 let root = StateDict(header.entries.map { (StateKey.string($0.name), StateValue.tensor(tensors[$0.name]!)) })
-                return FormatContents(tree: .dict(root), checksums: [:], metadata: header.metadata, isNative: false)
+                return FormatContents(
+                    tree: .dict(root), checksums: [:], metadata: header.metadata, isNative: false,
+                    integrityDigest: indexDigest(file, header))
             }
             guard header.metadata[MetadataKey.version] == version else {
                 throw CheckpointError(
@@ -202,7 +212,8 @@ enum NativeFormat: CheckpointFormat {
             if let orphan = tensors.keys.first(where: { !referenced.contains($0) }) {
                 throw CheckpointError(.malformed, "tensor \"\(orphan)\" is in the file but not in its tree")
             }
-            return FormatContents(tree: tree, checksums: checksums, metadata: header.metadata, isNative: true)
+            return FormatContents(
+                tree: tree, checksums: checksums, metadata: header.metadata, isNative: true, integrityDigest: indexDigest(file, header))
         } catch {
             throw error.at(path: file.path)
         }

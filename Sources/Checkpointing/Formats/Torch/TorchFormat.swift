@@ -49,7 +49,8 @@ enum TorchFormat: CheckpointFormat {
 
     static func size(of layout: Layout) -> Int { layout.zip.totalSize }
 
-    static func write(_ layout: Layout, to sink: any ByteSink) throws(CheckpointError) {
+    @discardableResult
+    static func write(_ layout: Layout, to sink: any ByteSink) throws(CheckpointError) -> UInt64 {
         let writer = ZipStreamWriter(plan: layout.zip, sink: sink)
         try writer.writeRecord(layout.pickle)
         var storage = 0
@@ -64,7 +65,8 @@ enum TorchFormat: CheckpointFormat {
                 try writer.writeRecord { (write) throws(CheckpointError) in try write(bytes) }
             }
         }
-        try writer.finish()
+        let trailer = try writer.finish()
+        return trailer.withUnsafeBytes { TensorChecksum.of(UnsafeRawBufferPointer(rebasing: $0.prefix(layout.zip.centralDirectorySize))) }
     }
 
     /// 40 digits that identify the file's contents, from the CRC-32s of the records before it:
@@ -113,7 +115,7 @@ enum TorchFormat: CheckpointFormat {
                 archive.bytes(of: pickle), fileOffset: pickle.dataOffset, storages: storages, limits: limits
             ).load()
             return FormatContents(
-                tree: tree, checksums: [:], metadata: [:], isNative: false,
+                tree: tree, checksums: [:], metadata: [:], isNative: false, integrityDigest: archive.directoryDigest,
                 verifyRecords: { () throws(CheckpointError) in try archive.verifyChecksums() })
         } catch {
             throw error.at(path: file.path)

@@ -28,6 +28,8 @@ final class ZipArchive: Sendable {
     /// The entries in central-directory order.
     let entries: [Entry]
     private let index: [String: Int]
+    /// XXH3-64 of the central directory, which holds every record's CRC-32.
+    let directoryDigest: UInt64
 
     /// Far beyond any checkpoint (one entry per storage), small enough to bound the work.
     static let maximumEntries = 1 << 22
@@ -36,6 +38,7 @@ final class ZipArchive: Sendable {
         self.file = file
         let bytes = file.bytes
         let directory = try Self.centralDirectory(bytes)
+        directoryDigest = TensorChecksum.of(UnsafeRawBufferPointer(rebasing: bytes[directory.offset..<(directory.offset + directory.size)]))
         var reader = ByteReader(
             UnsafeRawBufferPointer(rebasing: bytes[directory.offset..<(directory.offset + directory.size)]),
             fileOffset: directory.offset, what: "the zip central directory")

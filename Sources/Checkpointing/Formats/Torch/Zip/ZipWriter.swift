@@ -218,11 +218,14 @@ final class ZipStreamWriter {
         }
     }
 
-    /// Writes the central directory and end records.
-    func finish() throws(CheckpointError) {
+    /// Writes the central directory and end records, and returns them.
+    @discardableResult
+    func finish() throws(CheckpointError) -> [UInt8] {
         precondition(crcs.count == plan.records.count, "not every record of the zip plan was written")
-        try sink.write(plan.trailer(crcs: crcs))
+        let trailer = plan.trailer(crcs: crcs)
+        try sink.write(trailer)
         precondition(sink.position - start == plan.totalSize, "the zip plan and the bytes written disagree")
+        return trailer
     }
 
     private func write(_ bytes: UnsafeRawBufferPointer, crc: UInt32, large: Bool) throws(CheckpointError) -> UInt32 {
