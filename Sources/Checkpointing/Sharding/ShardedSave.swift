@@ -81,14 +81,14 @@ enum ShardedSave {
             throw CheckpointError(.invalidTemplate, "ranks would write the same file (\(paths.joined(separator: ", "))); the template must make one name per rank")
         }
         let manifestPath = ShardManifest.path(forRankZeroShard: paths[0])
-        if group.rank == 0 {
-            // A manifest of that name would describe shards this save is replacing.
-            try removeStaleManifest(manifestPath)
-        }
 
-        // 2. Write this rank's shard.
+        // 2. Write this rank's shard. A failure is reported, not thrown: the others wait for it.
         var report = Report(tensors: entries)
         do {
+            if group.rank == 0 {
+                // A manifest of that name would describe shards this save is replacing.
+                try removeStaleManifest(manifestPath)
+            }
             let saved: SavedFile
             switch SaveTarget(path: path).format {
             case .native: saved = try NativeFormat.save(selected, to: path, compression: compression)
