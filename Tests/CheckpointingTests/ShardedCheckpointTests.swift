@@ -183,7 +183,7 @@ import Testing
             let later = changed
             let tree = later.tree
             let start = ContinuousClock.now
-            let results = ThreadWorld.run(size: 3, timeout: .seconds(2)) { group in
+            let results = ThreadWorld.run(size: 3, timeout: .seconds(4)) { group in
                 let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: tree, rank: group.rank, worldSize: 3)
                 let dying = group.rank == 1 ? DiesAtCollective(group, number: 2) : nil
                 return try saveCheckpoint(

@@ -111,7 +111,7 @@ import Testing
         try withTemporaryFolder { folder in
             try Self.train(folder, worldSize: 3, batches: 2)
             let start = ContinuousClock.now
-            let results = ThreadWorld.run(size: 3, timeout: .seconds(2)) { group in
+            let results = ThreadWorld.run(size: 3, timeout: .seconds(4)) { group in
                 // Autoresume takes two collectives; the save's second is the all-gather after writing.
                 let dying: any ProcessGroup = group.rank == 2 ? DiesAtCollective(group, number: 4) : group
                 let sharding = try Self.part(batch: 0, rank: group.rank, worldSize: 3).1
