@@ -35,10 +35,12 @@ struct ConvertCommand: ParsableCommand {
     @Option(help: "Seconds a rank waits for the others before failing.")
     var timeout: Double = 1800
 
+    @OptionGroup var decompression: DecompressionFlags
+
     func run() throws {
         let group = try commandProcessGroup(timeout: timeout)
         let loaded = try loadCheckpointTree(
-            input, verifyChecksums: true, shardPlan: sharded ? .splitFirstDimension : .wholeOnRankZero, processGroup: group)
+            input, verifyChecksums: true, decompressionLimits: decompression.limits, shardPlan: sharded ? .splitFirstDimension : .wholeOnRankZero, processGroup: group)
         let state = try? TrainingState(tree: loaded.tree)
         let paths = try saveCheckpoint(
             tree: loaded.tree, filename: output, runName: state?.runName ?? "",

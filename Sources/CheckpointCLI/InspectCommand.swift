@@ -22,8 +22,10 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "Add the SHA-256 of each tensor's raw little-endian row-major bytes.")
     var hashes = false
 
+    @OptionGroup var decompression: DecompressionFlags
+
     func run() throws {
-        let report = try InspectReport(path: path, hashes: hashes)
+        let report = try InspectReport(path: path, hashes: hashes, limits: decompression.limits)
         print(json ? report.json() : report.text())
     }
 }
@@ -60,17 +62,17 @@ struct InspectReport {
     var tensors: [TensorRow]
     var shards: [ShardRow]? = nil
 
-    init(path: String, hashes: Bool) throws {
+    init(path: String, hashes: Bool, limits: DecompressionLimits = DecompressionLimits()) throws {
         if let manifestPath = try ShardManifest.locate(path) {
-            try self.init(manifestPath: manifestPath, hashes: hashes)
+            try self.init(manifestPath: manifestPath, hashes: hashes, limits: limits)
         } else {
-            try self.init(file: path, hashes: hashes)
+            try self.init(file: path, hashes: hashes, limits: limits)
         }
     }
 
     /// One checkpoint file.
-    private init(file path: String, hashes: Bool) throws {
-        let file = try CheckpointFile.open(path)
+    private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
+        let file = try CheckpointFile.open(path, decompressionLimits: limits)
         self.path = path
         format = file.formatName
         compression = file.compression?.rawValue
@@ -89,13 +91,13 @@ struct InspectReport {
     }
 
     /// A sharded checkpoint: the manifest, and rank 0's shard for the run name and timestamp.
-    private init(manifestPath: String, hashes: Bool) throws {
+    private init(manifestPath: String, hashes: Bool, limits: DecompressionLimits) throws {
         guard !hashes else {
             throw CheckpointError(
                 .invalidArgument, "--hashes needs whole tensors; convert the sharded checkpoint to one file first")
         }
         let manifest = try ShardManifest.read(manifestPath)
-        let first = try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath))
+        let first = try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: limits)
         path = manifestPath
         format = "sharded \(first.formatName), \(manifest.worldSize) rank\(manifest.worldSize == 1 ? "" : "s")"
         compression = first.compression?.rawValue

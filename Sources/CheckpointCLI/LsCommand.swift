@@ -29,6 +29,8 @@ struct LsCommand: ParsableCommand {
     @Flag(help: "Also verify every tensor's checksum (reads every file whole).")
     var verify = false
 
+    @OptionGroup var decompression: DecompressionFlags
+
     struct Entry {
         var name: String
         var bytes: Int
@@ -112,7 +114,7 @@ struct LsCommand: ParsableCommand {
             let bytes = (try? manager.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             var entry = Entry(name: name, bytes: bytes, complete: false, latest: latestTargets.contains(name))
             do throws(CheckpointError) {
-                let file = try CheckpointFile.open(path)
+                let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
                 entry.format = file.formatName
                 if let state = try? TrainingState(tree: file.tree) {
                     entry.epoch = state.timestamp.epoch
@@ -143,7 +145,7 @@ struct LsCommand: ParsableCommand {
             entry.format = "sharded x\(manifest.worldSize)"
             do throws(CheckpointError) {
                 if verify {
-                    try manifest.verifyShards(manifestPath: path)
+                    try manifest.verifyShards(manifestPath: path, decompressionLimits: decompression.limits)
                 } else {
                     for (shard, shardPath) in zip(manifest.shards, shards) {
                         let size = (try? FileManager.default.attributesOfItem(atPath: shardPath)[.size] as? Int) ?? nil

@@ -11,17 +11,19 @@ struct VerifyCommand: ParsableCommand {
     @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
     var path: String
 
+    @OptionGroup var decompression: DecompressionFlags
+
     func run() throws {
         if let manifestPath = try ShardManifest.locate(path) {
             let manifest = try ShardManifest.read(manifestPath)
-            try manifest.verifyShards(manifestPath: manifestPath)
+            try manifest.verifyShards(manifestPath: manifestPath, decompressionLimits: decompression.limits)
             let bytes = manifest.shards.reduce(0) { $0 + $1.size }
             print(
                 "ok: \(manifestPath): sharded, \(manifest.worldSize) shards (\(Units.bytes(bytes))), \(manifest.tensors.count) tensors; every shard's size, file checksum and tensor checksums match, and the pieces make up every tensor"
             )
             return
         }
-        let file = try CheckpointFile.open(path)
+        let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
         try file.verify()
         let tensors = file.tree.tensors
         let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }

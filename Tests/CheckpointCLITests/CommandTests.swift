@@ -189,4 +189,22 @@ import Testing
         let run = try CLI.run(["frobnicate"])
         #expect(run.status == 64)
     }
+
+    @Test func decompressionLimitsCanBeRaisedFromTheCommandLine() throws {
+        try withTemporaryFolder { folder in
+            // 96 MiB of zeros expand ~30000-fold: past the default limit of 1000.
+            let zeros = try Tensor(dtype: .float32, shape: [24 << 20]) { _ in }
+            let path = try saveCheckpoint(TrainingState(model: ["w": .tensor(zeros)]), filename: folder + "/zeros.safetensors.zst")[0]
+            let refused = try CLI.run(["verify", path])
+            #expect(refused.status == 1 && refused.stderr.contains("--max-expansion"), "\(refused.stderr)")
+            let raised = try CLI.run(["verify", "--max-expansion", "1000000", path])
+            #expect(raised.status == 0, "\(raised.stderr)")
+            let inspected = try CLI.run(["inspect", "--max-expansion", "1000000", "--json", path])
+            #expect(inspected.status == 0 && inspected.stdout.contains("\"state/model/w\""), "\(inspected.stderr)")
+            let converted = try CLI.run(["convert", "--max-expansion", "1000000", path, folder + "/plain.safetensors"])
+            #expect(converted.status == 0, "\(converted.stderr)")
+            let tooSmall = try CLI.run(["verify", "--max-expansion", "1000000", "--max-decompressed-bytes", "1000", path])
+            #expect(tooSmall.status == 1 && tooSmall.stderr.contains("--max-decompressed-bytes"), "\(tooSmall.stderr)")
+        }
+    }
 }

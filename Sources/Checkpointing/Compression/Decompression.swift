@@ -48,12 +48,12 @@ final class LimitedSink: ByteSink {
         if total > limits.maximumBytes {
             throw CheckpointError(
                 .limitExceeded,
-                "the \(codec.rawValue) stream decompresses to more than \(limits.maximumBytes) bytes, the limit (DecompressionLimits.maximumBytes); raise it if the checkpoint really is that large")
+                "the \(codec.rawValue) stream decompresses to more than \(limits.maximumBytes) bytes, the limit (DecompressionLimits.maximumBytes; ckpt: --max-decompressed-bytes); raise it if the checkpoint really is that large")
         }
         if total > limits.ratioFloor, total / max(inputBytes, 1) > limits.maximumRatio {
             throw CheckpointError(
                 .limitExceeded,
-                "the \(codec.rawValue) stream expands more than \(limits.maximumRatio)-fold (\(inputBytes) bytes already gave \(total)): a decompression bomb, or a checkpoint of almost nothing but zeros; raise DecompressionLimits.maximumRatio to load it anyway",
+                "the \(codec.rawValue) stream expands more than \(limits.maximumRatio)-fold (\(inputBytes) bytes already gave \(total)): a decompression bomb, or a checkpoint of almost nothing but zeros; raise DecompressionLimits.maximumRatio (ckpt: --max-expansion) to load it anyway",
                 offset: inputBytes)
         }
         try next.write(bytes)

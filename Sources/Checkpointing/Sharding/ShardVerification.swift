@@ -5,14 +5,16 @@ extension ShardManifest {
     /// holds, with that dtype and shape. Reads every byte of every shard.
     ///
     /// - Throws: ``CheckpointError`` naming the first shard and what is wrong with it.
-    public func verifyShards(manifestPath: String) throws(CheckpointError) {
+    public func verifyShards(
+        manifestPath: String, decompressionLimits: DecompressionLimits = DecompressionLimits()
+    ) throws(CheckpointError) {
         var pieces: [Int: [(path: String, dtype: DType, shape: [Int])]] = [:]
         for tensor in tensors {
             for piece in tensor.pieces { pieces[piece.rank, default: []].append((tensor.path, tensor.dtype, piece.shape)) }
         }
         for shard in shards {
             let path = shardPath(rank: shard.rank, manifestPath: manifestPath)
-            let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: DecompressionLimits())
+            let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: decompressionLimits)
             try file.verify()
             for piece in pieces[shard.rank] ?? [] {
                 guard let tensor = file.tree[path: piece.path]?.tensorValue, tensor.dtype == piece.dtype, tensor.shape == piece.shape
