@@ -92,6 +92,14 @@ import Testing
             let thirds = ShardPlan { _, shape, rank, _ in
                 shape.count == 2 ? TensorSlice(globalShape: shape, offset: [0, 2 * rank], shape: [4, 2]) : .whole(shape)
             }
+            let wrongShape = ShardPlan { _, shape, _, _ in .whole(shape + [1]) }
+            expectCheckpointError(.invalidArgument, messageContains: ["global shape"]) {
+                _ = try loadCheckpoint(folder, shardPlan: wrongShape)
+            }
+            let outside = ShardPlan { _, shape, _, _ in TensorSlice(globalShape: shape, offset: shape.map { $0 }, shape: shape) }
+            expectCheckpointError(.invalidArgument, messageContains: ["outside"]) {
+                _ = try loadCheckpoint(folder, shardPlan: outside)
+            }
             let loaded = ThreadWorld.run(size: 3) { group in try loadCheckpoint(folder, shardPlan: thirds, processGroup: group) }
             for (rank, result) in loaded.enumerated() {
                 let expected = try full.cut(to: TensorSlice(globalShape: [4, 6], offset: [0, 2 * rank], shape: [4, 2]))

@@ -26,6 +26,12 @@ enum ShardedLoad {
         var placement: [(keys: [StateKey], path: String)] = []
         for entry in manifest.tensors {
             guard let wanted = box(of: entry, plan: plan, processGroup: group) else { continue }
+            guard wanted.globalShape == entry.shape else {
+                throw CheckpointError(
+                    .invalidArgument,
+                    "the shard plan gave tensor \"\(entry.path)\" the global shape \(wanted.globalShape), but it is \(entry.shape)",
+                    path: manifestPath)
+            }
             if let problem = wanted.problem() {
                 throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(entry.path)\" \(problem)", path: manifestPath)
             }
