@@ -11,6 +11,10 @@ extension ShardPlan {
         let cut = try rethrowingCheckpointError {
             try tree.mappingTensors { path, tensor in
                 guard let box = slice(path, tensor.shape, rank, worldSize) else { return nil }
+                guard box.globalShape == tensor.shape else {
+                    throw CheckpointError(
+                        .invalidArgument, "the shard plan gave \"\(path)\" the global shape \(box.globalShape), but it is \(tensor.shape)")
+                }
                 if let problem = box.problem() {
                     throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(path)\" \(problem)")
                 }
