@@ -5,18 +5,19 @@ import Logging
 /// The `ckpt` command: inspect, verify, convert and benchmark checkpoints.
 ///
 /// Exit codes: 0 success; 1 the operation failed (a damaged checkpoint, an I/O error, a
-/// mismatch), with a one-line message on standard error; 64 bad usage.
+/// mismatch), with a one-line message on standard error; 2 `diff`: the checkpoints differ;
+/// 64 bad usage.
 public struct CheckpointCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "ckpt",
         abstract: "Save, load, inspect and convert machine-learning training checkpoints.",
         discussion: """
             Exit codes: 0 success; 1 the operation failed (the message on standard error says \
-            what and where); 64 bad usage.
+            what and where); 2 `diff`: the checkpoints differ; 64 bad usage.
             """,
         subcommands: [
-            InspectCommand.self, VerifyCommand.self, ConvertCommand.self, LsCommand.self, BenchCommand.self,
-            DemoCommand.self,
+            InspectCommand.self, VerifyCommand.self, ConvertCommand.self, DiffCommand.self, LsCommand.self,
+            BenchCommand.self, DemoCommand.self,
         ]
     )
 

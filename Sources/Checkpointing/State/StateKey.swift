@@ -66,7 +66,7 @@ public enum StatePath {
     ///
     /// The root is not the empty string: a key `""` at the root has the path `""`, and its
     /// child `x` the path `/x`, which stays distinct from the root's own child `x`.
-    static func join(_ parent: String?, _ component: String) -> String {
+    public static func join(_ parent: String?, _ component: String) -> String {
         guard let parent else { return component }
         return parent + "/" + component
     }
