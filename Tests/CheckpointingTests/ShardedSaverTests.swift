@@ -148,6 +148,35 @@ import Testing
         }
     }
 
+    /// A folder template that names the rank puts rank 0's manifest in rank 0's folder and the
+    /// other shards in theirs: saves, autoresume and the existence check agree on every rank.
+    @Test func perRankFoldersWork() throws {
+        try withTemporaryFolder { base in
+            let folder = base + "/rank{rank}"
+            try Self.train(folder, worldSize: 3, batches: 4)
+            let manifest = try ShardManifest.read(base + "/rank0/ba4-rank0.tar.manifest.json")
+            #expect(manifest.shards.map(\.path) == ["ba4-rank0.tar", "../rank1/ba4-rank1.tar", "../rank2/ba4-rank2.tar"])
+            let resumed = try Self.autoresume(folder, worldSize: 3)
+            #expect(resumed.map(\.batch) == [4, 4, 4] && resumed.allSatisfy(\.exact))
+            // Saving batch 4 again without overwrite is refused on every rank alike (no rank waits).
+            let start = ContinuousClock.now
+            for result in ThreadWorld.run(size: 3, timeout: .seconds(30), { group in
+                let (state, sharding) = try Self.part(batch: 4, rank: group.rank, worldSize: 3)
+                let saver = try CheckpointSaver(options: Self.options(folder, group: group, sharding: sharding))
+                var resumedState = try Self.part(batch: 0, rank: group.rank, worldSize: 3).0
+                try saver.autoresume(into: &resumedState)
+                try saver.fitEnd(state)  // batch 4 again: it was just resumed, so no save
+                var later = state
+                later.timestamp.batch = 5
+                try saver.fitEnd(later)
+            }) {
+                try result.get()
+            }
+            #expect(ContinuousClock.now - start < .seconds(20))
+            #expect(FileManager.default.fileExists(atPath: base + "/rank0/ba5-rank0.tar.manifest.json"))
+        }
+    }
+
     @Test func shardedOptionsAreCheckedUpFront() {
         expectCheckpointError(.invalidTemplate, messageContains: ["{rank}"]) {
             _ = try CheckpointSaver(options: .init(filename: "ba{batch}", sharding: Sharding()))

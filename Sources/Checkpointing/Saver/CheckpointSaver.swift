@@ -266,7 +266,7 @@ public final class CheckpointSaver {
         // A sharded checkpoint exists once its manifest does (shards of a save that never
         // committed do not count), and every rank must reach the same verdict, or the others
         // would wait for it in the save's collectives: all check rank 0's manifest.
-        let existing = sharded ? FilePaths.join(folder, Self.manifestRelative(fileTemplate, values)) : path
+        let existing = sharded ? rankZeroManifest(values) : path
         if !options.overwrite && FileManager.default.fileExists(atPath: existing) && !book.withLock({ $0.replaceable.contains(existing) }) {
             throw CheckpointError(
                 .alreadyExists, "a checkpoint of that name exists; allow overwriting or use {batch} in the file name",
@@ -376,11 +376,13 @@ public final class CheckpointSaver {
         logger.info("autoresume: resumed from \(path) at batch \(state.timestamp.batch)")
     }
 
-    /// The manifest of the sharded checkpoint `template` makes for `values`: beside rank 0's shard.
-    static func manifestRelative(_ template: FilenameTemplate, _ values: FilenameValues) -> String {
+    /// The manifest of the sharded checkpoint a save with `values` makes: beside rank 0's shard,
+    /// in rank 0's folder (the folder template may name the rank too).
+    private func rankZeroManifest(_ values: FilenameValues) -> String {
         var rankZero = values
         (rankZero.rank, rankZero.localRank, rankZero.nodeRank) = (0, 0, 0)
-        return ShardedSave.shardPath(template.render(rankZero)) + ShardManifest.suffix
+        let shard = FilePaths.join(folderTemplate.render(rankZero), ShardedSave.shardPath(fileTemplate.render(rankZero)))
+        return ShardManifest.path(forRankZeroShard: shard)
     }
 
     /// Lets later saves replace a damaged checkpoint that autoresume skipped.
