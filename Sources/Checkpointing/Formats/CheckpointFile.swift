@@ -123,6 +123,12 @@ public struct CheckpointFile: Sendable {
     ///
     /// - Throws: ``CheckpointError`` (`.checksumMismatch`) naming the first damaged tensor or record.
     public func verify() throws(CheckpointError) {
+        try verify(tensorsWhere: { _ in true })
+    }
+
+    /// ``verify()`` for the tensors whose flattened paths `include` accepts; a torch file's
+    /// records, which have no per-tensor checksums, are all checked.
+    func verify(tensorsWhere include: (String) -> Bool) throws(CheckpointError) {
         do {
             try verifyRecords?()
         } catch {
@@ -131,7 +137,7 @@ public struct CheckpointFile: Sendable {
         guard !checksums.isEmpty else { return }
         var failure: CheckpointError?
         tree.forEachTensor { name, tensor in
-            guard failure == nil else { return }
+            guard failure == nil, include(name) else { return }
             failure = verify(tensor, named: name)
         }
         if let failure { throw failure }

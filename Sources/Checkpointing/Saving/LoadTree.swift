@@ -37,16 +37,8 @@ public func loadCheckpointTree(
     let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
     let (tree, sharding) = try shardPlan.apply(to: file.tree, rank: processGroup.rank, worldSize: processGroup.worldSize)
     if verifyChecksums {
-        if file.checksums.isEmpty {
-            try file.verify()  // a torch file: every record's CRC-32
-        } else {
-            // Only the tensors this rank takes a part of: N ranks splitting one file read it once in all.
-            var failure: CheckpointError?
-            file.tree.forEachTensor { tensorPath, tensor in
-                if failure == nil, tree[path: tensorPath]?.tensorValue != nil { failure = file.verify(tensor, named: tensorPath) }
-            }
-            if let failure { throw failure }
-        }
+        // Only the tensors this rank takes a part of: N ranks splitting one file read it once in all.
+        try file.verify { tree[path: $0]?.tensorValue != nil }
     }
     return LoadedTree(path: path, tree: tree, sharding: sharding)
 }
