@@ -73,21 +73,13 @@ struct InspectReport {
     /// One checkpoint file.
     private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
         let file = try CheckpointFile.open(path, decompressionLimits: limits)
-        self.path = path
-        format = file.formatName
-        compression = file.compression?.rawValue
-        tarMember = file.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
-        fileBytes = file.byteCount
-        let state = try? TrainingState(tree: file.tree)
-        let stateDict = file.tree.dictValue?["state"]?.dictValue
-        runName = stateDict?["run_name"] != nil ? state?.runName : nil
-        timestamp = stateDict?["timestamp"] != nil ? state?.timestamp : nil
-        tensors = file.tree.tensors.map { entry in
+        let tensors = file.tree.tensors.map { entry in
             TensorRow(
                 path: entry.path, dtype: entry.tensor.dtype.rawValue, shape: entry.tensor.shape,
                 bytes: entry.tensor.byteCount,
                 sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil)
         }
+        self.init(path: path, describing: file, format: file.formatName, fileBytes: file.byteCount, tensors: tensors)
     }
 
     /// A sharded checkpoint: the manifest, and rank 0's shard for the run name and timestamp.
@@ -98,21 +90,30 @@ struct InspectReport {
         }
         let manifest = try ShardManifest.read(manifestPath)
         let first = try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: limits)
-        path = manifestPath
-        format = "sharded \(first.formatName), \(manifest.worldSize) rank\(manifest.worldSize == 1 ? "" : "s")"
-        compression = first.compression?.rawValue
-        tarMember = first.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
-        fileBytes = manifest.shards.reduce(0) { $0 + $1.size }
-        let state = try? TrainingState(tree: first.tree)
-        let stateDict = first.tree.dictValue?["state"]?.dictValue
-        runName = stateDict?["run_name"] != nil ? state?.runName : nil
-        timestamp = stateDict?["timestamp"] != nil ? state?.timestamp : nil
-        tensors = manifest.tensors.map { entry in
+        let tensors = manifest.tensors.map { entry in
             TensorRow(
                 path: entry.path, dtype: entry.dtype.rawValue, shape: entry.shape,
                 bytes: entry.shape.reduce(entry.dtype.byteSize, *), pieces: Set(entry.pieces.map(\.rank)).count)
         }
+        self.init(
+            path: manifestPath, describing: first,
+            format: "sharded \(first.formatName), \(manifest.worldSize) rank\(manifest.worldSize == 1 ? "" : "s")",
+            fileBytes: manifest.shards.reduce(0) { $0 + $1.size }, tensors: tensors)
         shards = manifest.shards.map { ShardRow(rank: $0.rank, path: $0.path, bytes: $0.size, digest: $0.digest) }
+    }
+
+    /// The report's fields, with the compression, tar member, run name and timestamp read from `file`.
+    private init(path: String, describing file: CheckpointFile, format: String, fileBytes: Int, tensors: [TensorRow]) {
+        self.path = path
+        self.format = format
+        self.fileBytes = fileBytes
+        self.tensors = tensors
+        compression = file.compression?.rawValue
+        tarMember = file.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
+        let state = try? TrainingState(tree: file.tree)
+        let stateDict = file.tree.dictValue?["state"]?.dictValue
+        runName = stateDict?["run_name"] != nil ? state?.runName : nil
+        timestamp = stateDict?["timestamp"] != nil ? state?.timestamp : nil
     }
 
     var totalTensorBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
