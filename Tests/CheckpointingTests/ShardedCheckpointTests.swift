@@ -193,7 +193,7 @@ import Testing
             let start = ContinuousClock.now
             let results = ThreadWorld.run(size: 3, timeout: .seconds(4)) { group in
                 let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: tree, rank: group.rank, worldSize: 3)
-                let dying = group.rank == 1 ? DiesAtCollective(group, number: 2) : nil
+                let dying = group.rank == 1 ? FailingCollective(group, number: 2) { () throws(CheckpointError) in throw CheckpointError(.io, "killed") } : nil
                 return try saveCheckpoint(
                     tree: part, filename: folder + "/ep{epoch}-ba{batch}-rank{rank}", timestamp: later.timestamp,
                     sharding: sharding, processGroup: dying ?? group)
@@ -308,53 +308,6 @@ import Testing
                 zip(point, zip(region.offset, region.shape)).allSatisfy { $0 >= $1.0 && $0 < $1.0 + $1.1 } ? index(point) : -1
             }
             #expect(got == expected, "source \(source), destination \(destination)")
-        }
-    }
-}
-
-/// A rank that dies at its `number`th collective (counting from 1): it throws instead of
-/// taking part, so the other ranks wait for it until they time out.
-struct DiesAtCollective: ProcessGroup {
-    let inner: ThreadWorld.Group
-    let number: Int
-    let calls = Counter()
-
-    init(_ inner: ThreadWorld.Group, number: Int) {
-        self.inner = inner
-        self.number = number
-    }
-
-    var rank: Int { inner.rank }
-    var worldSize: Int { inner.worldSize }
-    var localRank: Int { inner.localRank }
-    var localWorldSize: Int { inner.localWorldSize }
-    var nodeRank: Int { inner.nodeRank }
-    var collectiveTimeout: Duration { inner.collectiveTimeout }
-
-    private func arrive() throws(CheckpointError) {
-        if calls.increment() == number { throw CheckpointError(.io, "killed") }
-    }
-    func barrier(timeout: Duration) throws(CheckpointError) {
-        try arrive()
-        try inner.barrier(timeout: timeout)
-    }
-    func allGather(_ bytes: [UInt8], timeout: Duration) throws(CheckpointError) -> [[UInt8]] {
-        try arrive()
-        return try inner.allGather(bytes, timeout: timeout)
-    }
-    func broadcast(_ bytes: [UInt8], from root: Int, timeout: Duration) throws(CheckpointError) -> [UInt8] {
-        try arrive()
-        return try inner.broadcast(bytes, from: root, timeout: timeout)
-    }
-
-    final class Counter: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value = 0
-        func increment() -> Int {
-            lock.lock()
-            defer { lock.unlock() }
-            value += 1
-            return value
         }
     }
 }

@@ -113,7 +113,7 @@ import Testing
             let start = ContinuousClock.now
             let results = ThreadWorld.run(size: 3, timeout: .seconds(4)) { group in
                 // Autoresume takes two collectives; the save's second is the all-gather after writing.
-                let dying: any ProcessGroup = group.rank == 2 ? DiesAtCollective(group, number: 4) : group
+                let dying: any ProcessGroup = group.rank == 2 ? FailingCollective(group, number: 4) { () throws(CheckpointError) in throw CheckpointError(.io, "killed") } : group
                 let sharding = try Self.part(batch: 0, rank: group.rank, worldSize: 3).1
                 let saver = try CheckpointSaver(options: Self.options(folder, group: dying, sharding: sharding))
                 var state = try Self.part(batch: 0, rank: group.rank, worldSize: 3).0

@@ -2,7 +2,6 @@ import Checkpointing
 import CheckpointingMPI
 import CheckpointingTestSupport
 import Foundation
-import Synchronization
 
 /// Generous: healthy ranks on a loaded machine may take a while to reach a collective.
 private let healthyTimeout = Duration.seconds(120)
@@ -104,7 +103,12 @@ func runShardedSaverKilled(_ worker: Worker) throws -> Outcome {
     }
     // Rank 2's saver dies at its fifth collective (the batch-8 save's report after writing)
     // should the watcher below miss the moment its shard is being written.
-    let dying: any ProcessGroup = group.rank == 2 ? KilledAtCollective(group, number: 5, worker) : group
+    let dying: any ProcessGroup =
+        group.rank == 2
+        ? FailingCollective(group, number: 5) {
+            worker.report("killing itself while writing its shard (at the collective after it)")
+            kill(getpid(), SIGKILL)
+        } : group
     let saver = try CheckpointSaver(options: .init(
         folder: worker.folder, filename: "ba{batch}-rank{rank}", saveInterval: "4ba", saveOnTermination: false,
         sharding: try part(0).1, processGroup: dying))
@@ -134,45 +138,6 @@ private func killWhenWriting(prefix: String, in folder: String, _ worker: Worker
         }
     }
     watcher.start()
-}
-
-/// A rank's group that SIGKILLs its process at its `number`th collective (counting from 1).
-private final class KilledAtCollective: ProcessGroup {
-    let inner: MPIProcessGroup
-    let number: Int
-    let worker: Worker
-    private let calls = Mutex(0)
-
-    init(_ inner: MPIProcessGroup, number: Int, _ worker: Worker) {
-        self.inner = inner
-        self.number = number
-        self.worker = worker
-    }
-
-    var rank: Int { inner.rank }
-    var worldSize: Int { inner.worldSize }
-    var localRank: Int { inner.localRank }
-    var localWorldSize: Int { inner.localWorldSize }
-    var nodeRank: Int { inner.nodeRank }
-    var collectiveTimeout: Duration { inner.collectiveTimeout }
-
-    private func arrive() {
-        guard calls.withLock({ $0 += 1; return $0 }) == number else { return }
-        worker.report("killing itself while writing its shard (at the collective after it)")
-        kill(getpid(), SIGKILL)
-    }
-    func barrier(timeout: Duration) throws(CheckpointError) {
-        arrive()
-        try inner.barrier(timeout: timeout)
-    }
-    func allGather(_ bytes: [UInt8], timeout: Duration) throws(CheckpointError) -> [[UInt8]] {
-        arrive()
-        return try inner.allGather(bytes, timeout: timeout)
-    }
-    func broadcast(_ bytes: [UInt8], from root: Int, timeout: Duration) throws(CheckpointError) -> [UInt8] {
-        arrive()
-        return try inner.broadcast(bytes, from: root, timeout: timeout)
-    }
 }
 
 /// `sharded-saver-resume`: a new sharded saver autoresumes; every rank reports the batch it
