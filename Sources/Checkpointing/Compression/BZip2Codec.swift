@@ -37,14 +37,10 @@ enum BZip2Codec: StreamCodec {
         }
 
         func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-            var offset = 0
-            while offset < bytes.count {
-                let piece = min(bytes.count - offset, BZip2Codec.maximumPiece)
-                stream.pointee.next_in = UnsafeMutableRawPointer(mutating: bytes.baseAddress! + offset)
-                    .assumingMemoryBound(to: CChar.self)
-                stream.pointee.avail_in = UInt32(piece)
+            try bytes.forEachChunk(ofAtMost: BZip2Codec.maximumPiece) { (piece) throws(CheckpointError) in
+                stream.pointee.next_in = UnsafeMutableRawPointer(mutating: piece.baseAddress!).assumingMemoryBound(to: CChar.self)
+                stream.pointee.avail_in = UInt32(piece.count)
                 try run(action: BZ_RUN)
-                offset += piece
             }
             position += bytes.count
         }
@@ -96,12 +92,7 @@ enum BZip2Codec: StreamCodec {
         }
 
         func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-            var offset = 0
-            while offset < bytes.count {
-                let piece = min(bytes.count - offset, BZip2Codec.maximumPiece)
-                try decompress(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + piece)]))
-                offset += piece
-            }
+            try bytes.forEachChunk(ofAtMost: BZip2Codec.maximumPiece) { (piece) throws(CheckpointError) in try decompress(piece) }
         }
 
         private func decompress(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {

@@ -13,12 +13,9 @@ enum Decompression {
             let file = try AnonymousFile()
             let limited = LimitedSink(next: file, codec: codec, limits: limits)
             let decompressor = try codec.decompressor(into: limited)
-            var offset = 0
-            while offset < input.count {
-                let count = min(pieceSize, input.count - offset)
-                limited.inputBytes = offset + count
-                try decompressor.write(UnsafeRawBufferPointer(rebasing: input[offset..<(offset + count)]))
-                offset += count
+            try input.forEachChunk(ofAtMost: pieceSize) { (piece) throws(CheckpointError) in
+                limited.inputBytes += piece.count
+                try decompressor.write(piece)
             }
             try decompressor.finish()
             return try file.map(path: path)

@@ -44,14 +44,10 @@ enum GzipCodec: StreamCodec {
         }
 
         func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-            var offset = 0
-            while offset < bytes.count {
-                let piece = min(bytes.count - offset, GzipCodec.maximumPiece)
-                stream.pointee.next_in = UnsafeMutableRawPointer(mutating: bytes.baseAddress! + offset)
-                    .assumingMemoryBound(to: Bytef.self)
-                stream.pointee.avail_in = uInt(piece)
+            try bytes.forEachChunk(ofAtMost: GzipCodec.maximumPiece) { (piece) throws(CheckpointError) in
+                stream.pointee.next_in = UnsafeMutableRawPointer(mutating: piece.baseAddress!).assumingMemoryBound(to: Bytef.self)
+                stream.pointee.avail_in = uInt(piece.count)
                 try run(flush: Z_NO_FLUSH)
-                offset += piece
             }
             position += bytes.count
         }
@@ -105,12 +101,7 @@ enum GzipCodec: StreamCodec {
         }
 
         func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-            var offset = 0
-            while offset < bytes.count {
-                let piece = min(bytes.count - offset, GzipCodec.maximumPiece)
-                try inflate(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + piece)]))
-                offset += piece
-            }
+            try bytes.forEachChunk(ofAtMost: GzipCodec.maximumPiece) { (piece) throws(CheckpointError) in try inflate(piece) }
         }
 
         private func inflate(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {

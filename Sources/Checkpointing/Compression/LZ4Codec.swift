@@ -45,15 +45,12 @@ enum LZ4Codec: StreamCodec {
         }
 
         func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
-            var offset = 0
-            while offset < bytes.count {
-                let count = min(Self.piece, bytes.count - offset)
-                let written = LZ4F_compressUpdate(context, buffer.start, buffer.capacity, bytes.baseAddress! + offset, count, nil)
+            try bytes.forEachChunk(ofAtMost: Self.piece) { (piece) throws(CheckpointError) in
+                let written = LZ4F_compressUpdate(context, buffer.start, buffer.capacity, piece.baseAddress, piece.count, nil)
                 guard LZ4F_isError(written) == 0 else {
                     throw CodecErrors.library(.lz4, "LZ4F_compressUpdate", LZ4Codec.errorName(written))
                 }
                 try buffer.flush(written, to: sink)
-                offset += count
             }
             position += bytes.count
         }

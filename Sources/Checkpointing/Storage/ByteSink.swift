@@ -35,3 +35,17 @@ func rethrowingCheckpointError<T>(_ body: () throws -> T) throws(CheckpointError
         throw CheckpointError(.io, "\(error)", underlying: error)
     }
 }
+
+extension UnsafeRawBufferPointer {
+    /// Calls `body` with consecutive pieces of these bytes of at most `size` bytes each, in
+    /// order (not at all when there are none): how a large buffer is handed to a C library
+    /// that takes 32-bit lengths, or written in cache-sized pieces.
+    func forEachChunk<E: Error>(ofAtMost size: Int, _ body: (UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
+        var offset = 0
+        while offset < count {
+            let end = Swift.min(count, offset + size)
+            try body(UnsafeRawBufferPointer(rebasing: self[offset..<end]))
+            offset = end
+        }
+    }
+}

@@ -122,13 +122,9 @@ enum NativeFormat: CheckpointFormat {
             for entry in layout.tensors {
                 hasher.reset()
                 try entry.tensor.withUnsafeBytes { (bytes) throws(CheckpointError) in
-                    var offset = 0
-                    while offset < bytes.count {
-                        let chunk = UnsafeRawBufferPointer(
-                            rebasing: bytes[offset..<min(bytes.count, offset + chunkSize)])
+                    try bytes.forEachChunk(ofAtMost: chunkSize) { (chunk) throws(CheckpointError) in
                         hasher.update(chunk)
                         try sink.write(chunk)
-                        offset += chunk.count
                     }
                 }
                 checksums.append(hasher.value)

@@ -236,18 +236,15 @@ final class ZipStreamWriter {
         let helper = self.helper ?? ConcurrentCRC32()
         self.helper = helper
         var crc = crc
-        var offset = 0
-        while offset < bytes.count {
-            let chunk = UnsafeRawBufferPointer(rebasing: bytes[offset..<min(bytes.count, offset + Self.chunkSize)])
+        try bytes.forEachChunk(ofAtMost: Self.chunkSize) { (chunk) throws(CheckpointError) in
             helper.start(crc, chunk)
-            do {
+            do throws(CheckpointError) {
                 try sink.write(chunk)
             } catch {
                 _ = helper.finish()
                 throw error
             }
             crc = helper.finish()
-            offset += chunk.count
         }
         return crc
     }
