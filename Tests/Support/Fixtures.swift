@@ -1,7 +1,8 @@
 public import Foundation
 import Testing
 
-/// The interop fixtures in `<package root>/../shared/fixtures` (read in place, never copied).
+/// The interop fixtures in `Tests/Fixtures`: files written by the real peers (torch, safetensors,
+/// Composer, huggingface_hub), described by their `expected.json`. Read in place, never edited.
 public enum Fixtures {
     /// `Tests/Support/Fixtures.swift` is three levels below the package root.
     public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
@@ -9,7 +10,7 @@ public enum Fixtures {
         .deletingLastPathComponent()  // Tests
         .deletingLastPathComponent()  // package root
 
-    public static let folder: String = packageRoot.appendingPathComponent("../shared/fixtures").standardizedFileURL.path
+    public static let folder: String = packageRoot.appendingPathComponent("Tests/Fixtures").standardizedFileURL.path
 
     /// The absolute path of a fixture, given relative to the fixtures folder (`safetensors/x`).
     public static func path(_ relative: String) -> String { folder + "/" + relative }
