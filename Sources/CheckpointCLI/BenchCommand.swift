@@ -38,8 +38,14 @@ struct BenchCommand: ParsableCommand {
         """)
     var compression: String?
 
-    @Option(help: "pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones.")
+    @Option(help: """
+        pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones; \
+        hf: also save every tensor as a Hugging Face sharded folder, and set its save, open and verified read beside them.
+        """)
     var format: String = "native"
+
+    @Option(help: "With --format hf: the largest shard (default 500MB, so the state makes several shards).")
+    var maxShardSize: String = "500MB"
 
     @Option(help: "The compression level for --compression (default: the codec's fast default).")
     var level: Int?
@@ -62,7 +68,8 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        guard format == "native" || format == "pt" else { throw ValidationError("--format takes native or pt") }
+        guard ["native", "pt", "hf"].contains(format) else { throw ValidationError("--format takes native, pt or hf") }
+        _ = try HuggingFaceSharded.parseSize(maxShardSize)
         if let compression, compression != "all", Self.codec(compression) == nil {
             throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo (or gzip, bzip2, zstd, lzop) or all")
         }
@@ -113,6 +120,13 @@ struct BenchCommand: ParsableCommand {
         }
         if format == "pt" {
             let result = try TorchBench(state: state, folder: directory, repetitions: repetitions).run()
+            try report(result)
+            return
+        }
+        if format == "hf" {
+            let result = try HuggingFaceBench(
+                state: state, folder: directory, repetitions: repetitions, maxShardSize: try HuggingFaceSharded.parseSize(maxShardSize)
+            ).run()
             try report(result)
             return
         }
