@@ -69,7 +69,11 @@ struct BenchCommand: ParsableCommand {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
         guard ["native", "pt", "hf"].contains(format) else { throw ValidationError("--format takes native, pt or hf") }
-        _ = try HuggingFaceSharded.parseSize(maxShardSize)
+        do {
+            _ = try HuggingFaceSharded.parseSize(maxShardSize)
+        } catch {
+            throw ValidationError(error.message)
+        }
         if let compression, compression != "all", Self.codec(compression) == nil {
             throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo (or gzip, bzip2, zstd, lzop) or all")
         }

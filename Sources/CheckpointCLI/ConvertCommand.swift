@@ -66,7 +66,13 @@ struct ConvertCommand: ParsableCommand {
         if writesHuggingFace, sharded {
             throw ValidationError("--sharded and --format hf exclude each other: a Hugging Face checkpoint is written whole, by rank 0")
         }
-        if let maxShardSize { _ = try HuggingFaceSharded.parseSize(maxShardSize) }
+        if let maxShardSize {
+            do {
+                _ = try HuggingFaceSharded.parseSize(maxShardSize)
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
     }
 
     func run() throws {

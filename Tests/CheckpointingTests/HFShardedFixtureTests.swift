@@ -41,7 +41,8 @@ import Testing
             #expect(file.path == folder + "/model.safetensors.index.json")
             #expect(file.formatName == "hf-sharded")
             let root = try #require(file.tree.dictValue)
-            // The tree holds every tensor at its root, in the weight_map's order.
+            // The tree holds every tensor at its root, in the weight_map's order (which is
+            // also the shards' order in these folders).
             #expect(root.keys.map(\.description) == (try Self.weightMap(file.path)).map(\.0))
             #expect(root.count == expected.count)
             for (name, want) in expected {

@@ -131,7 +131,8 @@ import Testing
             #expect(target.optimizers.isEmpty && target.timestamp == Timestamp())
 
             // Each shard's metadata: format pt, as transformers expects, and the checksums.
-            let header = try SafetensorsHeader(parsing: try MappedFile(path: shards.path(of: shards.shards[1])).bytes)
+            let mapped = try MappedFile(path: shards.path(of: shards.shards[1]))
+            let header = try withExtendedLifetime(mapped) { try SafetensorsHeader(parsing: mapped.bytes) }
             #expect(header.metadata["format"] == "pt")
             #expect(header.metadata["checksum_algorithm"] == "xxh3-64")
             #expect(header.metadata["checkpoint_format"] == nil && header.metadata["tree"] == nil)

@@ -98,7 +98,7 @@ enum HuggingFaceReader {
             sizes.append(file.bytes.count)
         }
 
-        var tree = StateDict()
+        var byShard = Array(repeating: [String](), count: names.count)
         for (tensor, shard) in index.weightMap {
             guard let position = location[tensor] else {
                 throw CheckpointError(
@@ -112,7 +112,14 @@ enum HuggingFaceReader {
                     "the weight_map puts tensor \"\(tensor)\" in shard \"\(shard)\" but it is in \"\(names[position])\"; the index does not belong to these shards",
                     path: indexPath)
             }
-            tree[.string(tensor)] = contents[position].tree.dictValue?[.string(tensor)]
+            byShard[position].append(tensor)
+        }
+        // In shard order, which follows the order the tensors were saved in (transformers lists
+        // the weight_map alphabetically), and within a shard in the weight_map's order.
+        var tree = StateDict()
+        for (position, tensors) in byShard.enumerated() {
+            let shard = contents[position].tree.dictValue ?? [:]
+            for tensor in tensors { tree[.string(tensor)] = shard[.string(tensor)] }
         }
         if tree.count != location.count,
             let (extra, position) = location.first(where: { tree[.string($0.key)] == nil })
