@@ -110,7 +110,9 @@ public struct FilenameTemplate: Sendable, Hashable, CustomStringConvertible {
     /// and, for a file, a last component that is empty or starts with `.` (only an extension,
     /// such as `.pt`, or a hidden name that the library's own temporaries could take).
     ///
-    /// - Parameter isFolder: Whether the path names a folder, whose last component is not checked.
+    /// - Parameters:
+    ///   - values: The values of the template's variables.
+    ///   - isFolder: Whether the path names a folder, whose last component is not checked.
     /// - Throws: ``CheckpointError`` with code ``CheckpointError/Code/invalidTemplate`` naming the
     ///   field or the name, and what to change.
     public func renderPath(_ values: FilenameValues, isFolder: Bool = false) throws(CheckpointError) -> String {
