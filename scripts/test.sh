@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 scripts/install-dependencies.sh --test
 swift build --build-tests
 swift test --skip-build "$@"
-swift package generate-documentation --warnings-as-errors \
-  --target Checkpointing --target CheckpointingS3 --target CheckpointingMPI >/dev/null
+log=$(mktemp)
+if ! swift package generate-documentation --warnings-as-errors \
+  --target Checkpointing --target CheckpointingS3 --target CheckpointingMPI >"$log" 2>&1; then
+  grep -E "^(warning|error)" -A8 "$log" >&2 || cat "$log" >&2
+  echo "documentation: DocC reported the problems above" >&2
+  exit 1
+fi
 echo "documentation: built with no warnings"
