@@ -108,7 +108,7 @@ import Testing
             var state = composerLikeState()
             state.model["encoder"] = .dict(["layers": .list([.dict(["weight": .tensor(try Tensor(shape: [2], scalars: [Float(1), 2]))])])])
             let paths = try saveCheckpoint(
-                state, filename: folder + "/{run_name}-ep{epoch}", format: .huggingFaceSharded(maxShardSize: 100))
+                state, filename: folder + "/{run_name}-ep{epoch}/", format: .huggingFaceSharded(maxShardSize: 100))
             #expect(paths == [folder + "/fixture-run-ep1/model.safetensors.index.json"])
             let file = try CheckpointFile.open(paths[0])
             let names = try #require(file.tree.dictValue).keys.map(\.description)
@@ -185,7 +185,7 @@ import Testing
             expectCheckpointError(.invalidArgument, messageContains: ["at least 1 byte"]) {
                 try saveCheckpoint(composerLikeState(), filename: folder + "/f", format: .huggingFaceSharded(maxShardSize: 0))
             }
-            expectCheckpointError(.invalidArgument, messageContains: ["nothing before"]) {
+            expectCheckpointError(.invalidTemplate, messageContains: ["only an extension"]) {
                 try saveCheckpoint(composerLikeState(), filename: folder + "/.safetensors.index.json", format: hf)
             }
             #expect(try folderContents(folder) == ["a"])

@@ -46,7 +46,7 @@ public struct CheckpointFile: Sendable {
     ///
     /// A Hugging Face sharded checkpoint opens as one: its folder, or its index
     /// (`model.safetensors.index.json`), with every shard mapped and the index checked against
-    /// the shards' headers (see <doc:HuggingFaceSharded>).
+    /// the shards' headers (see <doc:HuggingFaceCheckpoints>).
     ///
     /// Compressed streams and tar archives around it are opened first, whatever the name
     /// says: a compressed file is decompressed (within the default ``DecompressionLimits``)

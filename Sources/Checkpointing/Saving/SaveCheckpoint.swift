@@ -19,7 +19,7 @@ let logger = Logger(label: "swift-checkpointing")
 ///
 /// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
 /// model's tensors as a Hugging Face sharded checkpoint, the index written last (see
-/// <doc:HuggingFaceSharded>); the rest of the state has no place in it.
+/// <doc:HuggingFaceCheckpoints>); the rest of the state has no place in it.
 ///
 /// ```swift
 /// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")
@@ -88,7 +88,9 @@ public func saveCheckpoint(
             tree, rendered: try template.renderPath(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
             sharding: sharding, processGroup: processGroup)
     }
-    let path = try template.renderPath(values)
+    // A Hugging Face checkpoint is a folder, unless the name is its index.
+    let isFolder = format != .file && !template.render(values).hasSuffix(HuggingFaceSharded.indexSuffix)
+    let path = try template.renderPath(values, isFolder: isFolder)
     let target = SaveTarget(path: path)
 
     var outcome: Result<String, any Error> = .success(path)

@@ -9,6 +9,6 @@ public enum SaveFormat: Sendable, Equatable {
     /// `maxShardSize` bytes of tensor data each (a larger tensor gets a shard of its own) and
     /// `model.safetensors.index.json`, written last. It holds the model's tensors only (a
     /// training state's `state/model`), named as Hugging Face names them; see
-    /// <doc:HuggingFaceSharded>. Parse a size such as `"5GB"` with ``HuggingFaceSharded/parseSize(_:)``.
+    /// <doc:HuggingFaceCheckpoints>. Parse a size such as `"5GB"` with ``HuggingFaceSharded/parseSize(_:)``.
     case huggingFaceSharded(maxShardSize: Int = HuggingFaceSharded.defaultMaxShardSize)
 }

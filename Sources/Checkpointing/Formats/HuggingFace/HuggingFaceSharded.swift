@@ -3,7 +3,7 @@
 ///
 /// A checkpoint is a folder of ordinary safetensors files, `model-00001-of-00003.safetensors`
 /// and so on (1-based, five digits), and an index, `model.safetensors.index.json`, whose
-/// `weight_map` names the shard that holds each tensor. See <doc:HuggingFaceSharded>.
+/// `weight_map` names the shard that holds each tensor. See <doc:HuggingFaceCheckpoints>.
 public enum HuggingFaceSharded {
     /// The index's name in a folder written by `save_pretrained`.
     public static let indexName = "model.safetensors.index.json"

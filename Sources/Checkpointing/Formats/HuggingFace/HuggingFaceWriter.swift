@@ -20,14 +20,9 @@ enum HuggingFaceWriter {
                 path: path)
         }
         if local.hasSuffix(HuggingFaceSharded.indexSuffix) {
+            // Not empty: a save's file name is never only an extension (FilenameTemplate).
             let (folder, name) = FilePaths.split(local)
-            let prefix = String(name.dropLast(HuggingFaceSharded.indexSuffix.count))
-            guard !prefix.isEmpty else {
-                throw CheckpointError(
-                    .invalidArgument, "the index's name has nothing before \(HuggingFaceSharded.indexSuffix) to name the shards by",
-                    path: path)
-            }
-            return (local, folder, prefix)
+            return (local, folder, String(name.dropLast(HuggingFaceSharded.indexSuffix.count)))
         }
         var folder = local
         while folder.count > 1, folder.hasSuffix("/") { folder.removeLast() }
