@@ -76,7 +76,7 @@ enum HuggingFaceReader {
                 let tensors = index.weightMap.filter { $0.shard == name }
                 throw CheckpointError(
                     .notFound,
-                    "shard \"\(name)\" is missing; the index \(indexPath) maps \(tensors.count) tensor\(tensors.count == 1 ? "" : "s") to it (\"\(tensors[0].tensor)\"\(tensors.count > 1 ? ", ..." : "")); the download or copy of the folder is incomplete",
+                    "shard \"\(name)\" is missing; the index \(indexPath) maps \(tensors.count) tensor\(tensors.count == 1 ? "" : "s") to it (\"\(tensors.first?.tensor ?? "")\"\(tensors.count > 1 ? ", ..." : "")); the download or copy of the folder is incomplete",
                     path: shardPath)
             }
             let shard = try NativeFormat.read(file)
