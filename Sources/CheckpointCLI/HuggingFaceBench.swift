@@ -87,9 +87,14 @@ struct HuggingFaceBench {
             folderBytes = file?.byteCount ?? 0
             shardCount = file?.huggingFaceShards?.shards.count ?? 0
             file = nil
-            files.forEach(dropFromPageCache)
-            nativeRead.append(try time { try CheckpointFile.open(nativePath).verify() })
-            folderRead.append(try time { try CheckpointFile.open(folderPath).verify() })
+            for folderFirst in repetition % 2 == 0 ? [true, false] : [false, true] {
+                files.forEach(dropFromPageCache)
+                if folderFirst {
+                    folderRead.append(try time { try CheckpointFile.open(folderPath).verify() })
+                } else {
+                    nativeRead.append(try time { try CheckpointFile.open(nativePath).verify() })
+                }
+            }
             try FileManager.default.removeItem(atPath: nativePath)
             try FileManager.default.removeItem(atPath: folderPath)
         }

@@ -153,6 +153,30 @@ import Testing
         }
     }
 
+    /// Names are kept as they are, `/` and `\\` included (the tree escapes them in its flattened
+    /// paths, and the checksums follow).
+    @Test func namesWithSlashesKeepTheirChecksums() throws {
+        try withTemporaryFolder { folder in
+            let names = ["state/model/w", "a\\b", "plain"]
+            var root = StateDict()
+            for (index, name) in names.enumerated() {
+                root[.string(name)] = .tensor(try Tensor(shape: [4], scalars: (0..<4).map { Float(index * 4 + $0) }))
+            }
+            try saveCheckpoint(tree: .dict(root), filename: folder + "/hf", format: .huggingFaceSharded(maxShardSize: 16))
+            let file = try CheckpointFile.open(folder + "/hf")
+            #expect(file.tree == .dict(root))
+            try file.verify()
+            let shard = try #require(file.huggingFaceShards?.shardPath(ofTensor: StatePath.escape("state/model/w")))
+            var bytes = try readBytes(shard)
+            bytes[bytes.count - 1] ^= 0x01
+            try writeBytes(bytes, to: shard)
+            let error = expectCheckpointError(.checksumMismatch, messageContains: ["state\\/model\\/w"]) {
+                try CheckpointFile.open(folder + "/hf").verify()
+            }
+            #expect(error?.path == shard)
+        }
+    }
+
     @Test func oneShardStillGetsAnIndex() throws {
         try withTemporaryFolder { folder in
             try saveCheckpoint(composerLikeState(), filename: folder + "/one", format: .huggingFaceSharded())

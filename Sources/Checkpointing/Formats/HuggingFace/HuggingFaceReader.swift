@@ -148,7 +148,9 @@ enum HuggingFaceReader {
             byteCount: indexFile.bytes.count + sizes.reduce(0, +), checksums: checksums,
             integrityDigest: TensorChecksum.of(indexFile.bytes))
         file.huggingFaceShards = HuggingFaceShards(
-            indexPath: indexPath, shards: shards, shardOfTensor: location, statedTotalSize: index.totalSize,
+            indexPath: indexPath, shards: shards,
+            shardOfTensor: Dictionary(uniqueKeysWithValues: location.map { (StatePath.escape($0.key), $0.value) }),
+            statedTotalSize: index.totalSize,
             isCommitRecorded: index.record != nil)
         return file
     }

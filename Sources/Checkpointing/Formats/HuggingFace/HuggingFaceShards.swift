@@ -24,7 +24,8 @@ public struct HuggingFaceShards: Sendable, Equatable {
     public var indexPath: String
     /// The shards, in the order of their names (`model-00001-of-…` first).
     public var shards: [Shard]
-    /// For each tensor's name, the position in ``shards`` of the shard that holds it.
+    /// For each tensor, by its flattened path in ``CheckpointFile/tree`` (its name, with any `/`
+    /// or `\` escaped: see ``StatePath``), the position in ``shards`` of the shard that holds it.
     public var shardOfTensor: [String: Int]
     /// The `metadata.total_size` the index states, when it states a whole number of bytes.
     /// Informational: Hugging Face's loaders ignore it, and older writers counted tied weights
@@ -43,9 +44,10 @@ public struct HuggingFaceShards: Sendable, Equatable {
         FilePaths.join(FilePaths.split(indexPath).folder, shard.name)
     }
 
-    /// The path of the shard that holds the tensor named `name`, if any does.
-    public func shardPath(ofTensor name: String) -> String? {
-        shardOfTensor[name].map { path(of: shards[$0]) }
+    /// The path of the shard that holds the tensor at the flattened path `tensorPath` (its name,
+    /// escaped), if any does.
+    public func shardPath(ofTensor tensorPath: String) -> String? {
+        shardOfTensor[tensorPath].map { path(of: shards[$0]) }
     }
 }
 

@@ -193,11 +193,15 @@ enum NativeFormat: CheckpointFormat {
                 let recordsChecksums =
                     header.metadata[MetadataKey.checksumAlgorithm] == TensorChecksum.algorithm
                     && header.metadata[MetadataKey.checksums] != nil
+                var checksums: [String: UInt64] = [:]
+                if recordsChecksums {
+                    // Recorded by name; kept, as everywhere, by flattened path (a name's `/` escaped).
+                    for (name, checksum) in try decodeChecksums(header.metadata[MetadataKey.checksums], tensorNames: Set(tensors.keys)) {
+                        checksums[StatePath.escape(name)] = checksum
+                    }
+                }
                 return FormatContents(
-                    tree: .dict(root),
-                    checksums: recordsChecksums
-                        ? try decodeChecksums(header.metadata[MetadataKey.checksums], tensorNames: Set(tensors.keys)) : [:],
-                    metadata: header.metadata, isNative: false,
+                    tree: .dict(root), checksums: checksums, metadata: header.metadata, isNative: false,
                     integrityDigest: indexDigest(file, header))
             }
             guard header.metadata[MetadataKey.version] == version else {
