@@ -57,10 +57,7 @@ public final class MappedFile: @unchecked Sendable {
             mapped = false
             return
         }
-        guard let base = Syscall.mmap(fd, size: size, path: path) else {
-            throw SystemCalls.error("mapping the file into memory (mmap)", path: path, errno: errno)
-        }
-        bytes = UnsafeRawBufferPointer(start: base, count: size)
+        bytes = UnsafeRawBufferPointer(start: try SystemCalls.map(fd, size: size, path: path), count: size)
         mapped = true
     }
 

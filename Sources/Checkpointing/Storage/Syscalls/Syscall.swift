@@ -19,7 +19,7 @@ import Darwin
 package enum Syscall {
     /// A kind of system call, as ``SyscallFaults`` counts and fails them.
     package enum Kind: String, CaseIterable, Sendable, CustomStringConvertible {
-        case open, close, read, pread, write, pwrite, fsync, ftruncate, fstat, fcntl
+        case open, close, pread, write, pwrite, fsync, ftruncate, fstat, fcntl
         case stat, statvfs, mkdir, rename, unlink, symlink, readlink, opendir, readdir, mkstemp
         case mmap, munmap, madvise, fadvise
         /// `kill(pid, 0)`: whether the process that wrote a temporary file still exists.
@@ -47,11 +47,6 @@ package enum Syscall {
         let result = Glibc.close(fd)
         if let code { errno = code; return -1 }
         return result
-    }
-
-    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, path: String) -> Int {
-        if let code = injected(.read, path) { errno = code; return -1 }
-        return Glibc.read(fd, buffer, count)
     }
 
     static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: Int, path: String) -> Int {

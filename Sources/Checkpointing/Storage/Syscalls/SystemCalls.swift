@@ -21,7 +21,9 @@ import SystemPackage
 /// `close` is never retried: Linux releases the descriptor even when `close` reports an error,
 /// `EINTR` included, so a second `close` could close a file that another thread has just been
 /// given the same number for. `EINTR` from `close` therefore counts as done; the durability of
-/// a file the library wrote comes from the `fsync` before it.
+/// a file the library wrote comes from the `fsync` before it. Nor are the calls whose failure
+/// changes nothing retried: `munmap` (which Linux does not interrupt) and the hints `madvise`
+/// and `posix_fadvise`, which are simply skipped when they fail.
 package enum SystemCalls {
     /// Runs `call` until it does not fail with `EINTR`; a negative result throws.
     @discardableResult
@@ -148,6 +150,15 @@ package enum SystemCalls {
             throw CheckpointError(.io, "is not a regular file", path: path)
         }
         return Int(info.st_size)
+    }
+
+    /// Maps `size` bytes of `fd` read-only; unmap them with ``Syscall/munmap(_:_:path:)``.
+    static func map(_ fd: Int32, size: Int, path: String) throws(CheckpointError) -> UnsafeMutableRawPointer {
+        while true {
+            if let base = Syscall.mmap(fd, size: size, path: path) { return base }
+            let code = errno
+            if code != EINTR { throw error("mapping the file into memory (mmap)", path: path, errno: code) }
+        }
     }
 
     /// The bytes free for an unprivileged user on the disk of `folder`, or `nil` when the
