@@ -56,8 +56,10 @@ package enum SystemCalls {
         case ENOMEM: advice = "not enough memory or address space"
         default: advice = String(describing: cause)
         }
+        // ENOTDIR too: no file can exist at a path through a file.
         return CheckpointError(
-            code == ENOENT ? .notFound : .io, "\(operation) failed: \(advice)", path: path, underlying: cause)
+            code == ENOENT || code == ENOTDIR ? .notFound : .io, "\(operation) failed: \(advice)", path: path,
+            underlying: cause)
     }
 
     // MARK: Descriptors
@@ -210,13 +212,14 @@ package enum SystemCalls {
         }
     }
 
-    /// Whether `path` exists, and whether it is a folder; `nil` when it does not exist.
+    /// Whether `path` exists, and whether it is a folder; `nil` when it does not exist (or
+    /// cannot: a component of it is a file).
     static func isFolder(_ path: String) throws(CheckpointError) -> Bool? {
         var info = stat()
         while Syscall.fileStatus(path, &info) != 0 {
             let code = errno
             if code == EINTR { continue }
-            if code == ENOENT { return nil }
+            if code == ENOENT || code == ENOTDIR { return nil }
             throw error("stat", path: path, errno: code)
         }
         return (info.st_mode & S_IFMT) == S_IFDIR
