@@ -78,9 +78,8 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     /// a folder with none is an error saying the save was never committed.
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         if path.hasSuffix(suffix) { return path }
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return nil }
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(suffix) }.sorted()
+        guard try SystemCalls.isFolder(path) == true else { return nil }
+        let names = try SystemCalls.folderEntries(path).filter { $0.hasSuffix(suffix) }.sorted()
         switch names.count {
         case 0:
             throw CheckpointError(

@@ -4,8 +4,11 @@ import Glibc
 import Darwin
 #endif
 
-/// The library's one door to the operating system: every call that touches a file, a folder, a
-/// mapping or another process goes through a wrapper here, and nowhere else.
+/// The library's one door to the operating system: every call by which it creates, writes,
+/// flushes, renames, removes, reads or maps a file, makes a folder, lists one to clean it or to
+/// find a manifest, or asks whether a temporary file's writer still lives, goes through a
+/// wrapper here. (Left to Foundation: the saver's existence checks and walks of its folder to
+/// find checkpoints, which only read.)
 ///
 /// Each wrapper has the C function's signature plus the path it concerns, and behaves as the C
 /// function does (a result of `-1` or `nil` with `errno` set). Before calling the system it asks
