@@ -236,7 +236,9 @@ public final class CheckpointSaver {
     // MARK: Events
 
     /// Starts a new run: checks that the folder holds no checkpoints of this run unless
-    /// overwriting is allowed, and starts the schedule at `state`'s timestamp.
+    /// overwriting is allowed, reconciles the list of kept checkpoints with the folder unless
+    /// ``autoresume(into:)`` has (see "Retention after a kill" above), and starts the schedule
+    /// at `state`'s timestamp.
     public func fitStart(_ state: TrainingState) throws {
         let folder = try resolveFolder(for: state)
         if !options.overwrite {
@@ -389,8 +391,10 @@ public final class CheckpointSaver {
     /// Resumes from the newest complete checkpoint of this run, if there is one.
     ///
     /// The candidates are the kept checkpoints, the latest pointer's target and any file in the
-    /// folder the file name template could have made, newest batch first. Each is verified; a
-    /// damaged one is skipped with a warning (and may be overwritten later). `state` must carry
+    /// folder the file name template could have made, newest batch first; a file whose header
+    /// names another run is not one. Each is verified; a damaged one is skipped with a warning
+    /// (and may be overwritten later). Then the list of kept checkpoints is reconciled with the
+    /// folder (see "Retention after a kill" above); the checkpoint resumed from is never pruned. `state` must carry
     /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
     ///
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
