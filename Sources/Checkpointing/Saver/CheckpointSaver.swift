@@ -325,7 +325,7 @@ public final class CheckpointSaver {
         let folder = try resolveFolder(for: state)
         let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
         let sharded = options.sharding != nil
-        let rendered = fileTemplate.render(values)
+        let rendered = try fileTemplate.renderPath(values)
         let relative = sharded ? ShardedSave.shardPath(rendered) : rendered
         let path = FilePaths.join(folder, relative)
         // What the ledger and the latest pointer name: a sharded checkpoint is its manifest on
@@ -527,12 +527,12 @@ public final class CheckpointSaver {
     /// Renders the folder for this run and rank, and loads the retention ledger the first time.
     private func resolveFolder(for state: TrainingState) throws(CheckpointError) -> String {
         if let folder { return folder }
-        let rendered = folderTemplate.render(
-            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup))
+        let rendered = try folderTemplate.renderPath(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup), isFolder: true)
         let ledger = try RetentionLedger.load(from: RetentionLedger.path(folder: rendered, rank: options.processGroup.rank))
         book.withLock { $0.ledger = ledger }
-        if let remoteFolderTemplate, let location = ObjectLocation(remoteFolderTemplate.render(
-            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)))
+        if let remoteFolderTemplate, let location = ObjectLocation(try remoteFolderTemplate.renderPath(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup), isFolder: true))
         {
             let keep = options.remoteCheckpointsToKeep ?? (options.checkpointsToKeep > 0 ? options.checkpointsToKeep : -1)
             let latest = latestTemplate?.render(
