@@ -91,8 +91,9 @@ extension CheckpointSaver {
         let scan = scanFolder(folder, state: state)
         var summary = ReconcileSummary(temporariesRemoved: scan.temporariesRemoved)
         // The remote folder first: a local copy may be deleted only once it is safe there.
+        // Only rank 0 uploads, so only rank 0 keeps the remote folder.
         var safeRemotely: (String) -> Bool = { _ in true }
-        if let remote {
+        if let remote, options.processGroup.rank == 0 {
             do {
                 let copies = try remote.reconcile(
                     runName: state.runName, matches: { self.couldHaveMade($0, state: state) },
@@ -133,9 +134,14 @@ extension CheckpointSaver {
             if ledger != before { try ledger.save(to: RetentionLedger.path(folder: folder, rank: options.processGroup.rank)) }
             book.withLock { $0.ledger = ledger }
             for old in summary.pruned { try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old)) }
-            try moveLatestPointer(folder: folder, state: state, to: ledger.checkpoints.last)
         } catch {
-            logger.warning("retention: cannot update the list of kept checkpoints in \(folder): \(error)")
+            logger.warning("retention: cannot update the list of kept checkpoints in \(folder), so nothing is pruned now: \(error)")
+            summary.pruned = []
+        }
+        do {
+            try moveLatestPointer(folder: folder, state: state, to: book.withLock { $0.ledger.checkpoints.last })
+        } catch {
+            logger.warning("retention: cannot move the latest pointer in \(folder): \(error)")
         }
         if !summary.isEmpty {
             logger.notice(

@@ -85,7 +85,7 @@ extension CheckpointSaver {
             book.withLock { $0.ledger = ledger }
             try moveLatestPointer(folder: folder, state: state, to: ledger.checkpoints.last)
         } catch {
-            logger.warning("retention: cannot update the list of kept shards in \(folder): \(error)")
+            logger.warning("retention: cannot update the list of kept shards or the latest pointer in \(folder): \(error)")
         }
     }
 
@@ -120,10 +120,14 @@ extension CheckpointSaver {
             book.withLock { $0.ledger = ledger }
             // Each manifest first: the checkpoint stops being committed before its shards go.
             for old in pruned { try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old)) }
-            try moveLatestPointer(folder: folder, state: state, to: ledger.checkpoints.last)
         } catch {
             logger.warning("retention: cannot update the list of kept checkpoints in \(folder), so nothing is pruned: \(error)")
             return (ShardedRetentionDecision(), [:], [], [])
+        }
+        do {
+            try moveLatestPointer(folder: folder, state: state, to: ledger.checkpoints.last)
+        } catch {
+            logger.warning("retention: cannot move the latest pointer in \(folder): \(error)")
         }
         let keptPositions = ledger.checkpoints.map { thisRun[$0] ?? ledger.positions?[$0] }
         let decision = ShardedRetentionDecision(
