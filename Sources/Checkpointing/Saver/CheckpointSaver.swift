@@ -579,10 +579,10 @@ final class Bookkeeping: Sendable {
         if let latest, keep != 0 { try LatestPointer.update(latest, to: path) }
         try ledger.save(to: RetentionLedger.path(folder: folder, rank: rank))
         for old in removed {
-            try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old))
+            SystemCalls.discard(FilePaths.join(folder, old))
             if old.hasSuffix(ShardManifest.suffix) {
                 // The manifest went first, so the checkpoint is no longer committed; then rank 0's shard.
-                try? FileManager.default.removeItem(atPath: FilePaths.join(folder, String(old.dropLast(ShardManifest.suffix.count))))
+                SystemCalls.discard(FilePaths.join(folder, String(old.dropLast(ShardManifest.suffix.count))))
             }
         }
     }

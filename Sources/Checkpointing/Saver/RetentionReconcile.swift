@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 import Logging
 
@@ -133,7 +128,7 @@ extension CheckpointSaver {
         do {
             if ledger != before { try ledger.save(to: RetentionLedger.path(folder: folder, rank: options.processGroup.rank)) }
             book.withLock { $0.ledger = ledger }
-            for old in summary.pruned { try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old)) }
+            for old in summary.pruned { SystemCalls.discard(FilePaths.join(folder, old)) }
         } catch {
             logger.warning("retention: cannot update the list of kept checkpoints in \(folder), so nothing is pruned now: \(error)")
             summary.pruned = []
@@ -171,7 +166,7 @@ extension CheckpointSaver {
             let name = FilePaths.split(relative).name
             let path = FilePaths.join(folder, relative)
             if name.hasPrefix(".") {
-                if AbandonedTemporaries.isAbandoned(name) && unlink(path) == 0 { removed += 1 }
+                if AbandonedTemporaries.isAbandoned(name, at: path), (try? SystemCalls.unlink(path)) == true { removed += 1 }
                 continue
             }
             var isFolder: ObjCBool = false

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 import Logging
 
@@ -71,7 +66,7 @@ extension CheckpointSaver {
             if kept.contains(key) {
                 keptShards[key] = shard
             } else if decision.pruned.contains(key) || decision.deleteOthers,
-                unlink(FilePaths.join(folder, shard)) == 0, group.rank != 0
+                (try? SystemCalls.unlink(FilePaths.join(folder, shard))) == true, group.rank != 0
             {
                 summary.pruned.append(shard)
             }
@@ -119,7 +114,7 @@ extension CheckpointSaver {
             if ledger != before { try ledger.save(to: RetentionLedger.path(folder: folder, rank: 0)) }
             book.withLock { $0.ledger = ledger }
             // Each manifest first: the checkpoint stops being committed before its shards go.
-            for old in pruned { try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old)) }
+            for old in pruned { SystemCalls.discard(FilePaths.join(folder, old)) }
         } catch {
             logger.warning("retention: cannot update the list of kept checkpoints in \(folder), so nothing is pruned: \(error)")
             return (ShardedRetentionDecision(), [:], [], [])

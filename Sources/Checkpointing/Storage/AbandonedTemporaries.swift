@@ -14,23 +14,17 @@ import Foundation
 enum AbandonedTemporaries {
     static let markers = [".partial-", ".link-", ".download-"]
 
-    /// Whether the file named `name` is an abandoned temporary, whatever its final name.
-    static func isAbandoned(_ name: String) -> Bool {
+    /// Whether the file named `name` (at `path`) is an abandoned temporary, whatever its final
+    /// name.
+    static func isAbandoned(_ name: String, at path: String) -> Bool {
         guard name.hasPrefix(".") else { return false }
         for marker in markers {
             // The last occurrence: the final name may itself contain the marker.
             guard let range = name.range(of: marker + AtomicFileWriter.hostName + "-", options: .backwards) else { continue }
             let parts = name[range.upperBound...].split(separator: "-", omittingEmptySubsequences: false)
             guard parts.count == 2, let pid = Int32(parts[0]), pid > 0, UInt32(parts[1]) != nil else { continue }
-            return kill(pid, 0) != 0 && errno == ESRCH
+            return Syscall.kill(pid, 0, path: path) != 0 && errno == ESRCH
         }
         return false
-    }
-
-    /// Removes the abandoned temporaries directly in `folder`; returns how many.
-    @discardableResult
-    static func remove(in folder: String) -> Int {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
-        return names.filter { isAbandoned($0) && unlink(FilePaths.join(folder, $0)) == 0 }.count
     }
 }
