@@ -11,7 +11,7 @@
 /// decoded in one pass). Decoding them in pieces gives the bytes their blocks and checksum
 /// describe, so nothing is lost; the reverse (refused in pieces, accepted whole) is not allowed.
 enum CompressionTargets {
-    static let limits = DecompressionLimits(maximumBytes: 8 << 20, maximumRatio: 1000, ratioFloor: 256 << 10)
+    static let limits = DecompressionLimits(maximumBytes: 1 << 20, maximumRatio: 1000, ratioFloor: 64 << 10)
 
     static let all: [FuzzTarget] = CompressionCodec.allCases.map(target)
 
