@@ -14,7 +14,7 @@ enum NamingTargets {
 
     static let filenameTemplate = FuzzTarget(
         name: "filename-template",
-        summary: "FilenameTemplate and FormatSpec: the pattern; every rendering must be recognised by couldHaveRendered",
+        summary: "FilenameTemplate and FormatSpec: the pattern, render and renderPath; every rendering must be recognised by couldHaveRendered",
         seeds: {
             [
                 "ep{epoch}-ba{batch}-rank{rank}.pt", "{run_name}/checkpoints/ep{epoch:03d}-ba{batch:06d}.safetensors",
@@ -28,6 +28,9 @@ enum NamingTargets {
             guard let template = try? FilenameTemplate(pattern) else { return }
             for values in values {
                 let name = template.render(values)
+                if let path = try? template.renderPath(values) {
+                    FuzzCheck.expect(path == name, "renderPath gives what render gives, when it accepts: \"\(path)\", \"\(name)\"")
+                }
                 // How the saver finds the checkpoints an earlier run left: it must recognise
                 // every name the template renders, knowing the values or not.
                 FuzzCheck.expect(
