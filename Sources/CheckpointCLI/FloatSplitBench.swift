@@ -26,6 +26,8 @@ struct FloatSplitBench {
         var rows: [Row]
         /// Per dtype, as `ckpt inspect` shows it.
         var shares: [CompressionShare]
+        /// Opening the `.fsz` file and decoding every tensor, without verifying checksums.
+        var decode: Double
     }
 
     let tree: StateValue
@@ -66,6 +68,7 @@ struct FloatSplitBench {
         var saves = Array(repeating: [Double](), count: methods.count)
         var cpus = saves, opens = saves, loads = saves
         var shares: [CompressionShare] = []
+        var decodes: [Double] = []
         for _ in 0..<repetitions {
             for (number, method) in methods.enumerated() {
                 let cpu = CompressionBench.cpuSeconds()
@@ -74,7 +77,10 @@ struct FloatSplitBench {
                 methods[number].row.compressedBytes = try FileManager.default.attributesOfItem(atPath: method.output)[.size] as? Int ?? 0
                 if method.row.durable {
                     opens[number].append(try time { _ = try CheckpointFile.open(method.output) })
-                    if method.output.hasSuffix(".fsz") { shares = try CheckpointFile.open(method.output).compressionShares }
+                    if method.output.hasSuffix(".fsz") {
+                        shares = try CheckpointFile.open(method.output).compressionShares
+                        decodes.append(try time { try CheckpointFile.open(method.output).decode { _ in true } })
+                    }
                 }
                 if let load = method.load { loads[number].append(try time(load)) }
                 try FileManager.default.removeItem(atPath: method.output)
@@ -91,7 +97,7 @@ struct FloatSplitBench {
         }
         return Result(
             source: source, uncompressedBytes: uncompressed, threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount,
-            rows: rows, shares: shares)
+            rows: rows, shares: shares, decode: median(decodes))
     }
 }
 
@@ -117,6 +123,7 @@ extension FloatSplitBench.Result: BenchReport {
             \(source): \(Units.bytes(uncompressedBytes)) as a native .safetensors file; \(threads) threads; \
             rates count uncompressed bytes; the tool's load is `zstd -d` into a file
             \(Units.table(table, rightAligned: [1, 2, 3, 4, 5, 6, 7, 8]))
+            .fsz open + decode of every tensor (no checksums): \(String(format: "%.3f s", decode)), \(Units.rate(bytes: uncompressedBytes, seconds: decode))
 
             .fsz by dtype:
             \(Units.table(shareTable, rightAligned: [1, 2, 3]))
@@ -125,7 +132,7 @@ extension FloatSplitBench.Result: BenchReport {
 
     func json() -> [String: Any] {
         [
-            "source": source, "uncompressed_bytes": uncompressedBytes, "threads": threads,
+            "source": source, "uncompressed_bytes": uncompressedBytes, "threads": threads, "fsz_decode_seconds": decode,
             "rows": rows.map { row -> [String: Any] in
                 var object: [String: Any] = [
                     "method": row.method, "save_seconds": row.save, "cpu_seconds": row.cpu, "compressed_bytes": row.compressedBytes,
