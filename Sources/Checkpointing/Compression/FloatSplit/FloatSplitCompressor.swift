@@ -120,10 +120,12 @@ final class FloatSplitCompressor: StreamTransform {
         written += table.count
     }
 
-    /// The bytes to hold before the plan can be decided: the length prefix, then the header.
+    /// The bytes to hold before the plan can be decided: the length prefix, then the header
+    /// (none when the prefix cannot be a header's length).
     private var heldBytesNeeded: Int {
         guard held.count >= 8 else { return 8 }
-        return 8 + Int(held.withUnsafeBytes { FloatSplitFormat.u64($0, 0) })
+        let length = held.withUnsafeBytes { FloatSplitFormat.u64($0, 0) }
+        return length <= UInt64(SafetensorsHeader.maximumLength) ? 8 + Int(length) : 8
     }
 
     /// Reads the held bytes: the length prefix (a plausible header length, or the stream is
