@@ -272,6 +272,30 @@ import Testing
         }
     }
 
+    @Test("CheckpointSaver saves .fsz checkpoints asynchronously and a new run resumes from the newest")
+    func saverResumesFromFloatSplitFiles() throws {
+        try withTemporaryFolder { folder in
+            func state(batch: Int) -> TrainingState {
+                var state = Self.trainingState()
+                state.timestamp = Timestamp(epoch: 0, batch: batch)
+                return state
+            }
+            let options = CheckpointSaver.Options(
+                folder: folder, filename: "ba{batch}.safetensors.fsz", saveInterval: "1ba", checkpointsToKeep: 2, asynchronous: true,
+                saveOnTermination: false)
+            let saver = try CheckpointSaver(options: options)
+            try saver.fitStart(state(batch: 0))
+            for batch in 1...3 { try saver.batchEnd(state(batch: batch)) }
+            try saver.fitEnd(state(batch: 3))
+            #expect(try folderContents(folder).filter { $0.hasPrefix("ba") } == ["ba2.safetensors.fsz", "ba3.safetensors.fsz"])
+
+            var resumed = state(batch: 0)
+            let result = try #require(try CheckpointSaver(options: options).autoresume(into: &resumed))
+            #expect(result.path.hasSuffix("ba3.safetensors.fsz"))
+            #expect(resumed == state(batch: 3))
+        }
+    }
+
     // MARK: Hostile streams
 
     /// A valid stream of a small training state, and the plain file's size.

@@ -160,8 +160,8 @@ public struct CheckpointFile: Sendable {
     /// Loads call it for the tensors they keep, so damage is reported as an error: a tensor
     /// read directly whose chunk fails to decode reads as zeros (and the failure is logged).
     ///
-    /// - Throws: ``CheckpointError``: `.malformed` or `.checksumMismatch` for a damaged
-    ///   chunk, `.io` when the temporary file of decoded bytes has no room.
+    /// - Throws: ``CheckpointError``: `.malformed` for a damaged chunk (each records the
+    ///   XXH3-64 of its decoded bytes), `.io` when the temporary file of decoded bytes has no room.
     public func decode(tensorsWhere include: (String) -> Bool) throws(CheckpointError) {
         var ranges: [UnsafeRawBufferPointer] = []
         var contents: (any LazyContents)?

@@ -33,7 +33,8 @@ public struct LoadResult: Sendable {
 ///   - weightsOnly: Load only the model.
 ///   - strict: Refuse missing or unexpected model keys.
 ///   - ignoreKeys: Parts of the checkpoint to leave out (paths from its root, `state/...`).
-///   - verifyChecksums: Check every tensor against its recorded checksum (native files).
+///   - verifyChecksums: Check every tensor loaded (in a weights-only load, the model's)
+///     against its recorded checksum (native files).
 ///   - decompressionLimits: Bounds on decompressing a compressed checkpoint; raise them for
 ///     one that is almost all zeros (it then expands more than the default 1000-fold).
 ///   - shardPlan: For a sharded checkpoint, which part of each tensor this rank loads

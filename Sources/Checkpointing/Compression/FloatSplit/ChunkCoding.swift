@@ -233,6 +233,8 @@ enum ChunkCoding {
         guard layout == nil || workspace.planes.count >= decodedLength else {
             throw FloatSplitFormat.corrupt("a chunk of \(decodedLength) bytes is larger than the index allows", at: at)
         }
+        // Raw planes are merged from the record itself, without a copy.
+        var sources: [UnsafePointer<UInt8>] = []
         for plane in 0..<planeCount {
             let header = FloatSplitFormat.chunkHeaderSize + FloatSplitFormat.planeHeaderSize * plane
             let methodCode = record[header]
@@ -244,13 +246,18 @@ enum ChunkCoding {
                 throw FloatSplitFormat.corrupt("plane \(plane) claims \(length) bytes, past the end of its chunk", at: at + header)
             }
             let payload = UnsafeRawBufferPointer(rebasing: record[payloadOffset..<(payloadOffset + length)])
-            try decodePlane(payload, method: method, count: count, workspace: workspace, into: planes + plane * count, at: at + payloadOffset)
+            if layout != nil, method == .raw, length == count, let base = payload.baseAddress {
+                sources.append(base.assumingMemoryBound(to: UInt8.self))
+            } else {
+                try decodePlane(payload, method: method, count: count, workspace: workspace, into: planes + plane * count, at: at + payloadOffset)
+                sources.append(planes + plane * count)
+            }
             payloadOffset += length
         }
         guard payloadOffset == record.count else {
             throw FloatSplitFormat.corrupt("the chunk's planes end \(record.count - payloadOffset) bytes before its record does", at: at)
         }
-        layout?.merge(planes, count: count, into: output)
+        layout?.merge(sources, count: count, into: output)
         let actual = TensorChecksum.of(UnsafeRawBufferPointer(start: output, count: decodedLength))
         guard actual == recorded else {
             throw FloatSplitFormat.corrupt(

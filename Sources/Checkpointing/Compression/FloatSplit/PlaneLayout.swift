@@ -66,18 +66,18 @@ enum PlaneLayout: Equatable {
         }
     }
 
-    /// Joins `width` planes of `count` bytes at `planes` back into elements at `output`.
-    func merge(_ planes: UnsafePointer<UInt8>, count: Int, into output: UnsafeMutableRawPointer) {
+    /// Joins `width` planes of `count` bytes back into elements at `output`.
+    func merge(_ planes: [UnsafePointer<UInt8>], count: Int, into output: UnsafeMutableRawPointer) {
         switch self {
         case .bfloat16:
-            let exponent = planes, rest = planes + count
+            let exponent = planes[0], rest = planes[1]
             for index in 0..<count {
                 let r = UInt16(rest[index])
                 let x = UInt16(exponent[index]) << 7 | (r & 0x80) << 8 | (r & 0x7F)
                 (output + 2 * index).storeBytes(of: x.littleEndian, as: UInt16.self)
             }
         case .float32:
-            let exponent = planes, top = planes + count, middle = planes + 2 * count, low = planes + 3 * count
+            let exponent = planes[0], top = planes[1], middle = planes[2], low = planes[3]
             for index in 0..<count {
                 let t = UInt32(top[index])
                 let x = UInt32(exponent[index]) << 23 | (t & 0x80) << 24 | (t & 0x7F) << 16
@@ -87,7 +87,7 @@ enum PlaneLayout: Equatable {
         case .bytes(let width):
             let bytes = output.assumingMemoryBound(to: UInt8.self)
             for plane in 0..<width {
-                let source = planes + plane * count
+                let source = planes[plane]
                 let byte = width - 1 - plane
                 for index in 0..<count { bytes[index * width + byte] = source[index] }
             }
