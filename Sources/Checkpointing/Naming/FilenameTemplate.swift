@@ -104,6 +104,38 @@ public struct FilenameTemplate: Sendable, Hashable, CustomStringConvertible {
         }.joined()
     }
 
+    /// The path for `values`, as ``render(_:)`` gives it, refusing one that cannot name a
+    /// checkpoint: a field that expands to nothing (an empty `{run_name}`, which would turn
+    /// `{run_name}/checkpoints` into `/checkpoints` or `{run_name}.pt` into the hidden `.pt`),
+    /// and, for a file, a last component that is empty or starts with `.` (only an extension,
+    /// such as `.pt`, or a hidden name that the library's own temporaries could take).
+    ///
+    /// - Parameters:
+    ///   - values: The values of the template's variables.
+    ///   - isFolder: Whether the path names a folder, whose last component is not checked.
+    /// - Throws: ``CheckpointError`` with code ``CheckpointError/Code/invalidTemplate`` naming the
+    ///   field or the name, and what to change.
+    public func renderPath(_ values: FilenameValues, isFolder: Bool = false) throws(CheckpointError) -> String {
+        for case .field(let variable, let spec) in segments where spec.format(values[variable]).isEmpty {
+            let advice =
+                variable == .runName
+                ? "the run has no name: set the state's run name (TrainingState.runName) or leave {run_name} out of the template"
+                : "give it a value or leave it out of the template"
+            throw Self.invalid("{\(variable.rawValue)} in template \"\(pattern)\" expands to nothing: \(advice)")
+        }
+        let path = render(values)
+        guard !isFolder else { return path }
+        let name = path.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? ""
+        if name.isEmpty {
+            throw Self.invalid("template \"\(pattern)\" renders to \"\(path)\", which names a folder, not a file: add a file name")
+        }
+        if name.hasPrefix(".") {
+            throw Self.invalid(
+                "template \"\(pattern)\" renders to the file name \"\(name)\", which is only an extension or a hidden name: put a name before the extension, such as ep{epoch}-ba{batch}\(name)")
+        }
+        return path
+    }
+
     /// The pattern, so that a template prints as it was written.
     public var description: String { pattern }
 

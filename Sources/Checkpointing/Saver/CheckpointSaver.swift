@@ -253,7 +253,7 @@ public final class CheckpointSaver {
         let folder = try resolveFolder(for: state)
         let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
         let sharded = options.sharding != nil
-        let rendered = fileTemplate.render(values)
+        let rendered = try fileTemplate.renderPath(values)
         let relative = sharded ? ShardedSave.shardPath(rendered) : rendered
         let path = FilePaths.join(folder, relative)
         // What the ledger and the latest pointer name: a sharded checkpoint is its manifest on
@@ -443,12 +443,12 @@ public final class CheckpointSaver {
     /// Renders the folder for this run and rank, and loads the retention ledger the first time.
     private func resolveFolder(for state: TrainingState) throws(CheckpointError) -> String {
         if let folder { return folder }
-        let rendered = folderTemplate.render(
-            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup))
+        let rendered = try folderTemplate.renderPath(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup), isFolder: true)
         let ledger = try RetentionLedger.load(from: RetentionLedger.path(folder: rendered, rank: options.processGroup.rank))
         book.withLock { $0.ledger = ledger }
-        if let remoteFolderTemplate, let location = ObjectLocation(remoteFolderTemplate.render(
-            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)))
+        if let remoteFolderTemplate, let location = ObjectLocation(try remoteFolderTemplate.renderPath(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup), isFolder: true))
         {
             let keep = options.remoteCheckpointsToKeep ?? (options.checkpointsToKeep > 0 ? options.checkpointsToKeep : -1)
             let latest = latestTemplate?.render(
@@ -501,10 +501,10 @@ private final class Bookkeeping: Sendable {
         if let latest, keep != 0 { try LatestPointer.update(latest, to: path) }
         try ledger.save(to: RetentionLedger.path(folder: folder, rank: rank))
         for old in removed {
-            try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old))
+            SystemCalls.discard(FilePaths.join(folder, old))
             if old.hasSuffix(ShardManifest.suffix) {
                 // The manifest went first, so the checkpoint is no longer committed; then rank 0's shard.
-                try? FileManager.default.removeItem(atPath: FilePaths.join(folder, String(old.dropLast(ShardManifest.suffix.count))))
+                SystemCalls.discard(FilePaths.join(folder, String(old.dropLast(ShardManifest.suffix.count))))
             }
         }
     }

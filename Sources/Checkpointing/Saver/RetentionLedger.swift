@@ -15,9 +15,14 @@ struct RetentionLedger: Codable, Equatable {
 
     /// Reads the ledger; a missing one is empty, a damaged one is an error naming it.
     static func load(from path: String) throws(CheckpointError) -> RetentionLedger {
-        guard FileManager.default.fileExists(atPath: path) else { return RetentionLedger() }
+        let bytes: [UInt8]
         do {
-            return try JSONDecoder().decode(RetentionLedger.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            bytes = try SystemCalls.readFile(path, limit: 64 << 20)
+        } catch where error.code == .notFound {
+            return RetentionLedger()
+        }
+        do {
+            return try JSONDecoder().decode(RetentionLedger.self, from: Data(bytes))
         } catch {
             throw CheckpointError(
                 .malformed, "the saver's list of kept checkpoints is damaged; delete it to start a new list", path: path)

@@ -70,10 +70,10 @@ public func saveCheckpoint(
     if let sharding {
         try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
-            tree, rendered: template.render(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
+            tree, rendered: try template.renderPath(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
             sharding: sharding, processGroup: processGroup)
     }
-    let path = template.render(values)
+    let path = try template.renderPath(values)
     let target = SaveTarget(path: path)
 
     var outcome: Result<String, any Error> = .success(path)

@@ -102,15 +102,11 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     public static func read(_ path: String) throws(CheckpointError) -> ShardManifest {
         let data: Data
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            if !FileManager.default.fileExists(atPath: path) {
-                throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
-            }
-            throw CheckpointError(.io, "cannot read the manifest: \(error)", path: path)
-        }
-        guard data.count <= 256 << 20 else {
-            throw CheckpointError(.limitExceeded, "the manifest is \(data.count) bytes, more than 256 MiB", path: path)
+            data = Data(try SystemCalls.readFile(path, limit: 256 << 20))
+        } catch where error.code == .notFound {
+            throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
+        } catch where error.code == .io {
+            throw CheckpointError(.io, "cannot read the manifest: \(error.message)", path: path, underlying: error.underlying)
         }
         let manifest: ShardManifest
         do {

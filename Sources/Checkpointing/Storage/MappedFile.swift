@@ -33,9 +33,9 @@ public final class MappedFile: @unchecked Sendable {
         case .local(let file): (local, staged) = (file, false)
         case .remote(let location): (local, staged) = (try RemoteStaging.download(location), true)
         }
-        defer { if staged { unlink(local) } }
-        let fd = try SystemCalls.retrying("open", path: local) { open(local, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
+        defer { if staged { SystemCalls.discard(local) } }
+        let fd = try SystemCalls.open(local, O_RDONLY | O_CLOEXEC)
+        defer { SystemCalls.release(fd, path: local) }
         try self.init(descriptor: fd, path: path)
     }
 
@@ -62,20 +62,17 @@ public final class MappedFile: @unchecked Sendable {
             mapped = false
             return
         }
-        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
-            throw SystemCalls.error("mmap", path: path, errno: errno)
-        }
-        bytes = UnsafeRawBufferPointer(start: base, count: size)
+        bytes = UnsafeRawBufferPointer(start: try SystemCalls.map(fd, size: size, path: path), count: size)
         mapped = true
     }
 
     /// Hints that the whole file is about to be read in order, so the kernel reads ahead.
     public func adviseSequentialRead() {
         guard mapped else { return }
-        _ = madvise(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count, MADV_SEQUENTIAL | MADV_WILLNEED)
+        Syscall.madvise(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, MADV_SEQUENTIAL | MADV_WILLNEED, path: path)
     }
 
     deinit {
-        if mapped { munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count) }
+        if mapped { Syscall.munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, path: path) }
     }
 }
