@@ -74,16 +74,16 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
     /// The decoded bytes' file: in memory (`/dev/shm`) when it has room for all of them, else
     /// on the disk (`$TMPDIR`). Nothing is allocated until chunks are written into it.
     private static func createFile(size: Int) throws(CheckpointError) -> (Int32, String) {
-        var stats = statvfs()
-        let memoryRoom = statvfs(AnonymousFile.memoryFolder, &stats) == 0 ? Int(stats.f_bavail) * Int(stats.f_frsize) : 0
+        let memoryRoom = SystemCalls.freeSpace(in: AnonymousFile.memoryFolder) ?? 0
         let folder = memoryRoom > size ? AnonymousFile.memoryFolder : AnonymousFile.diskFolder
         guard let fd = AnonymousFile.create(in: folder) else {
             throw SystemCalls.error("creating a temporary file for decompression", path: folder, errno: errno)
         }
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            let code = errno
-            close(fd)
-            throw SystemCalls.error("sizing a temporary file for decompression", path: folder, errno: code)
+        do {
+            try SystemCalls.truncate(fd, to: size, path: folder)
+        } catch {
+            SystemCalls.release(fd, path: folder)
+            throw error
         }
         return (fd, folder)
     }
@@ -219,7 +219,7 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
         }
     }
 
-    deinit { close(fd) }
+    deinit { SystemCalls.release(fd, path: folder) }
 }
 
 /// How well a float-split file compressed the bytes of one dtype (`ckpt inspect` shows it).
