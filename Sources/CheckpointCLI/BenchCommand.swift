@@ -42,8 +42,14 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "With --compression fsz: measure on this checkpoint (a trained model's safetensors file) instead of the bench state.")
     var file: String?
 
-    @Option(help: "pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones.")
+    @Option(help: """
+        pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones; \
+        hf: also save every tensor as a Hugging Face sharded folder, and set its save, open and verified read beside them.
+        """)
     var format: String = "native"
+
+    @Option(help: "With --format hf: the largest shard (default 500MB, so the state makes several shards).")
+    var maxShardSize: String = "500MB"
 
     @Option(help: "The compression level for --compression (default: the codec's fast default).")
     var level: Int?
@@ -66,7 +72,12 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        guard format == "native" || format == "pt" else { throw ValidationError("--format takes native or pt") }
+        guard ["native", "pt", "hf"].contains(format) else { throw ValidationError("--format takes native, pt or hf") }
+        do {
+            _ = try HuggingFaceSharded.parseSize(maxShardSize)
+        } catch {
+            throw ValidationError(error.message)
+        }
         if let compression, compression != "all", Self.codec(compression) == nil {
             throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo, fsz (or gzip, bzip2, zstd, lzop, float-split) or all")
         }
@@ -129,6 +140,13 @@ struct BenchCommand: ParsableCommand {
         }
         if format == "pt" {
             let result = try TorchBench(state: state, folder: directory, repetitions: repetitions).run()
+            try report(result)
+            return
+        }
+        if format == "hf" {
+            let result = try HuggingFaceBench(
+                state: state, folder: directory, repetitions: repetitions, maxShardSize: try HuggingFaceSharded.parseSize(maxShardSize)
+            ).run()
             try report(result)
             return
         }

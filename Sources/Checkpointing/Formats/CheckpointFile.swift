@@ -36,6 +36,10 @@ public struct CheckpointFile: Sendable {
     /// it); empty for other files.
     public var compressionShares: [CompressionShare] { floatSplit?.shares ?? [] }
 
+    /// For a Hugging Face sharded checkpoint (opened from its folder or index), its shards and
+    /// where each tensor is; ``path`` is then the index and ``kind`` `.safetensors`.
+    public internal(set) var huggingFaceShards: HuggingFaceShards? = nil
+
     /// What the checkpoint inside any layers is: ``kind`` itself for a plain file.
     public var formatKind: FileKind { innerKind ?? kind }
 
@@ -46,6 +50,10 @@ public struct CheckpointFile: Sendable {
     }
 
     /// Opens the checkpoint at `path`, recognising its format from its bytes.
+    ///
+    /// A Hugging Face sharded checkpoint opens as one: its folder, or its index
+    /// (`model.safetensors.index.json`), with every shard mapped and the index checked against
+    /// the shards' headers (see <doc:HuggingFaceCheckpoints>).
     ///
     /// Compressed streams and tar archives around it are opened first, whatever the name
     /// says: a compressed file is decompressed (within the default ``DecompressionLimits``)
@@ -63,6 +71,7 @@ public struct CheckpointFile: Sendable {
     /// Opens the checkpoint at `path` as ``open(_:)`` does, with explicit bounds on
     /// decompression (raise them for a checkpoint that compresses extremely well).
     public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
+        if let index = try HuggingFaceReader.locateIndex(path) { return try HuggingFaceReader.open(indexAt: index) }
         let outer = try MappedFile(path: path)
         let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: decompressionLimits)
         var opened = try read(file, path: path)
@@ -114,9 +123,10 @@ public struct CheckpointFile: Sendable {
         }
     }
 
-    /// The format name for reports: `native`, `safetensors`, ...
+    /// The format name for reports: `native`, `safetensors`, `hf-sharded`, ...
     public var formatName: String {
-        switch formatKind {
+        if huggingFaceShards != nil { return "hf-sharded" }
+        return switch formatKind {
         case .safetensors: isNative ? "native" : "safetensors"
         case .torchZip: "torch"
         default: formatKind.rawValue
@@ -183,6 +193,6 @@ public struct CheckpointFile: Sendable {
         return CheckpointError(
             .checksumMismatch,
             "tensor \"\(name)\" is corrupt: its bytes hash to \(TensorChecksum.hex(actual)) but \(TensorChecksum.hex(recorded)) was recorded when it was saved; restore the file from another copy or resume from an earlier checkpoint",
-            path: path)
+            path: huggingFaceShards?.shardPath(ofTensor: name) ?? path)
     }
 }

@@ -44,6 +44,9 @@ public struct LoadResult: Sendable {
 /// A sharded checkpoint (SPEC §6.3) is named by its manifest or by the folder that holds it;
 /// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and
 /// each rank reads only the parts of the shards its plan asks for.
+///
+/// A Hugging Face sharded checkpoint (its folder or index) holds a model's tensors only: they
+/// load into `state.model` under their names, and the rest of the state is left as it is.
 @discardableResult
 public func loadCheckpoint(
     _ path: String,
@@ -175,7 +178,8 @@ private func readTrainingState(
         let loads: (String) -> Bool = { !modelOnly || $0.hasPrefix("state/model/") }
         try file.decode(tensorsWhere: loads)
         if verifyChecksums { try file.verify(tensorsWhere: loads) }
-        tree = file.tree
+        path = file.path
+        tree = file.trainingTree
     }
     var unmatched: [String] = []
     if let ignoreKeys {
