@@ -34,9 +34,13 @@ struct BenchCommand: ParsableCommand {
     @Option(help: """
         Measure compressed saves instead: our save with this codec (gz, bz2, xz, lzma, zst, lz4, lzo, \
         or its name) beside Composer's pipe into the codec's tool and the tool on all cores; \
-        `all`: our save and open with every codec.
+        `all`: our save and open with every codec; fsz: the float-split codec's save, open and \
+        verified load beside .safetensors.zst, .pt.zst and zstd -1 -T0.
         """)
     var compression: String?
+
+    @Option(help: "With --compression fsz: measure on this checkpoint (a trained model's safetensors file) instead of the bench state.")
+    var file: String?
 
     @Option(help: """
         pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones; \
@@ -50,7 +54,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "The compression level for --compression (default: the codec's fast default).")
     var level: Int?
 
-    @Option(help: "Compression threads for zstd and xz with --compression (default: every core).")
+    @Option(help: "Compression threads for zstd, xz and fsz with --compression (default: every core).")
     var threads: Int?
 
     @Flag(help: "Measure sharded saves and loads instead: run under mpirun -np N; each rank saves its rows of every tensor.")
@@ -75,7 +79,10 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError(error.message)
         }
         if let compression, compression != "all", Self.codec(compression) == nil {
-            throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo (or gzip, bzip2, zstd, lzop) or all")
+            throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo, fsz (or gzip, bzip2, zstd, lzop, float-split) or all")
+        }
+        if file != nil, compression.flatMap(Self.codec) != .floatSplit {
+            throw ValidationError("--file goes with --compression fsz")
         }
         if let s3, ObjectLocation(s3) == nil { throw ValidationError("--s3 takes an s3://bucket/prefix URL") }
         if let partSize, partSize < 1 { throw ValidationError("--part-size must be at least 1 (MiB)") }
@@ -106,6 +113,15 @@ struct BenchCommand: ParsableCommand {
             let result = try S3Bench(
                 makeState: { try SyntheticState.gpt2Small(scale: scale) }, prefix: prefix, repetitions: repetitions, partSize: partSize.map { $0 << 20 },
                 concurrency: concurrency, folder: directory
+            ).run()
+            try report(result)
+            return
+        }
+        if let compression, Self.codec(compression) == .floatSplit {
+            let tree = try file.map { try CheckpointFile.open($0).tree } ?? SyntheticState.gpt2Small(scale: scale).tree
+            let result = try FloatSplitBench(
+                tree: tree, source: file ?? "bench state (scale \(scale))", folder: directory,
+                options: CompressionOptions(level: level, threads: threads), repetitions: repetitions
             ).run()
             try report(result)
             return

@@ -76,6 +76,8 @@ struct InspectReport {
     var timestamp: Timestamp?
     var tensors: [TensorRow]
     var shards: [ShardRow]? = nil
+    /// For a float-split file, how each dtype compressed.
+    var compressionShares: [CompressionShare] = []
     /// For a Hugging Face checkpoint, what its index says beyond the shards.
     var huggingFace: (committed: Bool, statedTotalSize: Int?)? = nil
 
@@ -139,6 +141,7 @@ struct InspectReport {
         self.fileBytes = fileBytes
         self.tensors = tensors
         compression = file.compression?.rawValue
+        compressionShares = file.compressionShares
         tarMember = file.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
         let state = try? TrainingState(tree: file.tree)
         let stateDict = file.tree.dictValue?["state"]?.dictValue
@@ -207,6 +210,17 @@ struct InspectReport {
         lines.append(Units.table(table, rightAligned: shards != nil ? [3, 4] : [3]))
         lines.append("")
         lines.append("total: \(tensors.count) tensors, \(Units.bytes(totalTensorBytes)) of tensor data")
+        if !compressionShares.isEmpty {
+            var shares = [["dtype", "bytes", "compressed", "ratio"]]
+            for share in compressionShares {
+                shares.append([
+                    share.dtype?.rawValue ?? "(header)", String(share.bytes), String(share.compressedBytes), String(format: "%.3f", share.ratio),
+                ])
+            }
+            lines.append("")
+            lines.append("compression by dtype:")
+            lines.append(Units.table(shares, rightAligned: [1, 2, 3]))
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -228,6 +242,11 @@ struct InspectReport {
                 return entry
             },
         ]
+        if !compressionShares.isEmpty {
+            object["compression_by_dtype"] = compressionShares.map { share -> [String: Any] in
+                ["dtype": share.dtype.map { $0.rawValue as Any } ?? NSNull(), "bytes": share.bytes, "compressed_bytes": share.compressedBytes, "ratio": share.ratio]
+            }
+        }
         if let shards, let huggingFace {
             object["shard_count"] = shards.count
             object["commit_record"] = huggingFace.committed

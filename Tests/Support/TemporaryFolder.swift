@@ -2,9 +2,10 @@ public import Foundation
 
 /// A fresh folder for one test.
 ///
-/// When it goes away, every native checkpoint left in it is first read again by Python's
-/// `safetensors` package (``PythonSafetensors/crossCheck(folder:)``), so every native file the
-/// tests write is also checked against the reference reader; every `.pt` file is checked by
+/// When it goes away, every native checkpoint left in it (a float-split `.safetensors.fsz`
+/// one decoded first) is read again by Python's `safetensors` package
+/// (``PythonSafetensors/crossCheck(folder:)``), so every native file the tests write is also
+/// checked against the reference reader; every `.pt` file is checked by
 /// Python's `zipfile` and `pickletools` (``PythonTorchZip/crossCheck(folder:)``) for what
 /// `torch.load(weights_only=True)` needs; every Hugging Face sharded checkpoint this library
 /// opens is read by Python's `safetensors` shard by shard and its index held against the shards

@@ -79,9 +79,8 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     /// Hugging Face checkpoint's folder (which ``CheckpointFile/open(_:)`` opens).
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         if path.hasSuffix(suffix) { return path }
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return nil }
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(suffix) }.sorted()
+        guard try SystemCalls.isFolder(path) == true else { return nil }
+        let names = try SystemCalls.folderEntries(path).filter { $0.hasSuffix(suffix) }.sorted()
         switch names.count {
         case 0:
             if try HuggingFaceReader.locateIndex(path) != nil { return nil }
@@ -104,15 +103,11 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     public static func read(_ path: String) throws(CheckpointError) -> ShardManifest {
         let data: Data
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            if !FileManager.default.fileExists(atPath: path) {
-                throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
-            }
-            throw CheckpointError(.io, "cannot read the manifest: \(error)", path: path)
-        }
-        guard data.count <= 256 << 20 else {
-            throw CheckpointError(.limitExceeded, "the manifest is \(data.count) bytes, more than 256 MiB", path: path)
+            data = Data(try SystemCalls.readFile(path, limit: 256 << 20))
+        } catch where error.code == .notFound {
+            throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
+        } catch where error.code == .io {
+            throw CheckpointError(.io, "cannot read the manifest: \(error.message)", path: path, underlying: error.underlying)
         }
         let manifest: ShardManifest
         do {

@@ -120,7 +120,7 @@ enum ShardedSave {
         let shared = try group.broadcast(outcome, from: 0, timeout: timeout)
         guard shared.first == 1 else {
             // Known not committed: this rank's shard is garbage.
-            if report.error == nil { unlink(path) }
+            if report.error == nil { SystemCalls.discard(path) }
             throw CheckpointError(
                 .distributed, "the sharded checkpoint was not committed: \(String(decoding: shared.dropFirst(), as: UTF8.self))",
                 path: manifestPath)
@@ -205,10 +205,7 @@ enum ShardedSave {
     }
 
     private static func removeStaleManifest(_ path: String) throws(CheckpointError) {
-        guard unlink(path) == 0 else {
-            if errno == ENOENT { return }
-            throw SystemCalls.error("removing the previous manifest", path: path, errno: errno)
-        }
+        guard try SystemCalls.unlink(path) else { return }
         try SystemCalls.fsyncDirectory(FilePaths.split(path).folder)
     }
 

@@ -49,15 +49,19 @@ enum RemoteStaging {
         do {
             try store.download(location, to: path)
         } catch {
-            unlink(path)
-            throw error.at(path: location.description)
+            SystemCalls.discard(path)
+            guard error.path == path else { throw error.at(path: location.description) }
+            throw CheckpointError(
+                error.code,
+                "downloading to the staging file \(path) failed (\(error.message)); free space there, or set CHECKPOINTING_STAGING_DIR to a folder with room for the checkpoint",
+                path: location.description, underlying: error.underlying)
         }
         return path
     }
 
     /// Uploads a committed staging file and removes it, whether the upload succeeds or not.
     static func upload(_ path: String, to location: ObjectLocation) throws(CheckpointError) {
-        defer { unlink(path) }
+        defer { SystemCalls.discard(path) }
         do {
             try ObjectStores.store(for: location).upload(file: path, to: location)
         } catch {
