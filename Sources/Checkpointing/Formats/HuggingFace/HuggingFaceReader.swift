@@ -1,5 +1,3 @@
-import Foundation
-
 /// Opening a Hugging Face sharded checkpoint as one ``CheckpointFile``: the index is read, every
 /// shard it names is memory-mapped and its header checked, and the `weight_map` is held against
 /// the headers. Tensor bytes are not read: they stay in the shards' mappings until used.
@@ -20,15 +18,11 @@ enum HuggingFaceReader {
             }
             return path
         }
-        var isFolder: ObjCBool = false
-        guard case .local(let local) = StoragePath(path),
-            FileManager.default.fileExists(atPath: local, isDirectory: &isFolder), isFolder.boolValue
-        else { return nil }
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: local)) ?? [])
-            .filter { $0.hasSuffix(HuggingFaceSharded.indexSuffix) && !$0.hasPrefix(".") }.sorted()
+        guard case .local(let local) = StoragePath(path), try SystemCalls.isFolder(local) == true else { return nil }
+        let contents = try SystemCalls.folderEntries(local)
+        let names = contents.filter { $0.hasSuffix(HuggingFaceSharded.indexSuffix) && !$0.hasPrefix(".") }.sorted()
         switch names.count {
         case 0:
-            let contents = (try? FileManager.default.contentsOfDirectory(atPath: local)) ?? []
             let shards = contents.filter { !$0.hasPrefix(".") && HuggingFaceSharded.shardPrefix(of: $0) != nil }.sorted()
             guard shards.isEmpty else {
                 throw CheckpointError(
@@ -55,11 +49,12 @@ enum HuggingFaceReader {
     ///   the one on disk.
     static func open(indexAt indexPath: String) throws(CheckpointError) -> CheckpointFile {
         let indexFile = try MappedFile(path: indexPath)
-        let index: HuggingFaceIndex
-        do {
-            index = try HuggingFaceIndex(parsing: indexFile.bytes)
-        } catch {
-            throw error.at(path: indexPath)
+        let (index, indexDigest) = try withExtendedLifetime(indexFile) { () throws(CheckpointError) in
+            do throws(CheckpointError) {
+                return (try HuggingFaceIndex(parsing: indexFile.bytes), TensorChecksum.of(indexFile.bytes))
+            } catch {
+                throw error.at(path: indexPath)
+            }
         }
         let folder = FilePaths.split(indexPath).folder
         let names = index.shardNames.sorted()
@@ -146,7 +141,7 @@ enum HuggingFaceReader {
         var file = CheckpointFile(
             path: indexPath, kind: .safetensors, isNative: false, tree: .dict(tree), metadata: [:],
             byteCount: indexFile.bytes.count + sizes.reduce(0, +), checksums: checksums,
-            integrityDigest: TensorChecksum.of(indexFile.bytes))
+            integrityDigest: indexDigest)
         file.huggingFaceShards = HuggingFaceShards(
             indexPath: indexPath, shards: shards,
             shardOfTensor: Dictionary(uniqueKeysWithValues: location.map { (StatePath.escape($0.key), $0.value) }),

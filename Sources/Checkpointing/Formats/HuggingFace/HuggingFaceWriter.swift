@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-import Foundation
 import Logging
 
 /// Writing a Hugging Face sharded checkpoint: the shards, each atomically and durably, then the
@@ -109,12 +103,15 @@ enum HuggingFaceWriter {
         try uncommitPrevious(indexPath: indexPath, folder: folder, prefix: prefix, newNames: Set(names))
 
         var written: [String] = []
+        var indexBytes: [UInt8] = []
         do throws(CheckpointError) {
             var record: [HuggingFaceIndex.CommitRecord.Shard] = []
             for (members, name) in zip(plan, names) {
                 let shardPath = FilePaths.join(folder, name)
                 let layout = NativeFormat.layout(plain: members.map { tensors[$0] })
                 let file = try AtomicFileWriter(path: shardPath, expectedSize: NativeFormat.size(of: layout))
+                // Before the commit, which can fail after its rename (its folder's flush).
+                written.append(shardPath)
                 do {
                     let digest = try NativeFormat.write(layout, to: file)
                     try file.commit()
@@ -123,7 +120,6 @@ enum HuggingFaceWriter {
                     file.abort()
                     throw error.at(path: shardPath)
                 }
-                written.append(shardPath)
             }
             var weightMap: [(tensor: String, shard: String)] = []
             for (members, name) in zip(plan, names) {
@@ -132,10 +128,15 @@ enum HuggingFaceWriter {
             let index = HuggingFaceIndex(
                 weightMap: weightMap, totalSize: tensors.reduce(0) { $0 + $1.tensor.byteCount },
                 record: HuggingFaceIndex.CommitRecord(shards: record))
-            try writeFileAtomically(Array(index.json().utf8), to: indexPath)
+            indexBytes = Array(index.json().utf8)
+            try writeFileAtomically(indexBytes, to: indexPath)
         } catch {
+            // The index's commit can fail after its rename (when flushing its folder fails): the
+            // new checkpoint then stands, not yet durable, and its shards must stay, as must the
+            // previous one's, which a power loss could bring back.
+            if !indexBytes.isEmpty, (try? SystemCalls.readFile(indexPath, limit: indexBytes.count)) == indexBytes { throw error }
             // No index lists them: nothing can load them, so they only take space.
-            for shardPath in written { unlink(shardPath) }
+            for shardPath in written { SystemCalls.discard(shardPath) }
             throw error
         }
         removeStaleShards(in: folder, prefix: prefix, keeping: Set(names))
@@ -143,36 +144,45 @@ enum HuggingFaceWriter {
     }
 
     /// Makes sure no index can name a mix of old and new shards: removes (durably) the index
-    /// already at `indexPath` when it lists a shard the new save will overwrite, or when it
-    /// cannot be read (its shards are then unknown). Refuses a folder holding the single-file
+    /// already at `indexPath` when it lists a shard the new save will overwrite, or when it is
+    /// not a valid index (its shards are then unknown); an index that cannot be read fails the
+    /// save before anything is written. Refuses a folder holding the single-file
     /// form `PREFIX.safetensors`, which Hugging Face's loaders would read instead of the index.
     private static func uncommitPrevious(
         indexPath: String, folder: String, prefix: String, newNames: Set<String>
     ) throws(CheckpointError) {
         let single = FilePaths.join(folder, prefix + ".safetensors")
-        if FileManager.default.fileExists(atPath: single) {
+        if try SystemCalls.isFolder(single) != nil {
             throw CheckpointError(
                 .alreadyExists,
                 "the folder holds \(prefix).safetensors, a single-file Hugging Face checkpoint that transformers would load instead of the sharded one; remove it or save to another folder (nothing was written)",
                 path: single)
         }
-        guard FileManager.default.fileExists(atPath: indexPath) else { return }
-        let previous = (try? MappedFile(path: indexPath)).flatMap { try? HuggingFaceIndex(parsing: $0.bytes) }
+        guard try SystemCalls.isFolder(indexPath) != nil else { return }
+        let file = try MappedFile(path: indexPath)
+        let previous = withExtendedLifetime(file) { try? HuggingFaceIndex(parsing: file.bytes) }
         if let previous, newNames.isDisjoint(with: previous.shardNames) { return }
-        guard unlink(indexPath) == 0 || errno == ENOENT else {
-            throw SystemCalls.error("removing the previous checkpoint's index before overwriting its shards", path: indexPath, errno: errno)
+        do {
+            try SystemCalls.unlink(indexPath)
+            try SystemCalls.fsyncDirectory(folder)
+        } catch {
+            throw CheckpointError(
+                error.code,
+                "the previous checkpoint's index must be removed before its shards are overwritten, and that failed (nothing was written): \(error.message)",
+                path: indexPath, underlying: error.underlying)
         }
-        try SystemCalls.fsyncDirectory(folder)
         logger.debug("removed the previous index before overwriting its shards", metadata: ["path": "\(indexPath)"])
     }
 
     /// Removes the shard files of `prefix` in `folder` that the index just committed does not list.
     private static func removeStaleShards(in folder: String, prefix: String, keeping: Set<String>) {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        let names = (try? SystemCalls.folderEntries(folder)) ?? []
         for name in names where HuggingFaceSharded.shardPrefix(of: name) == prefix && !keeping.contains(name) {
             let stale = FilePaths.join(folder, name)
-            if unlink(stale) != 0 {
-                logger.warning("could not remove \(stale), a shard no index lists: \(SystemCalls.error("unlink", path: stale, errno: errno).message)")
+            do {
+                try SystemCalls.unlink(stale)
+            } catch {
+                logger.warning("could not remove \(stale), a shard that no index lists: \(error.message)")
             }
         }
     }
