@@ -2,6 +2,9 @@
 # The whole test suite, on a fresh machine: installs what is missing, builds everything
 # (the tests start the `ckpt` executable), runs every test, then builds the DocC documentation
 # of the library's modules, where any warning (a broken link, an undocumented parameter) fails.
+# Last, every fuzz target runs for a few seconds (scripts/fuzz.sh), so that the harness keeps
+# building and the parsers keep surviving their seeds; arguments (`--filter Suite`, passed to
+# `swift test`) skip it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-dependencies.sh --test
@@ -15,3 +18,6 @@ if ! swift package generate-documentation --warnings-as-errors \
   exit 1
 fi
 echo "documentation: built with no warnings"
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh all 3
+fi

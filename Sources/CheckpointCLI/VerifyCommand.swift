@@ -6,9 +6,14 @@ struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Check a checkpoint's structure and every tensor's checksum.",
-        discussion: "Exits 0 when the file is intact, 1 with a message naming what is wrong.")
+        discussion: """
+            Exits 0 when the file is intact, 1 with a message naming what is wrong. A Hugging Face \
+            sharded checkpoint (its folder or index) is checked as far as it records: the index \
+            against every shard's header always, every tensor's checksum and every shard's \
+            identity when swift-checkpointing wrote it; the message says which.
+            """)
 
-    @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
+    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a Hugging Face checkpoint's folder or index.")
     var path: String
 
     @OptionGroup var decompression: DecompressionFlags
@@ -27,7 +32,35 @@ struct VerifyCommand: ParsableCommand {
         try file.verify()
         let tensors = file.tree.tensors
         let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }
+        if let shards = file.huggingFaceShards {
+            print("ok: \(file.path): \(Self.summary(of: shards, tensors: tensors.count, bytes: bytes))")
+            return
+        }
         let checked = file.hasChecksums ? "checksums match" : "structure valid (the file records no checksums)"
         print("ok: \(path): \(file.formatName), \(tensors.count) tensors, \(Units.bytes(bytes)); \(checked)")
+    }
+
+    /// What was checked in a Hugging Face checkpoint, in words.
+    static func summary(of checkpoint: HuggingFaceShards, tensors: Int, bytes: Int) -> String {
+        var parts = [
+            "hf-sharded, \(checkpoint.shards.count) shard\(checkpoint.shards.count == 1 ? "" : "s"), \(tensors) tensors, \(Units.bytes(bytes))",
+            "every shard's safetensors header is valid and the index agrees with them (each tensor of the weight_map is in the shard it names; none is missing, unlisted or in two shards)",
+        ]
+        if checkpoint.hasChecksums {
+            parts.append("every tensor's XXH3-64 checksum matches")
+        } else {
+            parts.append(
+                "the shards record no checksums (not written by swift-checkpointing), so the tensors' bytes could not be checked")
+        }
+        if checkpoint.isCommitRecorded {
+            parts.append("every shard is the file the index committed (size and header digest)")
+        }
+        switch checkpoint.statedTotalSize {
+        case bytes?: parts.append("metadata.total_size matches")
+        case let stated?:
+            parts.append("metadata.total_size says \(stated) bytes where the tensors hold \(bytes) (informational: loaders ignore it)")
+        case nil: parts.append("no metadata.total_size")
+        }
+        return parts.joined(separator: "; ")
     }
 }

@@ -44,14 +44,19 @@ enum ContainerStack {
         while true {
             let prefix = UnsafeRawBufferPointer(rebasing: current.bytes.prefix(512))
             guard let kind = FileKind.sniff(prefix, fileSize: current.bytes.count) else { return (current, layers) }
-            if kind != .tar && CompressionCodec(kind: kind) == nil { return (current, layers) }
+            let codec = CompressionCodec(kind: kind)
+            if kind != .tar && codec == nil { return (current, layers) }
             guard layers.count < maximumDepth else {
                 throw CheckpointError(
                     .limitExceeded,
                     "is nested more than \(maximumDepth) containers deep (\(layers.map(\.description).joined(separator: " in "))); a checkpoint has at most a tar and a compression",
                     path: path)
             }
-            if let codec = CompressionCodec(kind: kind) {
+            if codec == .floatSplit {
+                // Indexed: only the chunks a load needs are decoded, when it needs them.
+                current = try FloatSplitArchive.open(current, limits: limits, path: path)
+                layers.append(.compressed(.floatSplit))
+            } else if let codec {
                 current.adviseSequentialRead()
                 current = try Decompression.decompress(current.bytes, codec: codec, limits: limits, path: path)
                 layers.append(.compressed(codec))

@@ -78,7 +78,8 @@ public struct FilenameTemplate: Sendable, Hashable, CustomStringConvertible {
     ///   quotes the offending text: an unknown or disallowed variable (listing the allowed ones),
     ///   a bad spec or one that does not suit the variable's type, a single `{` or `}`, an empty
     ///   `{}`, a positional field such as `{0}`, attribute or index access such as `{epoch.x}`, a
-    ///   conversion such as `{run_name!r}`, or a nested field such as `{epoch:{width}}`.
+    ///   conversion such as `{run_name!r}`, a nested field such as `{epoch:{width}}`, or a `/`
+    ///   fill such as `{epoch:/>5}` (Python pads with it; here it would pad with folders).
     public init(
         _ pattern: String, allowedVariables: Set<Variable> = Set(Variable.allCases)
     ) throws(CheckpointError) {

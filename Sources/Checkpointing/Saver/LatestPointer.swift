@@ -15,7 +15,10 @@ enum LatestPointer {
         let relative = FilePaths.relative(target, from: FilePaths.split(linkPath).folder)
         let (folder, name) = FilePaths.split(linkPath)
         try FilePaths.createFolders(folder)
-        let temporary = FilePaths.join(folder, ".\(name).link-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        // Named as the atomic writer names its temporaries, so one killed here is found and
+        // removed by the saver's next start (``AbandonedTemporaries``).
+        let temporary = FilePaths.join(
+            folder, ".\(name).link-\(AtomicFileWriter.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try SystemCalls.symlink(relative, at: temporary)
         do {
             try SystemCalls.rename(temporary, to: linkPath)

@@ -17,6 +17,10 @@ let logger = Logger(label: "swift-checkpointing")
 /// §6.3); the template must contain `{rank}`, and weights-only is refused. Load it on any
 /// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
 ///
+/// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
+/// model's tensors as a Hugging Face sharded checkpoint, the index written last (see
+/// <doc:HuggingFaceCheckpoints>); the rest of the state has no place in it.
+///
 /// ```swift
 /// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")
 /// ```
@@ -24,6 +28,7 @@ let logger = Logger(label: "swift-checkpointing")
 /// - Parameters:
 ///   - state: The state to save.
 ///   - filename: The file name template (default `ep{epoch}-ba{batch}-rank{rank}`).
+///   - format: One file (the default), or a Hugging Face sharded folder.
 ///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`, no rng.
 ///   - ignoreKeys: Parts to leave out; a pattern that matches nothing is logged as a warning.
 ///   - compression: The level and threads when the name asks for compression (fast defaults).
@@ -31,11 +36,13 @@ let logger = Logger(label: "swift-checkpointing")
 ///     (`Sharding()` when every tensor is whole). `nil` (the default): rank 0 saves alone.
 ///   - processGroup: The processes of the run (default: this process alone, which is refused
 ///     when the launcher's environment says the run has several processes).
-/// - Returns: The saved paths, indexed by rank: one path, or with `sharding` every rank's shard.
+/// - Returns: The saved paths, indexed by rank: one path (a Hugging Face checkpoint's index), or
+///   with `sharding` every rank's shard.
 @discardableResult
 public func saveCheckpoint(
     _ state: TrainingState,
     filename: String = "ep{epoch}-ba{batch}-rank{rank}",
+    format: SaveFormat = .file,
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
@@ -43,7 +50,7 @@ public func saveCheckpoint(
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> [String] {
     try saveCheckpoint(
-        tree: state.tree, filename: filename, runName: state.runName, timestamp: state.timestamp,
+        tree: state.tree, filename: filename, format: format, runName: state.runName, timestamp: state.timestamp,
         weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, sharding: sharding,
         processGroup: processGroup)
 }
@@ -51,11 +58,14 @@ public func saveCheckpoint(
 /// Saves any checkpoint tree, with the template's variables taken from `runName` and `timestamp`.
 ///
 /// This is what `ckpt convert` uses: it keeps every part of a tree, Composer layout or not.
-/// `weightsOnly` needs a tree in Composer's layout (a `"state"` dict at its root).
+/// `weightsOnly` needs a tree in Composer's layout (a `"state"` dict at its root). A Hugging
+/// Face `format` takes `state/model`'s tensors from a tree in Composer's layout, and every tensor
+/// of any other tree (named by their keys joined with dots).
 @discardableResult
 public func saveCheckpoint(
     tree: StateValue,
     filename: String,
+    format: SaveFormat = .file,
     runName: String = "",
     timestamp: Timestamp = Timestamp(),
     weightsOnly: Bool = false,
@@ -67,13 +77,20 @@ public func saveCheckpoint(
     let template = try FilenameTemplate(filename)
     try refuseLoneProcessInMultiProcessRun(processGroup)
     let values = FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup)
+    if case .huggingFaceSharded = format, sharding != nil {
+        throw CheckpointError(
+            .invalidArgument,
+            "a Hugging Face checkpoint is written whole, by rank 0: load the tensors whole (shardPlan: .wholeOnRankZero) and save without sharding")
+    }
     if let sharding {
         try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
             tree, rendered: try template.renderPath(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
             sharding: sharding, processGroup: processGroup)
     }
-    let path = try template.renderPath(values)
+    // A Hugging Face checkpoint is a folder, unless the name is its index.
+    let isFolder = format != .file && !template.render(values).hasSuffix(HuggingFaceSharded.indexSuffix)
+    let path = try template.renderPath(values, isFolder: isFolder)
     let target = SaveTarget(path: path)
 
     var outcome: Result<String, any Error> = .success(path)
@@ -85,12 +102,15 @@ public func saveCheckpoint(
                     logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in the checkpoint being saved")
                 }
             }
-            switch target.format {
-            case .native: try NativeFormat.save(selected, to: path, compression: compression)
-            case .torch: try TorchFormat.save(selected, to: path, compression: compression)
+            var saved = path
+            switch (format, target.format) {
+            case (.file, .native): try NativeFormat.save(selected, to: path, compression: compression)
+            case (.file, .torch): try TorchFormat.save(selected, to: path, compression: compression)
+            case (.huggingFaceSharded(let maxShardSize), _):
+                saved = try HuggingFaceWriter.save(selected, to: path, maxShardSize: maxShardSize)
             }
-            logger.debug("saved checkpoint", metadata: ["path": "\(path)"])
-            return path
+            logger.debug("saved checkpoint", metadata: ["path": "\(saved)"])
+            return saved
         }
     }
     // Every rank learns rank 0's outcome, so no rank reports success for a file that failed.

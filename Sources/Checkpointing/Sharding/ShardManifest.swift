@@ -75,13 +75,15 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     ///
     /// `path` may be a manifest, or a folder that holds exactly one manifest (the folder of a
     /// sharded checkpoint). A folder with several is ambiguous and an error that lists them;
-    /// a folder with none is an error saying the save was never committed.
+    /// a folder with none is an error saying the save was never committed, unless it is a
+    /// Hugging Face checkpoint's folder (which ``CheckpointFile/open(_:)`` opens).
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         if path.hasSuffix(suffix) { return path }
         guard try SystemCalls.isFolder(path) == true else { return nil }
         let names = try SystemCalls.folderEntries(path).filter { $0.hasSuffix(suffix) }.sorted()
         switch names.count {
         case 0:
+            if try HuggingFaceReader.locateIndex(path) != nil { return nil }
             throw CheckpointError(
                 .notFound,
                 "is a folder without a commit manifest (*\(suffix)): it holds no committed sharded checkpoint (an unfinished save leaves shards and no manifest)",

@@ -34,13 +34,13 @@ final class AnonymousFile: ByteSink {
         }
     }
 
-    private static var diskFolder: String {
+    static var diskFolder: String {
         guard let value = getenv("TMPDIR").map({ String(cString: $0) }), !value.isEmpty else { return "/tmp" }
         return value
     }
 
     /// A new unlinked file in `folder`, or `nil` (with `errno` set).
-    private static func create(in folder: String) -> Int32? {
+    static func create(in folder: String) -> Int32? {
         var template = Array(FilePaths.join(folder, ".ckpt-decompressed-XXXXXX").utf8CString)
         let fd = Syscall.mkstemp(&template, folder: folder)
         guard fd >= 0 else { return nil }

@@ -20,6 +20,9 @@ public final class MappedFile: @unchecked Sendable {
     private let mapped: Bool
     /// The mapping this one is a part of, kept alive by it.
     private let parent: MappedFile?
+    /// What decodes the bytes when they are first read (a float-split stream's decoded
+    /// file, whose chunks are decoded on demand); `nil` for bytes that are all there.
+    let lazyContents: (any LazyContents)?
 
     /// Maps the file at `path`: a local path, a `file://` URL, or an object in a registered
     /// object store (`s3://...`), which is first downloaded, verified, to a staging file whose
@@ -43,13 +46,15 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
         mapped = false
         self.parent = parent
+        lazyContents = parent.lazyContents
     }
 
     /// Maps the open file `fd` (a decompressed temporary), named `path` in messages; `fd` may
     /// be closed afterwards.
-    init(descriptor fd: Int32, path: String) throws(CheckpointError) {
+    init(descriptor fd: Int32, path: String, lazyContents: (any LazyContents)? = nil) throws(CheckpointError) {
         self.path = path
         parent = nil
+        self.lazyContents = lazyContents
         let size = try SystemCalls.fileSize(fd, path: path)
         guard size > 0 else {
             // mmap refuses length 0; an empty file still needs a valid, empty view.

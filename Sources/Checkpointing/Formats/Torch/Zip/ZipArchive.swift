@@ -204,7 +204,8 @@ final class ZipArchive: Sendable {
             guard recordDisk == 0, disks <= 1 else {
                 throw CheckpointError(.unsupportedFormat, "the zip archive is split across several disks", offset: locator)
             }
-            guard recordOffset <= UInt64(locator - ZipLayout.zip64EndRecordSize) else {
+            // A locator too near the start of the file leaves no room for the record it points to.
+            guard locator >= ZipLayout.zip64EndRecordSize, recordOffset <= UInt64(locator - ZipLayout.zip64EndRecordSize) else {
                 throw CheckpointError(
                     .malformed, "the zip64 end record offset \(recordOffset) points outside the file", offset: locator)
             }
