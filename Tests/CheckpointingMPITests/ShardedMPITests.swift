@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 extension MPIProcessGroupTests {
-    /// Sharded checkpoints across real processes (SPEC §2.3, §6.3): saved by 4 ranks, loaded
+    /// Sharded checkpoints across real processes: saved by 4 ranks, loaded
     /// on 1 to 4, resharded by `ckpt convert`, and a rank killed mid-save.
     @Suite struct ShardedMPITests {
         private static func expectEveryRank(_ run: MPIRun, of processes: Int, says phrase: String, sourceLocation: SourceLocation = #_sourceLocation) {
