@@ -67,7 +67,7 @@ struct InspectReport {
 
     var path: String
     var format: String
-    /// The codec of a compressed file (SPEC §8).
+    /// The codec of a compressed file.
     var compression: String?
     /// The member of a tar archive that holds the checkpoint.
     var tarMember: String?

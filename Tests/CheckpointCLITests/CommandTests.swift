@@ -169,7 +169,7 @@ import Testing
         }
     }
 
-    /// SPEC §8: inspect shows the compression (and the tar member) of a file.
+    /// Inspect shows the compression (and the tar member) of a file.
     @Test func convertWritesACompressedTarThatInspectDescribes() throws {
         try withTemporaryFolder { folder in
             let input = try saveCheckpoint(try Self.sampleState(), filename: folder + "/in.safetensors")[0]

@@ -4,7 +4,7 @@ import Testing
 
 @testable import Checkpointing
 
-/// The extension chain of SPEC §2.6 end to end: every name saves, the tools accept the file,
+/// The extension chain end to end: every name saves, the tools accept the file,
 /// it loads back by magic number with the same values, and what the tools make loads too.
 @Suite struct CompressionSaveLoadTests {
     /// A file name and what it must turn into.

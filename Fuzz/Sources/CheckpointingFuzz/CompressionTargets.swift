@@ -16,14 +16,14 @@ enum CompressionTargets {
     static let all: [FuzzTarget] = CompressionCodec.allCases.map(target)
 
     /// What each decoder may allocate at most, in MiB: liblzma's memory limit (1 GiB) for xz
-    /// and lzma, zstd's largest window without `--long` (128 MiB), lzop's largest block
-    /// (64 MiB, for its input and its output), and the others' fixed state; each plus the
-    /// 1 MiB output buffer.
+    /// and lzma, zstd's largest window without `--long` (128 MiB), lzop's largest block and
+    /// float-split's largest chunk (64 MiB), and the others' fixed state; each plus the 1 MiB
+    /// output buffer.
     static func mallocLimitMB(_ codec: CompressionCodec) -> Int {
         switch codec {
         case .xz, .lzma: 1040
         case .zstd: 136
-        case .lzop: 72
+        case .lzop, .floatSplit: 72
         case .gzip, .bzip2, .lz4: 16
         }
     }
@@ -94,6 +94,7 @@ enum CompressionTargets {
         case .zstd: 9
         case .lz4: 12
         case .lzop: 6
+        case .floatSplit: 9
         }
         for level in [codec.defaultLevel, stronger] {
             for (name, input) in inputs {

@@ -41,6 +41,8 @@ enum FuzzTargets {
         TorchTargets.torchFile,
         ArchiveTargets.tar,
     ] + CompressionTargets.all + [
+        FloatSplitTargets.chunk,
+        HuggingFaceTargets.index,
         ShardingTargets.shardManifest,
         NamingTargets.filenameTemplate,
         S3Targets.s3XML,

@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 
-/// A compressed-stream format of SPEC §2.6: chosen by the file name's last extension on save,
+/// A compressed-stream format: chosen by the file name's last extension on save,
 /// recognised by its magic number on load.
 ///
 /// Every codec but one writes the plain stream that its command-line tool reads (`gzip -d`,
@@ -172,7 +172,7 @@ public struct CompressionOptions: Sendable, Equatable {
     static var defaultThreads: Int { min(processorCount, 16) }
 }
 
-/// Bounds on decompression, so a small hostile file cannot fill the disk or memory (SPEC §9).
+/// Bounds on decompression, so a small hostile file cannot fill the disk or memory.
 ///
 /// A decompressed checkpoint is written to an anonymous temporary file and mapped: these
 /// limits stop that file from growing without bound.

@@ -1,4 +1,4 @@
-/// The processes of a run and the collectives that coordinate them (SPEC §6.2).
+/// The processes of a run and the collectives that coordinate them.
 ///
 /// ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:)`` and
 /// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` take

@@ -43,7 +43,7 @@ public struct CheckpointFile: Sendable {
     /// What the checkpoint inside any layers is: ``kind`` itself for a plain file.
     public var formatKind: FileKind { innerKind ?? kind }
 
-    /// The compression of the file, if it is compressed (SPEC §8: `ckpt inspect` shows it).
+    /// The compression of the file, if it is compressed (`ckpt inspect` shows it).
     public var compression: CompressionCodec? {
         for case .compressed(let codec) in layers { return codec }
         return nil

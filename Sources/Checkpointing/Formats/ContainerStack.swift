@@ -1,4 +1,4 @@
-/// A layer around a checkpoint's format: a compressed stream or a tar archive (SPEC §2.6).
+/// A layer around a checkpoint's format: a compressed stream or a tar archive.
 public enum ContainerLayer: Sendable, Equatable, CustomStringConvertible {
     /// A compressed stream of the inner bytes.
     case compressed(CompressionCodec)
@@ -22,7 +22,7 @@ public enum ContainerLayer: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Opening the layers around a checkpoint, each recognised by its magic number, never its
-/// name (SPEC §3.1): a compressed stream is decompressed into an anonymous temporary file and
+/// name: a compressed stream is decompressed into an anonymous temporary file and
 /// mapped; a tar member is a slice of its archive's mapping. Composer's `.tar.lzma` (which
 /// holds xz) and any other stack (a `.tar.gz` of a `.pt.zst`, ...) open the same way.
 enum ContainerStack {
@@ -97,7 +97,7 @@ enum ContainerStack {
 }
 
 extension SaveTarget.Format {
-    /// The member a tar of this format holds (SPEC §2.6).
+    /// The member a tar of this format holds.
     var tarMemberName: String {
         switch self {
         case .native: ContainerStack.nativeMember

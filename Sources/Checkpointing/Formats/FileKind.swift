@@ -1,4 +1,4 @@
-/// What a file is, recognised from its first bytes (SPEC §3.1), never from its name.
+/// What a file is, recognised from its first bytes, never from its name.
 public enum FileKind: String, Sendable, CaseIterable {
     /// A safetensors file: this library's native format, or a plain one.
     case safetensors

@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 
 /// Saves checkpoints on a schedule during training, keeps the right ones, and resumes a run
-/// where it stopped: Composer's `CheckpointSaver` callback (SPEC §5), for any Swift training loop.
+/// where it stopped: Composer's `CheckpointSaver` callback, for any Swift training loop.
 ///
 /// Call ``fitStart(_:)`` (or ``autoresume(into:)``) before training, ``batchEnd(_:)`` after each
 /// batch, ``epochEnd(_:)`` after each epoch and ``fitEnd(_:)`` when training ends:
@@ -98,7 +98,7 @@ public final class CheckpointSaver {
         /// ``CheckpointError`` with code `.terminated`. Off unless asked for, since it changes
         /// the process's signal handling: see "Saving on SIGTERM" in ``CheckpointSaver``.
         public var saveOnTermination = false
-        /// Save every checkpoint sharded (SPEC §2.3): each rank writes its part of the state
+        /// Save every checkpoint sharded: each rank writes its part of the state
         /// (these slices; tensors not listed are whole) and rank 0 commits a manifest. The
         /// file name must contain `{rank}`; weights-only and remote folders are refused.
         /// Autoresume then loads on every rank the pieces it saved.

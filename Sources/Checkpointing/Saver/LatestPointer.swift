@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 
-/// The pointer to a run's newest checkpoint (SPEC §5.2), kept two ways so it works everywhere:
+/// The pointer to a run's newest checkpoint, kept two ways so it works everywhere:
 /// a relative symlink (what Composer and people use) and a small pointer file `NAME.pointer`
 /// holding the same relative path (for file systems and copies that lose symlinks). Both are
 /// replaced atomically: a reader sees the old target or the new one, never neither.

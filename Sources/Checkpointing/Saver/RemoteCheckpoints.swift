@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 
-/// A saver's copies in an object store (SPEC §5.2, §7): each checkpoint is uploaded after its
+/// A saver's copies in an object store: each checkpoint is uploaded after its
 /// local commit; then the latest pointer, a `NAME.symlink` object holding the checkpoint's key
 /// (as Composer writes it), moves to it, but only once the store confirms the checkpoint is
 /// there in full; then the remote list of kept checkpoints is updated and the oldest pruned.

@@ -14,7 +14,7 @@ public struct LoadResult: Sendable {
     public var unmatchedIgnoreKeys: [String]
 }
 
-/// Loads a checkpoint into a training state (SPEC §3), as Composer's `load_checkpoint` does.
+/// Loads a checkpoint into a training state, as Composer's `load_checkpoint` does.
 ///
 /// The format is recognised from the file's bytes. Native files are memory-mapped and their
 /// checksums verified before anything is applied. `state` changes only when the whole load
@@ -41,7 +41,7 @@ public struct LoadResult: Sendable {
 ///     (default: rows split evenly across the ranks, which is every tensor whole on one rank).
 ///   - processGroup: The processes of the run.
 ///
-/// A sharded checkpoint (SPEC §6.3) is named by its manifest or by the folder that holds it;
+/// A sharded checkpoint is named by its manifest or by the folder that holds it;
 /// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and
 /// each rank reads only the parts of the shards its plan asks for.
 ///

@@ -2,19 +2,18 @@ import Logging
 
 let logger = Logger(label: "swift-checkpointing")
 
-/// Saves a training state (SPEC §2), as Composer's `save_checkpoint` does.
+/// Saves a training state, as Composer's `save_checkpoint` does.
 ///
 /// The file name is a ``FilenameTemplate`` filled from the state's timestamp and run name and
 /// the process's rank; its extension chain chooses the format (`.safetensors` or none: the
 /// native format; `.pt`: torch), a tar container (`.tar`, `.tgz`) and a compression (`.gz`,
-/// `.bz2`, `.xz`, `.lzma`, `.zst`, `.lz4`, `.lzo`), written in-process in one streaming pass
-/// (SPEC §2.6). Missing folders are created. Only global rank 0 writes; every rank returns the
+/// `.bz2`, `.xz`, `.lzma`, `.zst`, `.lz4`, `.lzo`), written in-process in one streaming pass.
+/// Missing folders are created. Only global rank 0 writes; every rank returns the
 /// same paths. The write is atomic and durable: the file appears under its name complete and
 /// flushed to disk, or not at all, and a file it replaces stays intact until then.
 ///
 /// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
-/// commits the checkpoint with a ``ShardManifest`` once every rank has written (SPEC §2.3,
-/// §6.3); the template must contain `{rank}`, and weights-only is refused. Load it on any
+/// commits the checkpoint with a ``ShardManifest`` once every rank has written; the template must contain `{rank}`, and weights-only is refused. Load it on any
 /// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
 ///
 /// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
@@ -142,7 +141,7 @@ func refuseLoneProcessInMultiProcessRun(
     }
 }
 
-/// `{"state": {"model", "integrations", "metadata"}}`: what a weights-only checkpoint keeps (SPEC §2.4).
+/// `{"state": {"model", "integrations", "metadata"}}`: what a weights-only checkpoint keeps.
 func weightsOnlyTree(_ tree: StateValue) throws(CheckpointError) -> StateValue {
     guard let state = tree.dictValue?["state"]?.dictValue else {
         throw CheckpointError(

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The commit record of a sharded checkpoint (SPEC §6.3), written by rank 0 after every rank
+/// The commit record of a sharded checkpoint, written by rank 0 after every rank
 /// reported its shard written: the shards (path, size, digest) and, for every tensor, its
 /// dtype, global shape and the box each shard holds.
 ///
@@ -32,7 +32,7 @@ public struct ShardManifest: Codable, Sendable, Equatable {
 
     /// A tensor of the checkpoint and where its pieces are.
     public struct TensorEntry: Codable, Sendable, Equatable {
-        /// The flattened path (SPEC §1.4).
+        /// The flattened path.
         public var path: String
         /// The keys from the root, with their types (a dict's integer keys stay integers).
         public var keys: [ManifestKey]

@@ -4,8 +4,7 @@ import Glibc
 import Darwin
 #endif
 
-/// Writes one file so that it appears under its final name complete and durable, or not at all
-/// (SPEC §2.7).
+/// Writes one file so that it appears under its final name complete and durable, or not at all.
 ///
 /// The bytes go to a hidden temporary file in the target folder
 /// (`.NAME.partial-HOST-PID-RANDOM`); ``commit()`` flushes it, renames it over the final name

@@ -6,7 +6,7 @@ import Darwin
 import Foundation
 
 /// Where a path given to the storage layer points: a local file (a plain path or a `file://`
-/// URL, SPEC §3.1) or an object in a registered object store (`s3://bucket/key`).
+/// URL) or an object in a registered object store (`s3://bucket/key`).
 enum StoragePath {
     case local(String)
     case remote(ObjectLocation)
@@ -22,7 +22,7 @@ enum StoragePath {
     }
 }
 
-/// Uploads and downloads through local staging files (SPEC §7).
+/// Uploads and downloads through local staging files.
 ///
 /// A save to an object store is written whole to a staging file by the usual atomic writer and
 /// uploaded when it commits; the object appears whole or not at all, as the store guarantees.

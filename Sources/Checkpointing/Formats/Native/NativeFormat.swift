@@ -1,6 +1,6 @@
 import Foundation
 
-/// The native format (SPEC §4): a valid safetensors file whose `__metadata__` also holds the
+/// The native format: a valid safetensors file whose `__metadata__` also holds the
 /// rest of the tree and an XXH3-64 checksum per tensor.
 ///
 /// Any safetensors reader loads its tensors, named by their flattened paths; this library

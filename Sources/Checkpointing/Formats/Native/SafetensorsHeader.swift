@@ -1,7 +1,7 @@
 import Foundation
 
 /// The header of a safetensors file, validated by every rule of the reference reader before
-/// any offset in it is trusted (FORMATS.md, safetensors).
+/// any offset in it is trusted (listed in the DocC article "The formats on disk").
 struct SafetensorsHeader {
     /// One tensor's entry; offsets are relative to the start of the data buffer.
     struct Entry {

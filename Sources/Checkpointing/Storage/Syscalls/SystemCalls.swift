@@ -9,9 +9,9 @@ import SystemPackage
 /// ``CheckpointError`` that names the path and says what to do, and `EINTR` is handled by one
 /// policy, here.
 ///
-/// `EINTR` means the call was interrupted by a signal before it took effect, so it is retried,
-/// for every call but `close`: `read`, `write` and their positioned forms (nothing was
-/// transferred), `open`, `fsync` (Linux does not interrupt it, but POSIX allows it to be, and a
+/// `EINTR` means the call was interrupted by a signal before it took effect, so it is retried
+/// wherever a call can be repeated: `pread`, `write` and `pwrite` (nothing was transferred), `open`,
+/// `mmap`, `fsync` (Linux does not interrupt it, but POSIX allows it to be, and a
 /// new `fsync` does the whole work again), and the calls on names (`rename`, `unlink`, `mkdir`,
 /// ...), which POSIX does not let fail with `EINTR` at all but a network or FUSE file system
 /// may. Any other error is final: in particular a failed `fsync` is never retried, because

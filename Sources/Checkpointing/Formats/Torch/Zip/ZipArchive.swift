@@ -4,8 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-/// A zip archive as torch writes it, read from a memory-mapped file (FORMATS.md, "PyTorch zip
-/// format").
+/// A zip archive as torch writes it, read from a memory-mapped file (its layout is in the DocC
+/// article "The formats on disk").
 ///
 /// Sizes and offsets come from the central directory (zip64 where needed), never from local
 /// headers or data descriptors; every offset and length is checked against the file before it
