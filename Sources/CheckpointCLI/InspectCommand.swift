@@ -11,6 +11,10 @@ struct InspectCommand: ParsableCommand {
         discussion: """
             For a sharded checkpoint (its manifest, or the folder that holds it), shows its shards \
             and every tensor's global shape and number of pieces.
+
+            In an object store (s3://...), only the index is fetched, with ranged requests (a \
+            compressed file is downloaded whole, and so is any file with --hashes); --json \
+            reports the bytes downloaded.
             """)
 
     @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
@@ -25,7 +29,9 @@ struct InspectCommand: ParsableCommand {
     @OptionGroup var decompression: DecompressionFlags
 
     func run() throws {
-        let report = try InspectReport(path: path, hashes: hashes, limits: decompression.limits)
+        let before = ObjectStores.transfers.snapshot
+        var report = try InspectReport(path: path, hashes: hashes, limits: decompression.limits)
+        report.bytesDownloaded = (ObjectStores.transfers.snapshot - before).bytesDownloaded
         print(json ? report.json() : report.text())
     }
 }
@@ -61,6 +67,8 @@ struct InspectReport {
     var timestamp: Timestamp?
     var tensors: [TensorRow]
     var shards: [ShardRow]? = nil
+    /// What reading the checkpoint downloaded from an object store.
+    var bytesDownloaded = 0
 
     init(path: String, hashes: Bool, limits: DecompressionLimits = DecompressionLimits()) throws {
         if let manifestPath = try ShardManifest.locate(path) {
@@ -72,7 +80,7 @@ struct InspectReport {
 
     /// One checkpoint file.
     private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
-        let file = try CheckpointFile.open(path, decompressionLimits: limits)
+        let file = try hashes ? CheckpointFile.open(path, decompressionLimits: limits) : CheckpointFile.openIndex(path, decompressionLimits: limits)
         let tensors = file.tree.tensors.map { entry in
             TensorRow(
                 path: entry.path, dtype: entry.tensor.dtype.rawValue, shape: entry.tensor.shape,
@@ -89,7 +97,7 @@ struct InspectReport {
                 .invalidArgument, "--hashes needs whole tensors; convert the sharded checkpoint to one file first")
         }
         let manifest = try ShardManifest.read(manifestPath)
-        let first = try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: limits)
+        let first = try CheckpointFile.openIndex(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: limits)
         let tensors = manifest.tensors.map { entry in
             TensorRow(
                 path: entry.path, dtype: entry.dtype.rawValue, shape: entry.shape,
@@ -170,6 +178,7 @@ struct InspectReport {
             "file_bytes": fileBytes,
             "tensor_count": tensors.count,
             "tensor_bytes": totalTensorBytes,
+            "bytes_downloaded": bytesDownloaded,
             "run_name": runName.map { $0 as Any } ?? NSNull(),
             "tensors": tensors.map { row -> [String: Any] in
                 var entry: [String: Any] = ["path": row.path, "dtype": row.dtype, "shape": row.shape, "bytes": row.bytes]

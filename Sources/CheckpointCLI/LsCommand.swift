@@ -14,7 +14,9 @@ struct LsCommand: ParsableCommand {
             A sharded checkpoint is one row, its manifest, complete when every shard it lists is \
             there with its recorded size (--verify: checksums too); its shards are not listed. \
             An s3:// prefix lists one level of objects (and the folders below it); each object's \
-            header is read with ranged requests, and --verify downloads each whole.
+            index is read with ranged requests, a sharded checkpoint is complete when every shard \
+            object is there at its recorded size, and --verify downloads each whole; --json \
+            reports the bytes downloaded.
             """)
 
     @Argument(help: "The folder, or an s3:// prefix.")
@@ -47,10 +49,11 @@ struct LsCommand: ParsableCommand {
     }
 
     func run() throws {
+        let before = ObjectStores.transfers.snapshot
         var entries: [Entry]
         var folders: [String] = []
         if ObjectLocation(folder) != nil {
-            (entries, folders) = try RemoteListing(url: folder, verify: verify, pageSize: pageSize).entries()
+            (entries, folders) = try RemoteListing(url: folder, verify: verify, pageSize: pageSize, limits: decompression.limits).entries()
         } else {
             entries = try listing()
         }
@@ -62,7 +65,9 @@ struct LsCommand: ParsableCommand {
                     "complete": entry.complete, "problem": entry.problem ?? NSNull(), "latest": entry.latest,
                 ]
             }
-            var object: [String: Any] = ["folder": folder, "checkpoints": objects]
+            var object: [String: Any] = [
+                "folder": folder, "checkpoints": objects, "bytes_downloaded": (ObjectStores.transfers.snapshot - before).bytesDownloaded,
+            ]
             if !folders.isEmpty { object["folders"] = folders }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))

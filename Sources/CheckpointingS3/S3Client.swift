@@ -146,9 +146,12 @@ final class S3Client: Sendable {
             return .failure(TransportFailure(error: error, isRetryable: false))
         }
         let collector = ResponseCollector(limit: operation.responseLimit, expectedLength: operation.expectedLength)
+        ObjectStores.transfers.didSendRequest()
         let task = http.client.execute(request: request, delegate: collector, logger: logger)
         do {
-            return .success(try task.wait())
+            let response = try task.wait()
+            ObjectStores.transfers.didUpload(operation.body?.readableBytes ?? 0)
+            return .success(response)
         } catch let error as ResponseCollector.TooLarge {
             return .failure(TransportFailure(error: error, isRetryable: false))
         } catch {
@@ -256,6 +259,11 @@ final class S3Client: Sendable {
                 path: location)
         case (_, "NoSuchKey"), (404, ""):
             return CheckpointError(.notFound, "no such object in bucket \"\(operation.bucket)\"", path: location)
+        case (412, _), (_, "PreconditionFailed"):
+            return CheckpointError(
+                .objectStore,
+                "the object changed while it was being read (412 PreconditionFailed: it no longer has the ETag it had when the read began); it was replaced meanwhile: load again",
+                path: location)
         case (_, "NoSuchUpload"):
             return CheckpointError(
                 .objectStore, "the multipart upload was aborted or has expired (NoSuchUpload); save again", path: location)
@@ -435,6 +443,7 @@ final class ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
         guard body.readableBytes + buffer.readableBytes <= limit else {
             return task.eventLoop.makeFailedFuture(TooLarge(limit: limit))
         }
+        ObjectStores.transfers.didDownload(buffer.readableBytes)
         var buffer = buffer
         body.writeBuffer(&buffer)
         return task.eventLoop.makeSucceededVoidFuture()

@@ -109,6 +109,12 @@ public final class S3ObjectStore: ObjectStore {
         return response.bytes
     }
 
+    public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8] {
+        try Self.check(location)
+        if range.isEmpty { return [] }
+        return try client.get(location, range: range, ifMatch: etag, limit: range.count).bytes
+    }
+
     public func write(_ bytes: [UInt8], to location: ObjectLocation) throws(CheckpointError) {
         try Self.check(location)
         try client.put(location, body: ByteBuffer(bytes: bytes))

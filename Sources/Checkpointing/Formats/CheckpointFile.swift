@@ -55,7 +55,11 @@ public struct CheckpointFile: Sendable {
     /// Opens the checkpoint at `path` as ``open(_:)`` does, with explicit bounds on
     /// decompression (raise them for a checkpoint that compresses extremely well).
     public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
-        let outer = try MappedFile(path: path)
+        try open(mapped: try MappedFile(path: path), path: path, decompressionLimits: decompressionLimits)
+    }
+
+    /// Opens the checkpoint whose bytes `outer` maps, named `path` in messages.
+    static func open(mapped outer: MappedFile, path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
         let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: decompressionLimits)
         var opened = try read(file, path: path)
         if let first = layers.first {

@@ -56,7 +56,8 @@ public func loadCheckpoint(
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> LoadResult {
     let (file, loaded, tree, unmatched) = try readTrainingState(
-        path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
+        path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys,
+        verifyChecksums: verifyChecksums,
         decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup)
 
     var result = state
@@ -139,7 +140,8 @@ public func loadCheckpoint(
     var state = TrainingState()
     // No state, so no run name: a path that names {run_name} is refused, not filled with "".
     let (_, loaded, _, _) = try readTrainingState(
-        path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), ignoreKeys: ignoreKeys,
+        path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), weightsOnly: weightsOnly,
+        ignoreKeys: ignoreKeys,
         verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits, shardPlan: shardPlan,
         processGroup: processGroup)
     if weightsOnly {
@@ -152,19 +154,29 @@ public func loadCheckpoint(
 
 /// Opens, verifies and filters a checkpoint (one file, or the shards a manifest lists), and
 /// reads its training state. Returns the path read (a file or a manifest).
+///
+/// A weights-only load of an uncompressed file in an object store fetches its index and the
+/// model's tensors alone (``RangedCheckpoint``); the tree it returns then holds only what a
+/// weights-only checkpoint keeps.
 private func readTrainingState(
-    _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>,
+    _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>, weightsOnly: Bool,
     ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, decompressionLimits: DecompressionLimits, shardPlan: ShardPlan,
     processGroup: any ProcessGroup
 ) throws -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
     let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
     var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
     var tree: StateValue
+    var ranged: RangedCheckpoint?
     if let manifest = try ShardManifest.locate(path) {
         path = manifest
         tree = try ShardedLoad.read(
             manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,
             processGroup: processGroup).tree
+    } else if weightsOnly, case .remote(let location) = StoragePath(path),
+        let opened = try RangedCheckpoint.open(location, decompressionLimits: decompressionLimits)
+    {
+        ranged = opened
+        tree = try weightsOnlyTree(opened.file.tree)
     } else {
         let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
         if verifyChecksums { try file.verify() }
@@ -177,6 +189,7 @@ private func readTrainingState(
             logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in \(path)")
         }
     }
+    try ranged?.fetch(tree.tensors, verify: verifyChecksums)
     do {
         return (path, try TrainingState(tree: tree), tree, unmatched)
     } catch {

@@ -71,7 +71,7 @@ public func saveCheckpoint(
         try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
             tree, rendered: template.render(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
-            sharding: sharding, processGroup: processGroup)
+            sharding: sharding, processGroup: processGroup).paths
     }
     let path = template.render(values)
     let target = SaveTarget(path: path)

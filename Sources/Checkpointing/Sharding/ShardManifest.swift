@@ -21,6 +21,9 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         /// every record's CRC-32). Through those checksums it covers every byte of the shard,
         /// and a load checks it by reading the index alone.
         public var digest: String
+        /// The object's entity tag when the shard is in an object store (S3's ETag), as the
+        /// store reported it after the upload; `nil` for a local file.
+        public var etag: String? = nil
     }
 
     /// One box of a tensor, held by one rank.
@@ -75,12 +78,20 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     ///
     /// `path` may be a manifest, or a folder that holds exactly one manifest (the folder of a
     /// sharded checkpoint). A folder with several is ambiguous and an error that lists them;
-    /// a folder with none is an error saying the save was never committed.
+    /// a folder with none is an error saying the save was never committed. In an object store,
+    /// a folder is a URL that ends in `/` (`s3://bucket/run/ep3/`), whose objects are listed.
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         if path.hasSuffix(suffix) { return path }
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return nil }
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(suffix) }.sorted()
+        let names: [String]
+        if case .remote(let location) = StoragePath(path) {
+            guard location.key.isEmpty || location.key.hasSuffix("/") else { return nil }
+            let listing = try ObjectStores.store(for: location).list(location, delimiter: "/")
+            names = listing.objects.map(\.location.name).filter { $0.hasSuffix(suffix) }.sorted()
+        } else {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return nil }
+            names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(suffix) }.sorted()
+        }
         switch names.count {
         case 0:
             throw CheckpointError(
@@ -88,7 +99,7 @@ public struct ShardManifest: Codable, Sendable, Equatable {
                 "is a folder without a commit manifest (*\(suffix)): it holds no committed sharded checkpoint (an unfinished save leaves shards and no manifest)",
                 path: path)
         case 1:
-            return FilePaths.join(path, names[0])
+            return StoragePaths.join(path, names[0])
         default:
             throw CheckpointError(
                 .invalidArgument,
@@ -101,13 +112,21 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     /// pieces that tile every tensor exactly.
     public static func read(_ path: String) throws(CheckpointError) -> ShardManifest {
         let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            if !FileManager.default.fileExists(atPath: path) {
+        if case .remote(let location) = StoragePath(path) {
+            do {
+                data = Data(try ObjectStores.store(for: location).read(location, range: nil))
+            } catch where error.code == .notFound {
                 throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
             }
-            throw CheckpointError(.io, "cannot read the manifest: \(error)", path: path)
+        } else {
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: path))
+            } catch {
+                if !FileManager.default.fileExists(atPath: path) {
+                    throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
+                }
+                throw CheckpointError(.io, "cannot read the manifest: \(error)", path: path)
+            }
         }
         guard data.count <= 256 << 20 else {
             throw CheckpointError(.limitExceeded, "the manifest is \(data.count) bytes, more than 256 MiB", path: path)
@@ -149,9 +168,15 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         }
     }
 
-    /// The path of `rank`'s shard, for a manifest at `manifestPath`.
+    /// The path of `rank`'s shard, for a manifest at `manifestPath` (a local path or an
+    /// object-store URL).
     public func shardPath(rank: Int, manifestPath: String) -> String {
-        FilePaths.join(FilePaths.split(manifestPath).folder, shards[rank].path)
+        StoragePaths.join(StoragePaths.folder(of: manifestPath), shards[rank].path)
+    }
+
+    /// The objects of the shards, for a manifest at `manifest` in an object store.
+    package func shardLocations(manifest: ObjectLocation) -> [ObjectLocation] {
+        shards.compactMap { ObjectLocation(shardPath(rank: $0.rank, manifestPath: manifest.description)) }
     }
 
     /// Writes the manifest atomically and durably.
