@@ -59,6 +59,8 @@ final class S3Client: Sendable {
     let configuration: S3Configuration
     let endpoint: S3Endpoint
     let signer: SigV4
+    /// What this client has transferred (the process's total is ``ObjectStores/transfers``).
+    let transfers = TransferStatistics()
     private let http: HTTPClientOwner
 
     init(configuration: S3Configuration) throws(CheckpointError) {
@@ -145,12 +147,13 @@ final class S3Client: Sendable {
         } catch {
             return .failure(TransportFailure(error: error, isRetryable: false))
         }
-        let collector = ResponseCollector(limit: operation.responseLimit, expectedLength: operation.expectedLength)
-        ObjectStores.transfers.didSendRequest()
+        let counters = [transfers, ObjectStores.transfers]
+        let collector = ResponseCollector(limit: operation.responseLimit, expectedLength: operation.expectedLength, counters: counters)
+        for counter in counters { counter.didSendRequest() }
         let task = http.client.execute(request: request, delegate: collector, logger: logger)
         do {
             let response = try task.wait()
-            ObjectStores.transfers.didUpload(operation.body?.readableBytes ?? 0)
+            for counter in counters { counter.didUpload(operation.body?.readableBytes ?? 0) }
             return .success(response)
         } catch let error as ResponseCollector.TooLarge {
             return .failure(TransportFailure(error: error, isRetryable: false))
@@ -423,12 +426,15 @@ final class ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
 
     private let limit: Int
     private let expectedLength: Int?
+    /// Where the bytes received are counted.
+    private let counters: [TransferStatistics]
     private var head: HTTPResponseHead?
     private var body = ByteBuffer()
 
-    init(limit: Int, expectedLength: Int?) {
+    init(limit: Int, expectedLength: Int?, counters: [TransferStatistics] = []) {
         self.limit = max(limit, expectedLength ?? 0)
         self.expectedLength = expectedLength
+        self.counters = counters
     }
 
     func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
@@ -443,7 +449,7 @@ final class ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
         guard body.readableBytes + buffer.readableBytes <= limit else {
             return task.eventLoop.makeFailedFuture(TooLarge(limit: limit))
         }
-        ObjectStores.transfers.didDownload(buffer.readableBytes)
+        for counter in counters { counter.didDownload(buffer.readableBytes) }
         var buffer = buffer
         body.writeBuffer(&buffer)
         return task.eventLoop.makeSucceededVoidFuture()

@@ -57,11 +57,11 @@ import Testing
             }
             #expect(try store.list(ObjectLocation("s3://\(bucket)/run/")!, delimiter: nil).objects.count == 5, "four shards and a manifest, nothing staged")
 
-            let before = ObjectStores.transfers.snapshot
+            let before = store.transfers.snapshot
             let loaded = try ThreadWorld.run(size: 2) { group in
                 try loadCheckpoint(manifestURL, processGroup: group)
             }.map { try $0.get() }
-            let downloaded = (ObjectStores.transfers.snapshot - before).bytesDownloaded
+            let downloaded = (store.transfers.snapshot - before).bytesDownloaded
             for rank in 0..<2 {
                 let rows = try Self.part(batch: 4, rank: rank, worldSize: 2).0
                 #expect(loaded[rank].tree == rows.tree, "rank \(rank)'s rows, bit for bit")
@@ -126,9 +126,9 @@ import Testing
             try saveCheckpoint(state, filename: url)
             let size = try #require(try store.info(ObjectLocation(url)!)).size
 
-            let before = ObjectStores.transfers.snapshot
+            let before = store.transfers.snapshot
             let weights = try loadCheckpoint(url, weightsOnly: true)
-            let downloaded = (ObjectStores.transfers.snapshot - before).bytesDownloaded
+            let downloaded = (store.transfers.snapshot - before).bytesDownloaded
             #expect(weights.model == state.model)
             let model = Self.tensorBytes(.dict(state.model))
             #expect(downloaded >= model && downloaded < model + 64 << 10, "\(downloaded) bytes for \(model) of model in a \(size)-byte file")
@@ -261,7 +261,7 @@ import Testing
             let remote = "s3://\(bucket)/up"
             let folder = try TemporaryFolder()
             let local = folder.path
-            let before = ObjectStores.transfers.snapshot
+            let before = store.transfers.snapshot
             let statistics = try ThreadWorld.run(size: 3) { group in
                 let sharding = try Self.part(batch: 0, rank: group.rank, worldSize: 3, rows: 257).1
                 // Nothing kept locally: every shard goes straight to the store.
@@ -273,7 +273,7 @@ import Testing
                 return try saver.statistics
             }.map { try $0.get() }
             #expect(statistics.allSatisfy { $0.saves == 2 && $0.bytesWritten > 0 }, "\(statistics)")
-            #expect((ObjectStores.transfers.snapshot - before).bytesUploaded > statistics.reduce(0) { $0 + $1.bytesWritten })
+            #expect((store.transfers.snapshot - before).bytesUploaded > statistics.reduce(0) { $0 + $1.bytesWritten })
             let localFiles = FileManager.default.enumerator(atPath: local)?.allObjects.compactMap { $0 as? String } ?? []
             #expect(!localFiles.contains { $0.hasSuffix(".tar") || $0.hasSuffix(ShardManifest.suffix) }, "no local copies: \(localFiles)")
 

@@ -126,9 +126,10 @@ enum ShardedSave {
             gathered = try group.allGather(encode(report), timeout: timeout)
         } catch {
             // Rank 0, the committer, gave up on a rank that died or hangs: nothing will be
-            // committed, so every shard already written is garbage. (Another rank cannot know
-            // that rank 0 gave up too, so it leaves its shard.)
-            if group.rank == 0 { paths.forEach(RemoteShards.discard) }
+            // committed, so the shards already uploaded are garbage in the store. (Another rank
+            // cannot know that rank 0 gave up too, so it leaves its shard; local shards stay,
+            // uncommitted, to be overwritten by the next save of that name.)
+            if group.rank == 0 { paths.filter(StoragePaths.isRemote).forEach(RemoteShards.discard) }
             throw error
         }
         let reports = try gathered.enumerated().map { rank, bytes in try decode(Report.self, bytes, from: rank) }

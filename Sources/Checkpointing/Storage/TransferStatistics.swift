@@ -1,7 +1,8 @@
 import Synchronization
 
-/// The bytes this process has moved to and from object stores, counted by the stores as the
-/// bytes cross the network (a retried request counts again).
+/// The bytes moved to and from object stores, counted by the stores as the bytes cross the
+/// network (a retried request counts again): by the whole process in
+/// ``ObjectStores/transfers``, and by one store in the store's own (`S3ObjectStore.transfers`).
 ///
 /// Take a ``snapshot`` before an operation and subtract it from one after, to see what the
 /// operation cost: `ckpt` reports `bytes_downloaded` this way, and a test can check that a
