@@ -43,14 +43,17 @@ import Testing
 
     static func tensorBytes(_ tree: StateValue) -> Int { tree.tensors.reduce(0) { $0 + $1.tensor.byteCount } }
 
-    @Test func savedByFourRanksLoadsOnTwoFetchingOnlyTheirPiecesAndTheIndexes() throws {
+    /// Native shards, and torch ones (`.pt.tar`: the zip's central directory and local headers
+    /// are the index, and a tensor is fetched and checked through its whole record).
+    @Test(arguments: ["", ".pt"])
+    func savedByFourRanksLoadsOnTwoFetchingOnlyTheirPiecesAndTheIndexes(format: String) throws {
         try withBucket { store, bucket in
-            let paths = try Self.saveSharded("s3://\(bucket)/run/ep{epoch}-ba{batch}-rank{rank}", batch: 4, worldSize: 4)
-            let expected = (0..<4).map { "s3://\(bucket)/run/ep1-ba4-rank\($0).tar" }
+            let paths = try Self.saveSharded("s3://\(bucket)/run/ep{epoch}-ba{batch}-rank{rank}\(format)", batch: 4, worldSize: 4)
+            let expected = (0..<4).map { "s3://\(bucket)/run/ep1-ba4-rank\($0)\(format).tar" }
             #expect(paths == Array(repeating: expected, count: 4), "every rank gets every rank's object URL")
             let manifestURL = expected[0] + ShardManifest.suffix
             let manifest = try ShardManifest.read(manifestURL)
-            #expect(manifest.shards.map(\.path) == (0..<4).map { "ep1-ba4-rank\($0).tar" })
+            #expect(manifest.shards.map(\.path) == (0..<4).map { "ep1-ba4-rank\($0)\(format).tar" })
             for (shard, url) in zip(manifest.shards, expected) {
                 let info = try #require(try store.info(ObjectLocation(url)!))
                 #expect(info.size == shard.size && info.etag == shard.etag && shard.etag != nil)

@@ -339,6 +339,11 @@ public final class CheckpointSaver {
     /// damaged one is skipped with a warning (and may be overwritten later). `state` must carry
     /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
     ///
+    /// A sharded saver resumes every rank from the same committed checkpoint: rank 0 lists the
+    /// manifests (in the local folder and, with a ``Options/remoteFolder``, in the store, so a
+    /// run on fresh nodes resumes from there), newest first, and the ranks fall back together
+    /// when any rank finds its part damaged or missing.
+    ///
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
     ///   with ``fitStart(_:)``).
     @discardableResult
