@@ -17,6 +17,13 @@ struct ConvertCommand: ParsableCommand {
             every tensor split along its first dimension (tensors with fewer rows than ranks go \
             to rank 0), OUT containing {rank}; without it, rank 0 writes one file.
 
+            IN may be a Hugging Face sharded checkpoint (its folder or index). --format hf writes \
+            one: OUT is a folder (or an index path ending in .safetensors.index.json, which \
+            implies --format hf) that gets model-0000k-of-0000n.safetensors shards of at most \
+            --max-shard-size bytes of tensors each (default 5GB, decimal as Hugging Face counts) \
+            and the index, written last. It holds IN's model (state/model of a training \
+            checkpoint, named by the model's keys), or every tensor of any other checkpoint.
+
             IN and OUT may be in an object store (s3://bucket/prefix/...): every rank uploads \
             its own shard and rank 0 uploads the manifest last, so the nodes need no shared \
             disk; a sharded IN is read with ranged requests, each rank fetching only the index \
@@ -39,6 +46,12 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Write a sharded checkpoint, one shard per rank (run under mpirun -np N).")
     var sharded = false
 
+    @Option(help: "hf: write a Hugging Face sharded checkpoint into the folder OUT.")
+    var format: ConvertFormat?
+
+    @Option(help: "With --format hf: the largest shard, as 5GB, 500MB, 40KB (decimal), 2GiB or a byte count.")
+    var maxShardSize: String?
+
     @Option(help: "Seconds a rank waits for the others before failing.")
     var timeout: Double = 1800
 
@@ -47,17 +60,50 @@ struct ConvertCommand: ParsableCommand {
 
     @OptionGroup var decompression: DecompressionFlags
 
+    /// What `--format` takes.
+    enum ConvertFormat: String, ExpressibleByArgument, CaseIterable {
+        case hf
+    }
+
+    /// Whether OUT is written as a Hugging Face sharded checkpoint.
+    var writesHuggingFace: Bool { format == .hf || output.hasSuffix(HuggingFaceSharded.indexSuffix) }
+
+    func validate() throws {
+        if maxShardSize != nil, !writesHuggingFace {
+            throw ValidationError("--max-shard-size goes with --format hf (or an OUT ending in \(HuggingFaceSharded.indexSuffix))")
+        }
+        if writesHuggingFace, sharded {
+            throw ValidationError("--sharded and --format hf exclude each other: a Hugging Face checkpoint is written whole, by rank 0")
+        }
+        if let maxShardSize {
+            do {
+                _ = try HuggingFaceSharded.parseSize(maxShardSize)
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
+    }
+
     func run() throws {
         let before = ObjectStores.transfers.snapshot
         let group = try commandProcessGroup(timeout: timeout)
+        var saveFormat = SaveFormat.file
+        if writesHuggingFace {
+            saveFormat = .huggingFaceSharded(
+                maxShardSize: try maxShardSize.map(HuggingFaceSharded.parseSize) ?? HuggingFaceSharded.defaultMaxShardSize)
+        }
         let loaded = try loadCheckpointTree(
             input, verifyChecksums: true, decompressionLimits: decompression.limits, shardPlan: sharded ? .splitFirstDimension : .wholeOnRankZero, processGroup: group)
         let state = try? TrainingState(tree: loaded.tree)
         let paths = try saveCheckpoint(
-            tree: loaded.tree, filename: output, runName: state?.runName ?? "",
+            tree: loaded.tree, filename: output, format: saveFormat, runName: state?.runName ?? "",
             timestamp: state?.timestamp ?? Timestamp(), weightsOnly: weightsOnly,
             ignoreKeys: ignoreKeys.isEmpty ? nil : .globs(ignoreKeys), sharding: sharded ? loaded.sharding : nil,
             processGroup: group)
+        if group.rank == 0, writesHuggingFace, let dropped = Self.partsLeftOut(of: loaded.tree) {
+            FileHandle.standardError.write(
+                Data("note: a Hugging Face checkpoint holds the model's tensors only; \(dropped) of \(input) are not in it\n".utf8))
+        }
         if json {
             let transferred = ObjectStores.transfers.snapshot - before
             let everyone = try group.allGather(
@@ -76,5 +122,20 @@ struct ConvertCommand: ParsableCommand {
         } else if group.rank == 0 {
             for path in paths { print(path) }
         }
+    }
+
+    /// The parts of a training checkpoint besides its model that hold something (dicts and
+    /// lists that are not empty), which a Hugging Face checkpoint leaves out, in words; `nil`
+    /// when there are none or the tree is no training checkpoint.
+    static func partsLeftOut(of tree: StateValue) -> String? {
+        guard let state = tree.dictValue?["state"]?.dictValue else { return nil }
+        var parts: [String] = []
+        for (key, value) in state where key != "model" {
+            if let dict = value.dictValue, !dict.isEmpty { parts.append("state/\(key)") }
+            if let elements = value.elements, !elements.isEmpty { parts.append("state/\(key)") }
+        }
+        if let rng = tree.dictValue?["rng"]?.elements, !rng.isEmpty { parts.append("rng") }
+        guard !parts.isEmpty else { return nil }
+        return parts.prefix(6).joined(separator: ", ") + (parts.count > 6 ? " and \(parts.count - 6) more" : "")
     }
 }

@@ -10,14 +10,16 @@ struct InspectCommand: ParsableCommand {
         abstract: "Show a checkpoint's format, run name, timestamp and tensors.",
         discussion: """
             For a sharded checkpoint (its manifest, or the folder that holds it), shows its shards \
-            and every tensor's global shape and number of pieces.
+            and every tensor's global shape and number of pieces. For a Hugging Face sharded \
+            checkpoint (its folder or model.safetensors.index.json), shows its shards (size, \
+            tensors, header digest, whether they record checksums) and the shard of every tensor.
 
             In an object store (s3://...), only the index is fetched, with ranged requests (a \
             compressed file is downloaded whole, and so is any file with --hashes); --json \
             reports the bytes downloaded.
             """)
 
-    @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
+    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a Hugging Face checkpoint's folder or index.")
     var path: String
 
     @Flag(help: "Print one JSON object instead of a table.")
@@ -46,19 +48,32 @@ struct InspectReport {
         var sha256: String?
         /// For a sharded checkpoint, how many shards hold a piece of the tensor.
         var pieces: Int?
+        /// For a Hugging Face checkpoint, the shard that holds the tensor whole (its one chunk).
+        var shard: HuggingFaceShardRef?
+    }
+
+    /// Where a tensor of a Hugging Face checkpoint is: shard `number` (1-based), named `name`.
+    struct HuggingFaceShardRef {
+        var number: Int
+        var name: String
     }
 
     /// The shards of a sharded checkpoint.
     struct ShardRow {
+        /// The rank that wrote it; for a Hugging Face checkpoint, the shard's number (1-based).
         var rank: Int
         var path: String
         var bytes: Int
         var digest: String
+        /// For a Hugging Face checkpoint: how many tensors the shard holds, and whether it
+        /// records their checksums.
+        var tensors: Int? = nil
+        var checksums: Bool? = nil
     }
 
     var path: String
     var format: String
-    /// The codec of a compressed file (SPEC §8).
+    /// The codec of a compressed file.
     var compression: String?
     /// The member of a tar archive that holds the checkpoint.
     var tarMember: String?
@@ -67,6 +82,10 @@ struct InspectReport {
     var timestamp: Timestamp?
     var tensors: [TensorRow]
     var shards: [ShardRow]? = nil
+    /// For a float-split file, how each dtype compressed.
+    var compressionShares: [CompressionShare] = []
+    /// For a Hugging Face checkpoint, what its index says beyond the shards.
+    var huggingFace: (committed: Bool, statedTotalSize: Int?)? = nil
     /// What reading the checkpoint downloaded from an object store.
     var bytesDownloaded = 0
 
@@ -78,16 +97,29 @@ struct InspectReport {
         }
     }
 
-    /// One checkpoint file.
+    /// One checkpoint file, or a Hugging Face checkpoint's shards.
     private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
         let file = try hashes ? CheckpointFile.open(path, decompressionLimits: limits) : CheckpointFile.openIndex(path, decompressionLimits: limits)
+        let hf = file.huggingFaceShards
         let tensors = file.tree.tensors.map { entry in
-            TensorRow(
+            // A Hugging Face checkpoint's tree holds its tensors at the root, by name.
+            let shard = hf.flatMap { hf in
+                hf.shardOfTensor[entry.path].map { HuggingFaceShardRef(number: $0 + 1, name: hf.shards[$0].name) }
+            }
+            return TensorRow(
                 path: entry.path, dtype: entry.tensor.dtype.rawValue, shape: entry.tensor.shape,
                 bytes: entry.tensor.byteCount,
-                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil)
+                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil, shard: shard)
         }
-        self.init(path: path, describing: file, format: file.formatName, fileBytes: file.byteCount, tensors: tensors)
+        self.init(path: file.path, describing: file, format: file.formatName, fileBytes: file.byteCount, tensors: tensors)
+        if let hf {
+            shards = hf.shards.enumerated().map { position, shard in
+                ShardRow(
+                    rank: position + 1, path: shard.name, bytes: shard.byteCount, digest: shard.headerDigest,
+                    tensors: shard.tensorCount, checksums: shard.hasChecksums)
+            }
+            huggingFace = (hf.isCommitRecorded, hf.statedTotalSize)
+        }
     }
 
     /// A sharded checkpoint: the manifest, and rank 0's shard for the run name and timestamp.
@@ -117,6 +149,7 @@ struct InspectReport {
         self.fileBytes = fileBytes
         self.tensors = tensors
         compression = file.compression?.rawValue
+        compressionShares = file.compressionShares
         tarMember = file.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
         let state = try? TrainingState(tree: file.tree)
         let stateDict = file.tree.dictValue?["state"]?.dictValue
@@ -133,6 +166,13 @@ struct InspectReport {
             "compress:  \(compression ?? "none")",
         ]
         if let tarMember { lines.append("container: tar, member \(tarMember)") }
+        if let huggingFace, let shards {
+            let checksummed = shards.filter { $0.checksums == true }.count
+            let checksums = checksummed == shards.count ? "every tensor" : checksummed == 0 ? "none recorded" : "\(checksummed) of \(shards.count) shards"
+            lines.append("shards:    \(shards.count) (tensor checksums: \(checksums); commit record: \(huggingFace.committed ? "yes" : "no"))")
+            let stated = huggingFace.statedTotalSize.map { $0 == totalTensorBytes ? "\($0), matches the tensors" : "\($0), the tensors hold \(totalTensorBytes)" }
+            lines.append("total_size: \(stated ?? "not stated")")
+        }
         lines += [
             "size:      \(Units.bytes(fileBytes))",
             "run name:  \(runName ?? "-")",
@@ -145,27 +185,50 @@ struct InspectReport {
             lines.append("timestamp: -")
         }
         lines.append("")
-        if let shards {
+        if let shards, huggingFace != nil {
+            var table = [["shard", "file", "bytes", "tensors", "header xxh3", "checksums"]]
+            for shard in shards {
+                table.append([
+                    String(shard.rank), shard.path, String(shard.bytes), String(shard.tensors ?? 0), shard.digest,
+                    shard.checksums == true ? "yes" : "no",
+                ])
+            }
+            lines.append(Units.table(table, rightAligned: [0, 2, 3]))
+            lines.append("")
+        } else if let shards {
             var table = [["rank", "shard", "bytes", "digest"]]
             for shard in shards { table.append([String(shard.rank), shard.path, String(shard.bytes), shard.digest]) }
             lines.append(Units.table(table, rightAligned: [0, 2]))
             lines.append("")
         }
-        let sharded = shards != nil
+        let sharded = shards != nil && huggingFace == nil
         var header = ["tensor", "dtype", sharded ? "global shape" : "shape", "bytes"]
         if sharded { header.append("shards") }
+        if huggingFace != nil { header.append("shard") }
         if tensors.first?.sha256 != nil { header.append("sha256") }
         var table = [header]
         for row in tensors {
             let shape = "[" + row.shape.map(String.init).joined(separator: ", ") + "]"
             var cells = [row.path, row.dtype, shape, String(row.bytes)]
             if let pieces = row.pieces { cells.append(String(pieces)) }
+            if let shard = row.shard { cells.append(String(shard.number)) }
             if let sha256 = row.sha256 { cells.append(sha256) }
             table.append(cells)
         }
-        lines.append(Units.table(table, rightAligned: sharded ? [3, 4] : [3]))
+        lines.append(Units.table(table, rightAligned: shards != nil ? [3, 4] : [3]))
         lines.append("")
         lines.append("total: \(tensors.count) tensors, \(Units.bytes(totalTensorBytes)) of tensor data")
+        if !compressionShares.isEmpty {
+            var shares = [["dtype", "bytes", "compressed", "ratio"]]
+            for share in compressionShares {
+                shares.append([
+                    share.dtype?.rawValue ?? "(header)", String(share.bytes), String(share.compressedBytes), String(format: "%.3f", share.ratio),
+                ])
+            }
+            lines.append("")
+            lines.append("compression by dtype:")
+            lines.append(Units.table(shares, rightAligned: [1, 2, 3]))
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -184,10 +247,26 @@ struct InspectReport {
                 var entry: [String: Any] = ["path": row.path, "dtype": row.dtype, "shape": row.shape, "bytes": row.bytes]
                 if let sha = row.sha256 { entry["sha256"] = sha }
                 if let pieces = row.pieces { entry["shards"] = pieces }
+                if let shard = row.shard { entry["shard"] = shard.name }
                 return entry
             },
         ]
-        if let shards {
+        if !compressionShares.isEmpty {
+            object["compression_by_dtype"] = compressionShares.map { share -> [String: Any] in
+                ["dtype": share.dtype.map { $0.rawValue as Any } ?? NSNull(), "bytes": share.bytes, "compressed_bytes": share.compressedBytes, "ratio": share.ratio]
+            }
+        }
+        if let shards, let huggingFace {
+            object["shard_count"] = shards.count
+            object["commit_record"] = huggingFace.committed
+            object["stated_total_size"] = huggingFace.statedTotalSize.map { $0 as Any } ?? NSNull()
+            object["shards"] = shards.map {
+                [
+                    "number": $0.rank, "path": $0.path, "bytes": $0.bytes, "tensors": $0.tensors ?? 0,
+                    "header_xxh3": $0.digest, "checksums": $0.checksums ?? false,
+                ] as [String: Any]
+            }
+        } else if let shards {
             object["shards"] = shards.map { ["rank": $0.rank, "path": $0.path, "bytes": $0.bytes, "digest": $0.digest] as [String: Any] }
         }
         if let timestamp {

@@ -45,13 +45,13 @@ final class RemoteShardedCheckpoints: Sendable {
     /// no local copy, and on rank 0 records the committed checkpoint. Returns this rank's
     /// shard size.
     func saveWithoutLocalCopy(
-        _ tree: StateValue, relative: String, values: FilenameValues, ignoreKeys: IgnoreKeys?, compression: CompressionOptions,
-        sharding: Sharding, processGroup group: any ProcessGroup
+        _ tree: StateValue, relative: String, position: CheckpointPosition, values: FilenameValues, ignoreKeys: IgnoreKeys?,
+        compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
     ) throws -> Int {
         let saved = try ShardedSave.save(
             tree, rendered: folder.appending(relative).description, values: values, ignoreKeys: ignoreKeys, compression: compression,
             sharding: sharding, processGroup: group)
-        try records?.record(relative + ShardManifest.suffix)
+        try records?.record(relative + ShardManifest.suffix, position: position)
         return saved.sizes[group.rank]
     }
 
@@ -68,7 +68,9 @@ final class RemoteShardedCheckpoints: Sendable {
     /// (`localManifest`), with every shard's object and ETag, once every rank's upload is
     /// confirmed, then records it. When any rank fails, the uploaded shards are deleted
     /// where the store can be reached and the local checkpoint stays as it was.
-    func upload(localShard: String, relative: String, localManifest: String, processGroup group: any ProcessGroup) throws {
+    func upload(
+        localShard: String, relative: String, position: CheckpointPosition, localManifest: String, processGroup group: any ProcessGroup
+    ) throws {
         let target = folder.appending(relative)
         var report = UploadReport(location: target.description)
         var failure: (any Error)?
@@ -115,7 +117,7 @@ final class RemoteShardedCheckpoints: Sendable {
             }
             try manifest.write(to: manifestURL)
         }
-        try records?.record(relative + ShardManifest.suffix)
+        try records?.record(relative + ShardManifest.suffix, position: position)
     }
 
     /// The committed checkpoints of the run `runName` in rank 0's folder (and below it),

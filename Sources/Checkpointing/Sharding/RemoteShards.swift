@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Logging
 
 /// What sharded saves do with shards that may live in an object store.
@@ -23,7 +18,7 @@ enum RemoteShards {
     static func discard(_ path: String) {
         switch StoragePath(path) {
         case .local(let file):
-            unlink(file)
+            SystemCalls.discard(file)
         case .remote(let location):
             do {
                 try ObjectStores.store(for: location).delete(location)

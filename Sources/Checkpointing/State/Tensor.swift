@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// A tensor: a ``DType``, a shape, and little-endian row-major bytes.
 ///
@@ -104,7 +105,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     /// The number of elements (1 for a 0-dim tensor).
     public var elementCount: Int { shape.reduce(1, *) }
     /// The number of bytes.
-    public var byteCount: Int { buffer.bytes.count }
+    public var byteCount: Int { buffer.byteCount }
 
     /// Calls `body` with the tensor's bytes, where they are.
     public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
@@ -194,17 +195,37 @@ extension Double: TensorScalar { public static var dtype: DType { .float64 } }
 /// The memory behind a tensor.
 ///
 /// `@unchecked Sendable`: the bytes are never written after the initialiser that fills them
-/// returns, so sharing them across threads is safe; owned memory is freed in `deinit`, and a
-/// mapping is kept alive by `owner`.
+/// returns (or, in a mapping with ``MappedFile/lazyContents``, after they are first decoded,
+/// which ``bytes`` waits for), so sharing them across threads is safe; owned memory is freed
+/// in `deinit`, and a mapping is kept alive by `owner`.
 final class TensorBuffer: @unchecked Sendable {
-    let bytes: UnsafeRawBufferPointer
+    private let storedBytes: UnsafeRawBufferPointer
     let storage: Tensor.Storage
     private let owner: AnyObject?
+    /// Set when the bytes are in a mapping that decodes them on first read.
+    private let lazy: LazyBytes?
 
-    private init(bytes: UnsafeRawBufferPointer, storage: Tensor.Storage, owner: AnyObject?) {
-        self.bytes = bytes
+    private init(bytes: UnsafeRawBufferPointer, storage: Tensor.Storage, owner: AnyObject?, lazy: LazyBytes? = nil) {
+        storedBytes = bytes
         self.storage = storage
         self.owner = owner
+        self.lazy = lazy
+    }
+
+    /// The bytes, decoded first if they are a float-split stream's and not decoded yet (a
+    /// chunk that fails to decode reads as zeros; ``CheckpointFile/decode(tensorsWhere:)``
+    /// and every load report the failure).
+    var bytes: UnsafeRawBufferPointer {
+        lazy?.prepare(storedBytes)
+        return storedBytes
+    }
+
+    /// The size, without decoding anything.
+    var byteCount: Int { storedBytes.count }
+
+    /// The bytes as they are, whether or not they are decoded yet, with what decodes them.
+    var encodedView: (bytes: UnsafeRawBufferPointer, contents: any LazyContents)? {
+        lazy.map { (storedBytes, $0.contents) }
     }
 
     /// Memory aligned for every dtype, zeroed unless the caller overwrites all of it at once;
@@ -221,12 +242,25 @@ final class TensorBuffer: @unchecked Sendable {
     }
 
     convenience init(mapped bytes: UnsafeRawBufferPointer, mapping: MappedFile) {
-        self.init(bytes: bytes, storage: .mapped, owner: mapping)
+        self.init(bytes: bytes, storage: .mapped, owner: mapping, lazy: mapping.lazyContents.map(LazyBytes.init))
     }
 
     deinit {
-        if storage == .owned, let base = bytes.baseAddress {
+        if storage == .owned, let base = storedBytes.baseAddress {
             UnsafeMutableRawPointer(mutating: base).deallocate()
         }
+    }
+}
+
+/// The decode-on-first-read state of one tensor's bytes.
+final class LazyBytes: Sendable {
+    let contents: any LazyContents
+    private let ready = Atomic<Bool>(false)
+
+    init(_ contents: any LazyContents) { self.contents = contents }
+
+    func prepare(_ bytes: UnsafeRawBufferPointer) {
+        guard !ready.load(ordering: .acquiring) else { return }
+        if contents.prepare(bytes) { ready.store(true, ordering: .releasing) }
     }
 }

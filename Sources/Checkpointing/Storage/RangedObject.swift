@@ -50,13 +50,13 @@ final class RangedObject: @unchecked Sendable {
         let folder = ObjectStores.stagingFolder
         try FilePaths.createFolders(folder)
         let path = FilePaths.join(folder, ".\(location.name).ranged-\(AtomicFileWriter.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = try SystemCalls.retrying("create", path: path) { open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-        unlink(path)
+        let fd = try SystemCalls.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600, operation: "creating a staging file")
+        SystemCalls.discard(path)
         do {
-            try SystemCalls.retrying("ftruncate", path: path) { ftruncate(fd, off_t(info.size)) }
+            try SystemCalls.truncate(fd, to: info.size, path: path)
             mapping = try MappedFile(descriptor: fd, path: location.description)
         } catch {
-            close(fd)
+            SystemCalls.release(fd, path: path)
             throw error
         }
         self.location = location
@@ -66,7 +66,7 @@ final class RangedObject: @unchecked Sendable {
         etag = info.etag
     }
 
-    deinit { close(fd) }
+    deinit { SystemCalls.release(fd, path: location.description) }
 
     /// Whether every byte of `range` has been fetched.
     func contains(_ range: Range<Int>) -> Bool {
