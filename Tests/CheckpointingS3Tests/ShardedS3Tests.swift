@@ -136,6 +136,11 @@ import Testing
             let model = Self.tensorBytes(.dict(state.model))
             #expect(downloaded >= model && downloaded < model + 64 << 10, "\(downloaded) bytes for \(model) of model in a \(size)-byte file")
 
+            // A file opened from its index fetches a tensor when it is first read.
+            let indexed = try CheckpointFile.openIndex(url, decompressionLimits: DecompressionLimits())
+            let exp = try #require(indexed.tree[path: "state/optimizers/AdamW/state/0/exp_avg"]?.tensorValue)
+            #expect(exp == state.optimizers["AdamW"]?.dictValue?["state"]?.dictValue?[0]?.dictValue?["exp_avg"]?.tensorValue)
+
             // A damaged model tensor is caught by its checksum (or its record's CRC-32).
             var bytes = try store.read(ObjectLocation(url)!, range: nil)
             let index = try #require(bytes.indices.reversed().first { bytes[$0] != 0 && $0 < size / 4 })

@@ -16,12 +16,13 @@ import Synchronization
 /// it cannot locate from the ends: a tar whose checkpoint is not its last member, a torch file
 /// with views its reader must copy), and the caller downloads the object whole.
 ///
-/// The tensors of ``file`` whose bytes were not fetched read as zeros: the ranged loads hand
-/// out only tensors they fetched.
+/// A tensor of ``file`` whose bytes were not fetched is fetched when first read (unchecked:
+/// the loads fetch and check what they use through ``fetch(_:verify:)``).
 package final class RangedCheckpoint: Sendable {
     /// The checkpoint, opened from the fetched index.
     package let file: CheckpointFile
     let object: RangedObject
+    let mapping: MappedFile
     /// A torch file's records at their offsets in the object, to check fetched tensors against
     /// their CRC-32s; `nil` for a native file.
     private let records: [ZipArchive.Entry]?
@@ -33,9 +34,10 @@ package final class RangedCheckpoint: Sendable {
     /// Small, because a resharding load opens many shards and needs little of each.
     static let probeBytes = 16 << 10
 
-    private init(file: CheckpointFile, object: RangedObject, records: [ZipArchive.Entry]?) {
+    private init(file: CheckpointFile, object: RangedObject, mapping: MappedFile, records: [ZipArchive.Entry]?) {
         self.file = file
         self.object = object
+        self.mapping = mapping
         self.records = records
     }
 
@@ -47,12 +49,12 @@ package final class RangedCheckpoint: Sendable {
     package static func open(
         _ location: ObjectLocation, decompressionLimits: DecompressionLimits = DecompressionLimits()
     ) throws(CheckpointError) -> RangedCheckpoint? {
-        let object = try RangedObject(location)
+        let (object, mapping) = try RangedObject.open(location)
         let size = object.size
         let head = 0..<min(size, probeBytes)
         let tail = max(head.upperBound, size - probeBytes)..<size
         try object.fetch([head, tail])
-        let bytes = object.mapping.bytes
+        let bytes = mapping.bytes
         var inner = 0..<size
         guard var kind = FileKind.sniff(prefix(of: bytes, inner), fileSize: size) else { return nil }
         if kind == .tar {
@@ -61,7 +63,7 @@ package final class RangedCheckpoint: Sendable {
             guard let members = try? TarReader.members(of: bytes), let last = members.last else { return nil }
             let end = last.dataOffset + last.size + TarHeader.padding(after: last.size)
             guard end >= tail.lowerBound || head.upperBound == tail.lowerBound else { return nil }
-            let member = try ContainerStack.checkpointMember(of: object.mapping, path: location.description)
+            let member = try ContainerStack.checkpointMember(of: mapping, path: location.description)
             inner = member.dataOffset..<(member.dataOffset + member.size)
             try object.fetch([inner.lowerBound..<min(inner.upperBound, inner.lowerBound + 512)])
             guard let innerKind = FileKind.sniff(prefix(of: bytes, inner), fileSize: inner.count) else { return nil }
@@ -75,19 +77,19 @@ package final class RangedCheckpoint: Sendable {
             guard length <= UInt64(SafetensorsHeader.maximumLength), 8 + Int(length) <= inner.count else { return nil }
             try object.fetch([inner.lowerBound..<(inner.lowerBound + 8 + Int(length))])
         case .torchZip:
-            guard let found = try torchRecords(object, inner: inner) else { return nil }
+            guard let found = try torchRecords(object, mapping, inner: inner) else { return nil }
             records = found
         default:
             return nil
         }
-        let file = try CheckpointFile.open(mapped: object.mapping, path: location.description, decompressionLimits: decompressionLimits)
+        let file = try CheckpointFile.open(mapped: mapping, path: location.description, decompressionLimits: decompressionLimits)
         if records != nil {
             // A view torch's reader had to copy was copied from bytes not fetched.
             var copied = false
             file.tree.forEachTensor { _, tensor in copied = copied || (tensor.byteCount > 0 && tensor.storage != .mapped) }
             if copied { return nil }
         }
-        return RangedCheckpoint(file: file, object: object, records: records)
+        return RangedCheckpoint(file: file, object: object, mapping: mapping, records: records)
     }
 
     /// Fetches the bytes of `tensors` (tensors of ``file``'s tree, by flattened path), in
@@ -96,7 +98,8 @@ package final class RangedCheckpoint: Sendable {
     /// - Throws: `.checksumMismatch` naming the first tensor or record whose bytes do not match
     ///   what was recorded, or the store's errors.
     package func fetch(_ tensors: [(path: String, tensor: Tensor)], verify: Bool) throws(CheckpointError) {
-        var ranges = tensors.map { object.range(of: $0.tensor.buffer.bytes) }
+        // Their bytes as they are in the mapping: reading them through the buffer would fetch them one by one.
+        var ranges = tensors.map { object.range(of: $0.tensor.buffer.encodedView?.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0)) }
         var wholeRecords: [ZipArchive.Entry] = []
         if let records {
             // A torch tensor is checked through its whole record.
@@ -119,19 +122,16 @@ package final class RangedCheckpoint: Sendable {
         }
     }
 
-    /// Whether the bytes of `tensor` (of ``file``'s tree) have been fetched.
-    func isFetched(_ tensor: Tensor) -> Bool { object.contains(object.range(of: tensor.buffer.bytes)) }
-
     /// Checks records (fetched) against their CRC-32s, each once.
     private func check(_ entries: [ZipArchive.Entry]) throws(CheckpointError) {
         for entry in entries where checkedRecords.withLock({ !$0.contains(entry.dataOffset) }) {
-            try Self.checkCRC(entry, in: object, path: file.path)
+            try Self.checkCRC(entry, in: mapping, path: file.path)
             checkedRecords.withLock { _ = $0.insert(entry.dataOffset) }
         }
     }
 
-    private static func checkCRC(_ entry: ZipArchive.Entry, in object: RangedObject, path: String) throws(CheckpointError) {
-        let actual = CRC32.checksum(UnsafeRawBufferPointer(rebasing: object.mapping.bytes[entry.dataOffset..<(entry.dataOffset + entry.size)]))
+    private static func checkCRC(_ entry: ZipArchive.Entry, in mapping: MappedFile, path: String) throws(CheckpointError) {
+        let actual = CRC32.checksum(UnsafeRawBufferPointer(rebasing: mapping.bytes[entry.dataOffset..<(entry.dataOffset + entry.size)]))
         guard actual == entry.crc32 else {
             throw CheckpointError(
                 .checksumMismatch,
@@ -156,9 +156,11 @@ package final class RangedCheckpoint: Sendable {
     /// Fetches a torch zip's index (at `inner` in the object) and its small records, and returns
     /// its records at their offsets in the object, sorted; `nil` when the end records lie
     /// outside the last ``probeBytes`` (then the whole object is read instead).
-    private static func torchRecords(_ object: RangedObject, inner: Range<Int>) throws(CheckpointError) -> [ZipArchive.Entry]? {
+    private static func torchRecords(
+        _ object: RangedObject, _ mapping: MappedFile, inner: Range<Int>
+    ) throws(CheckpointError) -> [ZipArchive.Entry]? {
         let base = inner.lowerBound
-        let member = UnsafeRawBufferPointer(rebasing: object.mapping.bytes[inner])
+        let member = UnsafeRawBufferPointer(rebasing: mapping.bytes[inner])
         // The end records are in the probe unless a long comment pushes them back: then in
         // the largest window a comment allows.
         var found = try? ZipArchive.centralDirectory(member)
@@ -175,7 +177,7 @@ package final class RangedCheckpoint: Sendable {
             let start = base + Int(record.localOffset)
             return start..<(start + ZipLayout.localHeaderSize + record.nameBytes.count)
         })
-        let archive = try ZipArchive(MappedFile(slice: inner, of: object.mapping, path: object.location.description))
+        let archive = try ZipArchive(MappedFile(slice: inner, of: mapping, path: object.location.description))
         let entries = archive.entries.map { entry in
             var shifted = entry
             shifted.dataOffset += base
@@ -185,7 +187,7 @@ package final class RangedCheckpoint: Sendable {
         // What torch's reader reads when it opens the file: every record but the storages.
         let small = entries.filter { !$0.record.hasPrefix("data/") }
         try object.fetch(small.map { $0.dataOffset..<($0.dataOffset + $0.size) })
-        for entry in small { try checkCRC(entry, in: object, path: object.location.description) }
+        for entry in small { try checkCRC(entry, in: mapping, path: object.location.description) }
         return entries.sorted { $0.dataOffset < $1.dataOffset }
     }
 
@@ -196,10 +198,10 @@ package final class RangedCheckpoint: Sendable {
 }
 
 extension CheckpointFile {
-    /// Opens `path` to describe it (its tree's structure, metadata and layers), not to read its
-    /// tensors: an uncompressed checkpoint in an object store is read from its index alone
-    /// (``RangedCheckpoint``), anything else is opened as ``open(_:decompressionLimits:)`` does.
-    /// The tensors of a file opened from its index read as zeros: never use their bytes.
+    /// Opens `path` to describe it (its tree's structure, metadata and layers): an uncompressed
+    /// checkpoint in an object store is read from its index alone (``RangedCheckpoint``; a
+    /// tensor read later is fetched then), anything else is opened as
+    /// ``open(_:decompressionLimits:)`` does.
     package static func openIndex(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
         if case .remote(let location) = StoragePath(path),
             let ranged = try RangedCheckpoint.open(location, decompressionLimits: decompressionLimits)

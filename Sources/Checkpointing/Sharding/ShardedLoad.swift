@@ -220,8 +220,7 @@ enum ShardedLoad {
             }
             let unchecked = verified.insert("\(rank)/\(entry.path)").inserted
             if let ranged = shard.ranged {
-                // Never a tensor whose bytes were not fetched.
-                if unchecked || !ranged.isFetched(tensor) { try ranged.fetch([(entry.path, tensor)], verify: verifyChecksums) }
+                if unchecked { try ranged.fetch([(entry.path, tensor)], verify: verifyChecksums) }
             } else if verifyChecksums, !file.checksums.isEmpty, unchecked, let failure = file.verify(tensor, named: entry.path) {
                 throw failure
             }

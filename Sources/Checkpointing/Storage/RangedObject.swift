@@ -11,26 +11,31 @@ import Synchronization
 /// mapped, into which ranged GETs write the pieces asked for, at their offsets.
 ///
 /// The mapping looks like the whole object, so the format parsers read it as they read any
-/// file; only the bytes fetched are real (the rest reads as zeros, and costs neither memory nor
-/// disk). Whoever reads through the mapping must first ``fetch(_:)`` what it reads: the ranged
-/// loads fetch a checkpoint's index, then only the tensors they use, and never hand out a
-/// tensor whose bytes were not fetched. Every GET carries `If-Match` with the ETag the object
-/// had when it was opened, so the pieces of one object never mix two versions of it.
+/// file; only the bytes fetched are real (the rest costs neither memory nor disk). The parsers
+/// read the index, which is fetched first (``fetch(_:)``); a tensor's bytes, read through its
+/// ``TensorBuffer``, are fetched when first read (the mapping's ``MappedFile/lazyContents``),
+/// and the ranged loads fetch all the tensors they use at once, in parallel, beforehand. Every
+/// GET carries `If-Match` with the ETag the object had when it was opened, so the pieces of
+/// one object never mix two versions of it.
 ///
 /// The file lives in ``ObjectStores/stagingFolder`` with its name removed at once: nothing is
 /// left behind whatever happens to the process, and its space is freed with the last mapping.
 ///
-/// `@unchecked Sendable`: the descriptor is written only by `pwrite` at disjoint offsets, and the
-/// list of fetched ranges is behind a mutex.
-final class RangedObject: @unchecked Sendable {
+/// `@unchecked Sendable`: the descriptor is written only by `pwrite` at disjoint offsets, the
+/// list of fetched ranges is behind a mutex, and the mapping's address is set once, before
+/// the mapping is handed out.
+final class RangedObject: LazyContents, @unchecked Sendable {
     let location: ObjectLocation
     let size: Int
     let etag: String?
-    let mapping: MappedFile
     private let store: any ObjectStore
     private let fd: Int32
+    /// Where the mapping starts, to tell a tensor's offset in the object from its address.
+    private let base = Atomic<Int>(0)
     /// The ranges fetched so far: sorted, disjoint, not touching.
     private let present = Mutex<[Range<Int>]>([])
+    /// Why the last fetch on first read failed, for ``decode(_:)``.
+    private let failure = Mutex<CheckpointError?>(nil)
 
     /// Ranges closer than this are fetched as one: a request costs more than a few kilobytes.
     static let mergeGap = 4 << 10
@@ -39,10 +44,17 @@ final class RangedObject: @unchecked Sendable {
     /// The most GETs in flight at once.
     static let parallelRequests = 8
 
-    /// Opens `location` (a HEAD request); nothing of its contents is fetched yet.
+    /// Opens `location` (a HEAD request) and maps it; nothing of its contents is fetched yet.
     ///
     /// - Throws: `.notFound` when there is no such object, or the store's error.
-    init(_ location: ObjectLocation) throws(CheckpointError) {
+    static func open(_ location: ObjectLocation) throws(CheckpointError) -> (object: RangedObject, mapping: MappedFile) {
+        let object = try RangedObject(location)
+        let mapping = try MappedFile(descriptor: object.fd, path: location.description, lazyContents: object)
+        object.base.store(Int(bitPattern: mapping.bytes.baseAddress), ordering: .releasing)
+        return (object, mapping)
+    }
+
+    private init(_ location: ObjectLocation) throws(CheckpointError) {
         let store = try ObjectStores.store(for: location)
         guard let info = try store.info(location) else {
             throw CheckpointError(.notFound, "no such object in bucket \"\(location.bucket)\"", path: location.description)
@@ -54,7 +66,6 @@ final class RangedObject: @unchecked Sendable {
         SystemCalls.discard(path)
         do {
             try SystemCalls.truncate(fd, to: info.size, path: path)
-            mapping = try MappedFile(descriptor: fd, path: location.description)
         } catch {
             SystemCalls.release(fd, path: path)
             throw error
@@ -68,16 +79,28 @@ final class RangedObject: @unchecked Sendable {
 
     deinit { SystemCalls.release(fd, path: location.description) }
 
-    /// Whether every byte of `range` has been fetched.
-    func contains(_ range: Range<Int>) -> Bool {
-        range.isEmpty || present.withLock { ranges in ranges.contains { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound } }
+    /// Where `bytes`, a part of the mapping, lies in the object.
+    func range(of bytes: UnsafeRawBufferPointer) -> Range<Int> {
+        guard let start = bytes.baseAddress, !bytes.isEmpty else { return 0..<0 }
+        let offset = Int(bitPattern: start) - base.load(ordering: .acquiring)
+        return offset..<(offset + bytes.count)
     }
 
-    /// Where `bytes`, a part of ``mapping``, lies in the object.
-    func range(of bytes: UnsafeRawBufferPointer) -> Range<Int> {
-        guard let base = mapping.bytes.baseAddress, let start = bytes.baseAddress, !bytes.isEmpty else { return 0..<0 }
-        let offset = start - base
-        return offset..<(offset + bytes.count)
+    // MARK: LazyContents
+
+    func prepare(_ range: UnsafeRawBufferPointer) -> Bool {
+        do {
+            try fetch([self.range(of: range)])
+            return true
+        } catch {
+            failure.withLock { $0 = error }
+            return false
+        }
+    }
+
+    func decode(_ ranges: [UnsafeRawBufferPointer]) throws(CheckpointError) {
+        if let earlier = failure.withLock({ $0 }) { throw earlier }
+        try fetch(ranges.map(range(of:)))
     }
 
     /// Fetches whatever part of `ranges` is not here yet: ranges are clipped to the object,
