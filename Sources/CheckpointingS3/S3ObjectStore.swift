@@ -48,7 +48,7 @@ public final class S3ObjectStore: ObjectStore {
     /// Closes the store's connections. A store also closes them when it is released.
     public func shutdown() { client.shutdown() }
 
-    /// The bytes this store has moved; ``ObjectStores/transfers`` counts every store's.
+    /// The bytes this store has moved; `ObjectStores.transfers` counts every store's.
     public var transfers: TransferStatistics { client.transfers }
 
     /// The transfers this store has made, oldest first (the last 64).
