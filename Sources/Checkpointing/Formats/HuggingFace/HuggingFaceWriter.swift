@@ -135,7 +135,7 @@ enum HuggingFaceWriter {
             try writeFileAtomically(Array(index.json().utf8), to: indexPath)
         } catch {
             // No index lists them: nothing can load them, so they only take space.
-            for shardPath in written { unlink(shardPath) }
+            for shardPath in written { SystemCalls.discard(shardPath) }
             throw error
         }
         removeStaleShards(in: folder, prefix: prefix, keeping: Set(names))
@@ -159,8 +159,12 @@ enum HuggingFaceWriter {
         guard FileManager.default.fileExists(atPath: indexPath) else { return }
         let previous = (try? MappedFile(path: indexPath)).flatMap { try? HuggingFaceIndex(parsing: $0.bytes) }
         if let previous, newNames.isDisjoint(with: previous.shardNames) { return }
-        guard unlink(indexPath) == 0 || errno == ENOENT else {
-            throw SystemCalls.error("removing the previous checkpoint's index before overwriting its shards", path: indexPath, errno: errno)
+        do {
+            try SystemCalls.unlink(indexPath)
+        } catch {
+            throw CheckpointError(
+                error.code, "removing the previous checkpoint's index before overwriting its shards: \(error.message)",
+                path: indexPath, underlying: error.underlying)
         }
         try SystemCalls.fsyncDirectory(folder)
         logger.debug("removed the previous index before overwriting its shards", metadata: ["path": "\(indexPath)"])
@@ -171,8 +175,10 @@ enum HuggingFaceWriter {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
         for name in names where HuggingFaceSharded.shardPrefix(of: name) == prefix && !keeping.contains(name) {
             let stale = FilePaths.join(folder, name)
-            if unlink(stale) != 0 {
-                logger.warning("could not remove \(stale), a shard no index lists: \(SystemCalls.error("unlink", path: stale, errno: errno).message)")
+            do {
+                try SystemCalls.unlink(stale)
+            } catch {
+                logger.warning("could not remove \(stale), a shard no index lists: \(error.message)")
             }
         }
     }

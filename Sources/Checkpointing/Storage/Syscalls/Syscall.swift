@@ -7,8 +7,8 @@ import Darwin
 /// The library's one door to the operating system: every call by which it creates, writes,
 /// flushes, renames, removes, reads or maps a file, makes a folder, lists one to clean it or to
 /// find a manifest, or asks whether a temporary file's writer still lives, goes through a
-/// wrapper here. (Left to Foundation: the saver's existence checks and walks of its folder to
-/// find checkpoints, which only read.)
+/// wrapper here. (Left to Foundation: existence checks and folder walks that only read, in the
+/// saver's search for checkpoints and in Hugging Face folders.)
 ///
 /// Each wrapper has the C function's signature plus the path it concerns, and behaves as the C
 /// function does (a result of `-1` or `nil` with `errno` set). Before calling the system it asks
