@@ -133,7 +133,7 @@ package.targets += [
     .executableTarget(
         name: "mpi-worker",
         dependencies: [
-            "CheckpointingMPI", "Checkpointing", "CheckpointingTestSupport",
+            "CheckpointingMPI", "Checkpointing", "CheckpointingS3", "CheckpointingTestSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ],
         path: "Tests/MPIWorker"

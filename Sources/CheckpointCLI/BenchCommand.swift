@@ -57,7 +57,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Compression threads for zstd, xz and fsz with --compression (default: every core).")
     var threads: Int?
 
-    @Flag(help: "Measure sharded saves and loads instead: run under mpirun -np N; each rank saves its rows of every tensor.")
+    @Flag(help: "Measure sharded saves and loads instead: run under mpirun -np N; each rank saves its rows of every tensor (with --s3: to and from the store, beside raw PUTs and GETs, and a reshard onto half the ranks).")
     var sharded = false
 
     @Option(help: "Measure upload and download to this s3:// prefix instead (endpoint and credentials from the environment).")
@@ -109,6 +109,15 @@ struct BenchCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
+        if sharded, let s3, let prefix = ObjectLocation(s3) {
+            let group = try commandProcessGroup(timeout: 1800)
+            let result = try ShardedS3Bench(
+                state: try SyntheticState.gpt2Small(scale: scale), prefix: prefix, folder: directory, repetitions: repetitions,
+                processGroup: group
+            ).run()
+            if group.rank == 0 { try report(result) }
+            return
+        }
         if let s3, let prefix = ObjectLocation(s3) {
             let result = try S3Bench(
                 makeState: { try SyntheticState.gpt2Small(scale: scale) }, prefix: prefix, repetitions: repetitions, partSize: partSize.map { $0 << 20 },

@@ -2,7 +2,7 @@ import ArgumentParser
 import Checkpointing
 import Foundation
 
-/// `ckpt convert IN OUT [--weights-only] [--ignore-keys GLOB]... [--sharded] [--timeout SECONDS]`.
+/// `ckpt convert IN OUT [--weights-only] [--ignore-keys GLOB]... [--sharded] [--timeout SECONDS] [--json]`.
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
@@ -23,6 +23,12 @@ struct ConvertCommand: ParsableCommand {
             --max-shard-size bytes of tensors each (default 5GB, decimal as Hugging Face counts) \
             and the index, written last. It holds IN's model (state/model of a training \
             checkpoint, named by the model's keys), or every tensor of any other checkpoint.
+
+            IN and OUT may be in an object store (s3://bucket/prefix/...): every rank uploads \
+            its own shard and rank 0 uploads the manifest last, so the nodes need no shared \
+            disk; a sharded IN is read with ranged requests, each rank fetching only the index \
+            of each shard it needs and the pieces that overlap its part (compressed shards are \
+            downloaded whole). --json prints the saved paths and the bytes every rank downloaded.
             """)
 
     @Argument(help: "The checkpoint to read.")
@@ -48,6 +54,9 @@ struct ConvertCommand: ParsableCommand {
 
     @Option(help: "Seconds a rank waits for the others before failing.")
     var timeout: Double = 1800
+
+    @Flag(help: "Print one JSON object: the saved paths, and the bytes downloaded and uploaded, in all and by rank.")
+    var json = false
 
     @OptionGroup var decompression: DecompressionFlags
 
@@ -76,6 +85,7 @@ struct ConvertCommand: ParsableCommand {
     }
 
     func run() throws {
+        let before = ObjectStores.transfers.snapshot
         let group = try commandProcessGroup(timeout: timeout)
         var saveFormat = SaveFormat.file
         if writesHuggingFace {
@@ -90,12 +100,27 @@ struct ConvertCommand: ParsableCommand {
             timestamp: state?.timestamp ?? Timestamp(), weightsOnly: weightsOnly,
             ignoreKeys: ignoreKeys.isEmpty ? nil : .globs(ignoreKeys), sharding: sharded ? loaded.sharding : nil,
             processGroup: group)
-        if group.rank == 0 {
+        if group.rank == 0, writesHuggingFace, let dropped = Self.partsLeftOut(of: loaded.tree) {
+            FileHandle.standardError.write(
+                Data("note: a Hugging Face checkpoint holds the model's tensors only; \(dropped) of \(input) are not in it\n".utf8))
+        }
+        if json {
+            let transferred = ObjectStores.transfers.snapshot - before
+            let everyone = try group.allGather(
+                Array("\(transferred.bytesDownloaded) \(transferred.bytesUploaded)".utf8), timeout: group.collectiveTimeout
+            ).map { String(decoding: $0, as: UTF8.self).split(separator: " ").compactMap { Int($0) } }
+            guard group.rank == 0 else { return }
+            let downloaded = everyone.map { $0.first ?? 0 }
+            let uploaded = everyone.map { $0.last ?? 0 }
+            let object: [String: Any] = [
+                "paths": paths, "world_size": group.worldSize,
+                "bytes_downloaded": downloaded.reduce(0, +), "bytes_downloaded_by_rank": downloaded,
+                "bytes_uploaded": uploaded.reduce(0, +), "bytes_uploaded_by_rank": uploaded,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
+        } else if group.rank == 0 {
             for path in paths { print(path) }
-            if writesHuggingFace, let dropped = Self.partsLeftOut(of: loaded.tree) {
-                FileHandle.standardError.write(
-                    Data("note: a Hugging Face checkpoint holds the model's tensors only; \(dropped) of \(input) are not in it\n".utf8))
-            }
         }
     }
 

@@ -13,6 +13,10 @@ struct InspectCommand: ParsableCommand {
             and every tensor's global shape and number of pieces. For a Hugging Face sharded \
             checkpoint (its folder or model.safetensors.index.json), shows its shards (size, \
             tensors, header digest, whether they record checksums) and the shard of every tensor.
+
+            In an object store (s3://...), only the index is fetched, with ranged requests (a \
+            compressed file is downloaded whole, and so is any file with --hashes); --json \
+            reports the bytes downloaded.
             """)
 
     @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a Hugging Face checkpoint's folder or index.")
@@ -27,7 +31,9 @@ struct InspectCommand: ParsableCommand {
     @OptionGroup var decompression: DecompressionFlags
 
     func run() throws {
-        let report = try InspectReport(path: path, hashes: hashes, limits: decompression.limits)
+        let before = ObjectStores.transfers.snapshot
+        var report = try InspectReport(path: path, hashes: hashes, limits: decompression.limits)
+        report.bytesDownloaded = (ObjectStores.transfers.snapshot - before).bytesDownloaded
         print(json ? report.json() : report.text())
     }
 }
@@ -80,6 +86,8 @@ struct InspectReport {
     var compressionShares: [CompressionShare] = []
     /// For a Hugging Face checkpoint, what its index says beyond the shards.
     var huggingFace: (committed: Bool, statedTotalSize: Int?)? = nil
+    /// What reading the checkpoint downloaded from an object store.
+    var bytesDownloaded = 0
 
     init(path: String, hashes: Bool, limits: DecompressionLimits = DecompressionLimits()) throws {
         if let manifestPath = try ShardManifest.locate(path) {
@@ -91,7 +99,7 @@ struct InspectReport {
 
     /// One checkpoint file, or a Hugging Face checkpoint's shards.
     private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
-        let file = try CheckpointFile.open(path, decompressionLimits: limits)
+        let file = try hashes ? CheckpointFile.open(path, decompressionLimits: limits) : CheckpointFile.openIndex(path, decompressionLimits: limits)
         let hf = file.huggingFaceShards
         let tensors = file.tree.tensors.map { entry in
             // A Hugging Face checkpoint's tree holds its tensors at the root, by name.
@@ -121,7 +129,7 @@ struct InspectReport {
                 .invalidArgument, "--hashes needs whole tensors; convert the sharded checkpoint to one file first")
         }
         let manifest = try ShardManifest.read(manifestPath)
-        let first = try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: limits)
+        let first = try CheckpointFile.openIndex(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: limits)
         let tensors = manifest.tensors.map { entry in
             TensorRow(
                 path: entry.path, dtype: entry.dtype.rawValue, shape: entry.shape,
@@ -233,6 +241,7 @@ struct InspectReport {
             "file_bytes": fileBytes,
             "tensor_count": tensors.count,
             "tensor_bytes": totalTensorBytes,
+            "bytes_downloaded": bytesDownloaded,
             "run_name": runName.map { $0 as Any } ?? NSNull(),
             "tensors": tensors.map { row -> [String: Any] in
                 var entry: [String: Any] = ["path": row.path, "dtype": row.dtype, "shape": row.shape, "bytes": row.bytes]

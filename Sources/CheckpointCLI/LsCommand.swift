@@ -16,7 +16,9 @@ struct LsCommand: ParsableCommand {
             So is a Hugging Face sharded checkpoint, by its index (or by its folder, for one in a \
             subfolder), complete when the index agrees with every shard's header. \
             An s3:// prefix lists one level of objects (and the folders below it); each object's \
-            header is read with ranged requests, and --verify downloads each whole.
+            index is read with ranged requests, a sharded checkpoint is complete when every shard \
+            object is there at its recorded size, and --verify downloads each whole; --json \
+            reports the bytes downloaded.
             """)
 
     @Argument(help: "The folder, or an s3:// prefix.")
@@ -49,10 +51,11 @@ struct LsCommand: ParsableCommand {
     }
 
     func run() throws {
+        let before = ObjectStores.transfers.snapshot
         var entries: [Entry]
         var folders: [String] = []
         if ObjectLocation(folder) != nil {
-            (entries, folders) = try RemoteListing(url: folder, verify: verify, pageSize: pageSize).entries()
+            (entries, folders) = try RemoteListing(url: folder, verify: verify, pageSize: pageSize, limits: decompression.limits).entries()
         } else {
             entries = try listing()
         }
@@ -64,7 +67,9 @@ struct LsCommand: ParsableCommand {
                     "complete": entry.complete, "problem": entry.problem ?? NSNull(), "latest": entry.latest,
                 ]
             }
-            var object: [String: Any] = ["folder": folder, "checkpoints": objects]
+            var object: [String: Any] = [
+                "folder": folder, "checkpoints": objects, "bytes_downloaded": (ObjectStores.transfers.snapshot - before).bytesDownloaded,
+            ]
             if !folders.isEmpty { object["folders"] = folders }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))

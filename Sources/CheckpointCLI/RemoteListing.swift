@@ -1,24 +1,20 @@
 import Checkpointing
 import CheckpointingS3
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `ckpt ls s3://bucket/prefix/`: the checkpoints one level below a prefix, as `ckpt ls` shows a
 /// folder, plus the "folders" below it.
 ///
 /// Objects appear whole or not at all, so every listed object is complete as uploaded. Each
-/// one's format, epoch and batch come from its header alone: its first and last bytes (and a
-/// native file's whole header) are fetched into a sparse staging file of the object's size,
-/// which is opened like a checkpoint and removed. `--verify` downloads and verifies each whole.
+/// one's format, epoch and batch come from its index alone, fetched with ranged requests
+/// (``CheckpointFile/openIndex(_:decompressionLimits:)``). A sharded checkpoint is one row, its
+/// manifest, complete when every shard it lists is in the store at its recorded size; its
+/// shards are not listed. `--verify` downloads and verifies each checkpoint whole.
 struct RemoteListing {
     var url: String
     var verify: Bool
     var pageSize: Int?
-
-    /// The bytes fetched from each end of an object to read its header.
-    static let probeBytes = 64 << 10
+    var limits: DecompressionLimits
 
     func entries() throws -> (entries: [LsCommand.Entry], folders: [String]) {
         guard var prefix = ObjectLocation(url) else { throw CommandFailure("\(url) is not an object-store URL") }
@@ -33,32 +29,85 @@ struct RemoteListing {
                 latestKeys.insert(String(decoding: target, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
             }
         }
+        var sizes: [ObjectLocation: Int] = [:]
+        for object in listing.objects { sizes[object.location] = object.size }
         var entries: [LsCommand.Entry] = []
+        var shardsOfManifests = Set<ObjectLocation>()
+        for object in listing.objects where object.location.name.hasSuffix(ShardManifest.suffix) {
+            let (entry, shards) = try shardedEntry(object, store: store, sizes: sizes, latest: latestKeys.contains(object.location.key))
+            entries.append(entry)
+            shardsOfManifests.formUnion(shards)
+        }
         for object in listing.objects {
             let name = object.location.name
-            guard !name.hasPrefix("."), !name.hasSuffix(".symlink") else { continue }
+            guard !name.hasPrefix("."), !name.hasSuffix(".symlink"), !name.hasSuffix(ShardManifest.suffix),
+                !shardsOfManifests.contains(object.location)
+            else { continue }
             var entry = LsCommand.Entry(
                 name: name, bytes: object.size, complete: true, latest: latestKeys.contains(object.location.key))
             do {
-                if verify {
-                    let file = try CheckpointFile.open(object.location.description)
-                    try file.verify()
-                    describe(file, in: &entry)
-                } else {
-                    try probe(object, store: store, into: &entry)
-                }
-            } catch let error as CheckpointError where verify {
-                entry.complete = false
-                entry.problem = error.message
-            } catch let error as CheckpointError where [.permissionDenied, .badCredentials, .unreachable].contains(error.code) {
-                throw error
+                let path = object.location.description
+                let file = try verify ? CheckpointFile.open(path, decompressionLimits: limits) : CheckpointFile.openIndex(path, decompressionLimits: limits)
+                if verify { try file.verify() }
+                describe(file, in: &entry)
             } catch {
-                // Not a checkpoint this build reads from its header alone: listed, not described.
+                if Self.storeFailures.contains(error.code) { throw error }
+                // Without --verify, a file this build cannot read from its index alone is listed, not described.
+                if verify {
+                    entry.complete = false
+                    entry.problem = error.message
+                }
             }
             entries.append(entry)
         }
         let folders = listing.commonPrefixes.map { String($0.dropFirst(prefix.key.count)) }
-        return (entries, folders)
+        return (entries.sorted { $0.name < $1.name }, folders)
+    }
+
+    /// Failures of the store itself, thrown rather than shown as a row.
+    private static let storeFailures: Set<CheckpointError.Code> = [.permissionDenied, .badCredentials, .unreachable]
+
+    /// A sharded checkpoint's row, and the objects of the shards it lists.
+    private func shardedEntry(
+        _ object: ObjectInfo, store: any ObjectStore, sizes: [ObjectLocation: Int], latest: Bool
+    ) throws -> (LsCommand.Entry, Set<ObjectLocation>) {
+        let path = object.location.description
+        var entry = LsCommand.Entry(name: object.location.name, bytes: 0, complete: false, latest: latest)
+        let manifest: ShardManifest
+        do {
+            manifest = try ShardManifest.read(path)
+        } catch {
+            if Self.storeFailures.contains(error.code) { throw error }
+            entry.problem = error.message
+            return (entry, [])
+        }
+        let shards = manifest.shardLocations(manifest: object.location)
+        entry.bytes = manifest.shards.reduce(0) { $0 + $1.size }
+        entry.epoch = manifest.epoch
+        entry.batch = manifest.batch
+        entry.format = "sharded x\(manifest.worldSize)"
+        do throws(CheckpointError) {
+            if verify {
+                try manifest.verifyShards(manifestPath: path, decompressionLimits: limits)
+            } else {
+                for (shard, location) in zip(manifest.shards, shards) {
+                    // The listing has the shards beside the manifest; others are asked for.
+                    var size = sizes[location]
+                    if size == nil { size = try store.info(location)?.size }
+                    guard size == shard.size else {
+                        throw CheckpointError(
+                            .notFound,
+                            size == nil ? "rank \(shard.rank)'s shard is missing" : "rank \(shard.rank)'s shard is \(size ?? 0) bytes, not the \(shard.size) the manifest recorded",
+                            path: location.description)
+                    }
+                }
+            }
+            entry.complete = true
+        } catch {
+            if Self.storeFailures.contains(error.code) { throw error }
+            entry.problem = error.message
+        }
+        return (entry, Set(shards))
     }
 
     /// The registered store, or one listing `pageSize` keys per request (as `aws s3 ls --page-size`).
@@ -75,31 +124,5 @@ struct RemoteListing {
             entry.epoch = state.timestamp.epoch
             entry.batch = state.timestamp.batch
         }
-    }
-
-    /// Reads the object's header through a sparse staging file that holds only its ends.
-    private func probe(_ object: ObjectInfo, store: any ObjectStore, into entry: inout LsCommand.Entry) throws {
-        let size = object.size
-        var head = try store.read(object.location, range: 0..<min(size, Self.probeBytes))
-        if head.count >= 8 {
-            // A safetensors header may be longer than the probe: fetch the rest of it.
-            let length = head.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
-            if length <= 100_000_000, 8 + Int(length) <= size, 8 + Int(length) > head.count {
-                head += try store.read(object.location, range: head.count..<(8 + Int(length)))
-            }
-        }
-        let tailStart = max(head.count, size - Self.probeBytes)
-        let tail = tailStart < size ? try store.read(object.location, range: tailStart..<size) : []
-
-        let path = ObjectStores.stagingFolder + "/.\(object.location.name).probe-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = try SystemCalls.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600, operation: "creating a probe file")
-        defer { SystemCalls.discard(path) }
-        do {
-            defer { SystemCalls.release(fd, path: path) }
-            try SystemCalls.truncate(fd, to: size, path: path)
-            try head.withUnsafeBytes { try SystemCalls.writeAll(fd, $0, at: 0, path: path) }
-            try tail.withUnsafeBytes { try SystemCalls.writeAll(fd, $0, at: tailStart, path: path) }
-        }
-        describe(try CheckpointFile.open(path), in: &entry)
     }
 }

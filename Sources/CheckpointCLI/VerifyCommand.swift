@@ -1,7 +1,8 @@
 import ArgumentParser
 import Checkpointing
+import Foundation
 
-/// `ckpt verify PATH`: exit 0 when intact, 1 with a message naming what is wrong.
+/// `ckpt verify PATH [--json]`: exit 0 when intact, 1 with a message naming what is wrong.
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
@@ -10,34 +11,50 @@ struct VerifyCommand: ParsableCommand {
             Exits 0 when the file is intact, 1 with a message naming what is wrong. A Hugging Face \
             sharded checkpoint (its folder or index) is checked as far as it records: the index \
             against every shard's header always, every tensor's checksum and every shard's \
-            identity when swift-checkpointing wrote it; the message says which.
+            identity when swift-checkpointing wrote it; the message says which. Every byte is \
+            read: a checkpoint in an object store is downloaded whole, each shard of a sharded \
+            one (--json reports the bytes downloaded).
             """)
 
     @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a Hugging Face checkpoint's folder or index.")
     var path: String
 
+    @Flag(help: "Print one JSON object instead of a line.")
+    var json = false
+
     @OptionGroup var decompression: DecompressionFlags
 
     func run() throws {
+        let before = ObjectStores.transfers.snapshot
+        let summary: String
+        var object: [String: Any] = ["ok": true]
         if let manifestPath = try ShardManifest.locate(path) {
             let manifest = try ShardManifest.read(manifestPath)
             try manifest.verifyShards(manifestPath: manifestPath, decompressionLimits: decompression.limits)
             let bytes = manifest.shards.reduce(0) { $0 + $1.size }
-            print(
+            summary =
                 "ok: \(manifestPath): sharded, \(manifest.worldSize) shards (\(Units.bytes(bytes))), \(manifest.tensors.count) tensors; every shard's size, file checksum and tensor checksums match, and the pieces make up every tensor"
-            )
+            object.merge(["path": manifestPath, "format": "sharded", "shards": manifest.worldSize, "tensor_count": manifest.tensors.count, "file_bytes": bytes]) { $1 }
+        } else {
+            let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
+            try file.verify()
+            let tensors = file.tree.tensors
+            let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }
+            if let shards = file.huggingFaceShards {
+                summary = "ok: \(file.path): \(Self.summary(of: shards, tensors: tensors.count, bytes: bytes))"
+            } else {
+                let checked = file.hasChecksums ? "checksums match" : "structure valid (the file records no checksums)"
+                summary = "ok: \(path): \(file.formatName), \(tensors.count) tensors, \(Units.bytes(bytes)); \(checked)"
+            }
+            object.merge(["path": path, "format": file.formatName, "tensor_count": tensors.count, "tensor_bytes": bytes, "checksums": file.hasChecksums]) { $1 }
+        }
+        guard json else {
+            print(summary)
             return
         }
-        let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
-        try file.verify()
-        let tensors = file.tree.tensors
-        let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }
-        if let shards = file.huggingFaceShards {
-            print("ok: \(file.path): \(Self.summary(of: shards, tensors: tensors.count, bytes: bytes))")
-            return
-        }
-        let checked = file.hasChecksums ? "checksums match" : "structure valid (the file records no checksums)"
-        print("ok: \(path): \(file.formatName), \(tensors.count) tensors, \(Units.bytes(bytes)); \(checked)")
+        object["bytes_downloaded"] = (ObjectStores.transfers.snapshot - before).bytesDownloaded
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        print(String(decoding: data, as: UTF8.self))
     }
 
     /// What was checked in a Hugging Face checkpoint, in words.

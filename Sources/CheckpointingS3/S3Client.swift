@@ -59,6 +59,8 @@ final class S3Client: Sendable {
     let configuration: S3Configuration
     let endpoint: S3Endpoint
     let signer: SigV4
+    /// What this client has transferred (the process's total is ``ObjectStores/transfers``).
+    let transfers = TransferStatistics()
     private let http: HTTPClientOwner
 
     init(configuration: S3Configuration) throws(CheckpointError) {
@@ -145,10 +147,14 @@ final class S3Client: Sendable {
         } catch {
             return .failure(TransportFailure(error: error, isRetryable: false))
         }
-        let collector = ResponseCollector(limit: operation.responseLimit, expectedLength: operation.expectedLength)
+        let counters = [transfers, ObjectStores.transfers]
+        let collector = ResponseCollector(limit: operation.responseLimit, expectedLength: operation.expectedLength, counters: counters)
+        for counter in counters { counter.didSendRequest() }
         let task = http.client.execute(request: request, delegate: collector, logger: logger)
         do {
-            return .success(try task.wait())
+            let response = try task.wait()
+            for counter in counters { counter.didUpload(operation.body?.readableBytes ?? 0) }
+            return .success(response)
         } catch let error as ResponseCollector.TooLarge {
             return .failure(TransportFailure(error: error, isRetryable: false))
         } catch {
@@ -256,6 +262,11 @@ final class S3Client: Sendable {
                 path: location)
         case (_, "NoSuchKey"), (404, ""):
             return CheckpointError(.notFound, "no such object in bucket \"\(operation.bucket)\"", path: location)
+        case (412, _), (_, "PreconditionFailed"):
+            return CheckpointError(
+                .objectStore,
+                "the object changed while it was being read (412 PreconditionFailed: it no longer has the ETag it had when the read began); it was replaced meanwhile: load again",
+                path: location)
         case (_, "NoSuchUpload"):
             return CheckpointError(
                 .objectStore, "the multipart upload was aborted or has expired (NoSuchUpload); save again", path: location)
@@ -415,12 +426,15 @@ final class ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
 
     private let limit: Int
     private let expectedLength: Int?
+    /// Where the bytes received are counted.
+    private let counters: [TransferStatistics]
     private var head: HTTPResponseHead?
     private var body = ByteBuffer()
 
-    init(limit: Int, expectedLength: Int?) {
+    init(limit: Int, expectedLength: Int?, counters: [TransferStatistics] = []) {
         self.limit = max(limit, expectedLength ?? 0)
         self.expectedLength = expectedLength
+        self.counters = counters
     }
 
     func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
@@ -435,6 +449,7 @@ final class ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
         guard body.readableBytes + buffer.readableBytes <= limit else {
             return task.eventLoop.makeFailedFuture(TooLarge(limit: limit))
         }
+        for counter in counters { counter.didDownload(buffer.readableBytes) }
         var buffer = buffer
         body.writeBuffer(&buffer)
         return task.eventLoop.makeSucceededVoidFuture()

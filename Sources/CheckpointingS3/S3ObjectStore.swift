@@ -48,6 +48,9 @@ public final class S3ObjectStore: ObjectStore {
     /// Closes the store's connections. A store also closes them when it is released.
     public func shutdown() { client.shutdown() }
 
+    /// The bytes this store has moved; `ObjectStores.transfers` counts every store's.
+    public var transfers: TransferStatistics { client.transfers }
+
     /// The transfers this store has made, oldest first (the last 64).
     public var transferReports: [S3TransferReport] { reports.withLock { $0 } }
 
@@ -107,6 +110,12 @@ public final class S3ObjectStore: ObjectStore {
         if let range, range.isEmpty { return [] }
         let response = try client.get(location, range: range, limit: range?.count ?? Self.readLimit)
         return response.bytes
+    }
+
+    public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8] {
+        try Self.check(location)
+        if range.isEmpty { return [] }
+        return try client.get(location, range: range, ifMatch: etag, limit: range.count).bytes
     }
 
     public func write(_ bytes: [UInt8], to location: ObjectLocation) throws(CheckpointError) {

@@ -22,6 +22,17 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
     case shardedSaverTrain = "sharded-saver-train"
     /// A sharded CheckpointSaver autoresumes from `--folder`; every rank reports the batch.
     case shardedSaverResume = "sharded-saver-resume"
+    /// Every rank uploads its rows of the scenario state, sharded, to `--url`.
+    case s3ShardedSave = "s3-sharded-save"
+    /// Every rank loads its rows of the sharded checkpoint at `--url` with ranged reads.
+    case s3ShardedLoad = "s3-sharded-load"
+    /// A sharded CheckpointSaver with a remote folder (`--url`) saves 8 times in the background.
+    case s3ShardedSaverTrain = "s3-sharded-saver-train"
+    /// A sharded CheckpointSaver with an empty local folder autoresumes from `--url`.
+    case s3ShardedSaverResume = "s3-sharded-saver-resume"
+    /// A sharded CheckpointSaver uploading to `--url`; rank 2 SIGKILLs itself mid-upload of its
+    /// batch-8 shard; the others must time out.
+    case s3ShardedSaverKilled = "s3-sharded-saver-killed"
 
     func run(_ worker: Worker) throws -> Outcome {
         switch self {
@@ -34,6 +45,11 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
         case .shardedSaverKilled: try runShardedSaverKilled(worker)
         case .shardedSaverTrain: try runShardedSaverTrain(worker)
         case .shardedSaverResume: try runShardedSaverResume(worker)
+        case .s3ShardedSave: try runS3ShardedSave(worker)
+        case .s3ShardedLoad: try runS3ShardedLoad(worker)
+        case .s3ShardedSaverTrain: try runS3ShardedSaverTrain(worker)
+        case .s3ShardedSaverResume: try runS3ShardedSaverResume(worker)
+        case .s3ShardedSaverKilled: try runS3ShardedSaverKilled(worker)
         }
     }
 }

@@ -9,6 +9,8 @@ struct Worker {
     var folder: String = ""
     /// The size of the scenario state, in MiB.
     var megabytes: Int = 4
+    /// The s3:// prefix of the scenarios that use an object store.
+    var url: String = ""
     /// The rank and world size as `mpirun` set them, for output before a group exists.
     let launchRank: Int
     let launchSize: Int

@@ -23,10 +23,14 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "The size of the state the sharded scenarios save, in MiB.")
     var megabytes: Int = 4
 
+    @Option(help: "The s3:// prefix of the scenarios that save to or load from an object store.")
+    var url: String = ""
+
     func run() throws {
         var worker = Worker(timeout: .milliseconds(Int64(timeout * 1000)), variant: variant)
         worker.folder = folder
         worker.megabytes = megabytes
+        worker.url = url
         let outcome: Outcome
         do {
             outcome = try scenario.run(worker)

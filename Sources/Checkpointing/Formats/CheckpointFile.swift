@@ -72,7 +72,11 @@ public struct CheckpointFile: Sendable {
     /// decompression (raise them for a checkpoint that compresses extremely well).
     public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
         if let index = try HuggingFaceReader.locateIndex(path) { return try HuggingFaceReader.open(indexAt: index) }
-        let outer = try MappedFile(path: path)
+        return try open(mapped: try MappedFile(path: path), path: path, decompressionLimits: decompressionLimits)
+    }
+
+    /// Opens the checkpoint whose bytes `outer` maps, named `path` in messages.
+    static func open(mapped outer: MappedFile, path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
         let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: decompressionLimits)
         var opened = try read(file, path: path)
         opened.floatSplit = file.lazyContents as? FloatSplitArchive

@@ -81,7 +81,8 @@ public final class CheckpointSaver {
         public var remoteFolder: String?
         /// Checkpoints kept in ``remoteFolder``: -1 all, N the newest N; `nil` keeps as many as
         /// ``checkpointsToKeep`` when that is positive, else all (0 keeps none locally: the
-        /// remote copies are then the run's checkpoints).
+        /// remote copies are then the run's checkpoints). A sharded checkpoint counts once, by
+        /// its manifest, and is pruned manifest first, then its shards.
         public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
@@ -100,8 +101,11 @@ public final class CheckpointSaver {
         public var saveOnTermination = false
         /// Save every checkpoint sharded: each rank writes its part of the state
         /// (these slices; tensors not listed are whole) and rank 0 commits a manifest. The
-        /// file name must contain `{rank}`; weights-only and remote folders are refused.
-        /// Autoresume then loads on every rank the pieces it saved.
+        /// file name must contain `{rank}`; weights-only is refused. Autoresume then loads on
+        /// every rank the pieces it saved. With a ``remoteFolder`` the nodes need no shared
+        /// disk: every rank uploads its shard, rank 0 uploads the manifest once all are in the
+        /// store, and autoresume on a fresh node loads from the store (see
+        /// ``autoresume(into:)``); with ``checkpointsToKeep`` 0 the shards go to the store only.
         public var sharding: Sharding?
         /// The compression level and threads when the file name asks for compression.
         public var compression = CompressionOptions()
@@ -169,6 +173,8 @@ public final class CheckpointSaver {
     private var folder: String?
     /// The remote copies, once the remote folder is known.
     var remote: RemoteCheckpoints?
+    /// The remote copies of a sharded saver, once the remote folder is known.
+    private(set) var remoteShards: RemoteShardedCheckpoints?
     private var started = false
     /// Whether the ledger was reconciled with the folder (once per saver, at its start).
     var reconciled = false
@@ -200,10 +206,6 @@ public final class CheckpointSaver {
         try refuseLoneProcessInMultiProcessRun(options.processGroup)
         if options.sharding != nil {
             try ShardedSave.check(template: fileTemplate, weightsOnly: options.weightsOnly)
-            guard options.remoteFolder == nil else {
-                throw CheckpointError(
-                    .invalidArgument, "uploading sharded checkpoints is not supported yet; save them locally and copy the folder")
-            }
         }
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: Timestamp())
         book = Bookkeeping()
@@ -339,8 +341,10 @@ public final class CheckpointSaver {
         // A sharded checkpoint exists once its manifest does (shards of a save that never
         // committed do not count), and every rank must reach the same verdict, or the others
         // would wait for it in the save's collectives: all check rank 0's manifest.
-        let existing = sharded ? rankZeroManifest(values) : path
-        if !options.overwrite && FileManager.default.fileExists(atPath: existing) && !book.withLock({ $0.replaceable.contains(existing) }) {
+        let remoteOnly = remoteShards.map { !$0.keepsLocalCopies } ?? false
+        let existing = sharded ? rankZeroManifest(values, remote: remoteOnly) : path
+        let exists = try remoteOnly ? remoteShards?.holdsManifest(existing) == true : FileManager.default.fileExists(atPath: existing)
+        if !options.overwrite && exists && !book.withLock({ $0.replaceable.contains(existing) }) {
             throw CheckpointError(
                 .alreadyExists, "a checkpoint of that name exists; allow overwriting or use {batch} in the file name",
                 path: existing)
@@ -352,12 +356,22 @@ public final class CheckpointSaver {
         let options = options
         let book = book
         let remote = options.processGroup.rank == 0 ? remote : nil
+        let remoteShards = remoteShards
         let work: @Sendable () throws -> Void = {
             let writeStart = ContinuousClock.now
+            var uploadedOnly: Int?
+            var localManifest: String?
             if let sharding = options.sharding {
-                _ = try ShardedSave.save(
-                    snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
-                    compression: options.compression, sharding: sharding, processGroup: options.processGroup)
+                if let remoteShards, !remoteShards.keepsLocalCopies {
+                    uploadedOnly = try remoteShards.saveWithoutLocalCopy(
+                        snapshot.tree, relative: relative, position: position, values: values, ignoreKeys: options.ignoreKeys,
+                        compression: options.compression, sharding: sharding, processGroup: options.processGroup)
+                } else {
+                    let saved = try ShardedSave.save(
+                        snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
+                        compression: options.compression, sharding: sharding, processGroup: options.processGroup)
+                    localManifest = ShardManifest.path(forRankZeroShard: saved.paths[0])
+                }
             } else {
                 try saveCheckpoint(
                     snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
@@ -365,16 +379,21 @@ public final class CheckpointSaver {
             }
             // Uploaded before local retention runs, so a local copy is pruned only once it is
             // safe remotely; after a failed upload it is kept.
-            var uploadFailure: CheckpointError?
-            do throws(CheckpointError) {
+            var uploadFailure: (any Error)?
+            do {
                 try remote?.didSave(localPath: path, relative: relative, position: position)
+                if let remoteShards, let localManifest {
+                    try remoteShards.upload(
+                        localShard: path, relative: relative, position: position, localManifest: localManifest,
+                        processGroup: options.processGroup)
+                }
             } catch {
                 uploadFailure = error
             }
             try book.didSave(
                 relative: recorded, position: position, written: path, folder: folder, latest: latest,
                 keep: uploadFailure == nil ? options.checkpointsToKeep : -1,
-                rank: options.processGroup.rank, duration: ContinuousClock.now - writeStart)
+                rank: options.processGroup.rank, duration: ContinuousClock.now - writeStart, bytes: uploadedOnly)
             if let uploadFailure { throw uploadFailure }
         }
         if runInBackground {
@@ -396,6 +415,11 @@ public final class CheckpointSaver {
     /// (and may be overwritten later). Then the list of kept checkpoints is reconciled with the
     /// folder (see "Retention after a kill" above); the checkpoint resumed from is never pruned. `state` must carry
     /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
+    ///
+    /// A sharded saver resumes every rank from the same committed checkpoint: rank 0 lists the
+    /// manifests (in the local folder and, with a ``Options/remoteFolder``, in the store, so a
+    /// run on fresh nodes resumes from there), newest first, and the ranks fall back together
+    /// when any rank finds its part damaged or missing.
     ///
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
     ///   with ``fitStart(_:)``).
@@ -461,12 +485,14 @@ public final class CheckpointSaver {
     }
 
     /// The manifest of the sharded checkpoint a save with `values` makes: beside rank 0's shard,
-    /// in rank 0's folder (the folder template may name the rank too).
-    private func rankZeroManifest(_ values: FilenameValues) -> String {
+    /// in rank 0's folder (the folder template may name the rank too), or with `remote` in
+    /// rank 0's remote folder.
+    private func rankZeroManifest(_ values: FilenameValues, remote: Bool = false) -> String {
         var rankZero = values
         (rankZero.rank, rankZero.localRank, rankZero.nodeRank) = (0, 0, 0)
-        let shard = FilePaths.join(folderTemplate.render(rankZero), ShardedSave.shardPath(fileTemplate.render(rankZero)))
-        return ShardManifest.path(forRankZeroShard: shard)
+        let name = ShardedSave.shardPath(fileTemplate.render(rankZero))
+        if remote, let remoteShards { return remoteShards.manifestURL(rankZeroShard: name) }
+        return ShardManifest.path(forRankZeroShard: FilePaths.join(folderTemplate.render(rankZero), name))
     }
 
     /// Lets later saves replace a damaged checkpoint that autoresume skipped.
@@ -537,7 +563,15 @@ public final class CheckpointSaver {
             let keep = options.remoteCheckpointsToKeep ?? (options.checkpointsToKeep > 0 ? options.checkpointsToKeep : -1)
             let latest = latestTemplate?.render(
                 FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup))
-            remote = RemoteCheckpoints(folder: location, keep: keep, latestName: latest, rank: options.processGroup.rank)
+            if options.sharding != nil {
+                var rankZero = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
+                (rankZero.rank, rankZero.localRank, rankZero.nodeRank) = (0, 0, 0)
+                remoteShards = RemoteShardedCheckpoints(
+                    folder: location, rankZeroFolder: ObjectLocation(remoteFolderTemplate.render(rankZero)) ?? location, keep: keep,
+                    latestName: latest, keepsLocalCopies: options.checkpointsToKeep != 0, rank: options.processGroup.rank)
+            } else {
+                remote = RemoteCheckpoints(folder: location, keep: keep, latestName: latest, rank: options.processGroup.rank)
+            }
         }
         folder = rendered
         return rendered
@@ -562,12 +596,13 @@ final class Bookkeeping: Sendable {
     /// After a committed save: record it, prune old checkpoints, persist the list, move the
     /// latest pointer. Deletion comes after the new file is durable, so a crash here leaves at
     /// worst one checkpoint too many, which the next run's reconciliation prunes.
+    /// `bytes`: the size of a checkpoint written to an object store only (else the file's).
     func didSave(
         relative: String, position: CheckpointPosition, written: String, folder: String, latest: String?, keep: Int,
-        rank: Int, duration: Duration
+        rank: Int, duration: Duration, bytes: Int? = nil
     ) throws {
         let path = FilePaths.join(folder, relative)
-        let size = (try? FileManager.default.attributesOfItem(atPath: written)[.size] as? Int) ?? 0
+        let size = bytes ?? (try? FileManager.default.attributesOfItem(atPath: written)[.size] as? Int) ?? 0
         let (ledger, removed) = withLock { records -> (RetentionLedger, [String]) in
             records.statistics.saves += 1
             records.statistics.bytesWritten += size

@@ -44,6 +44,16 @@ final class RemoteCheckpoints: Sendable {
                 "the store does not show the checkpoint just uploaded in full, so the latest pointer still names the previous one",
                 path: target.description)
         }
+        try record(relative, position: position)
+    }
+
+    /// Moves the pointer to `relative` (a checkpoint in the folder, in full in the store),
+    /// records it, and prunes the oldest. A sharded checkpoint is recorded by its manifest and
+    /// pruned manifest first, then its shards: once the manifest is gone it is no longer
+    /// committed, so a crash midway leaves objects too many, never a manifest without shards.
+    func record(_ relative: String, position: CheckpointPosition) throws(CheckpointError) {
+        let store = try ObjectStores.store(for: folder)
+        let target = folder.appending(relative)
         if let pointerLocation {
             try store.write(Array(target.key.utf8), to: pointerLocation)
         }
@@ -53,10 +63,14 @@ final class RemoteCheckpoints: Sendable {
         ledger.withLock { $0 = list }
         // Deleted after the list no longer names them: a crash here leaves an object too many.
         for old in pruned {
+            let location = folder.appending(old)
             do {
-                try store.delete(folder.appending(old))
+                // A manifest names its shards: read it before it goes.
+                let shards = try old.hasSuffix(ShardManifest.suffix) ? ShardManifest.read(location.description).shardLocations(manifest: location) : []
+                try store.delete(location)
+                for shard in shards { try store.delete(shard) }
             } catch {
-                logger.warning("could not delete the pruned remote checkpoint \(folder.appending(old)): \(error)")
+                logger.warning("could not delete the pruned remote checkpoint \(location): \(error)")
             }
         }
     }

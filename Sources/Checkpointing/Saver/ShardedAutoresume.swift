@@ -7,23 +7,42 @@ extension CheckpointSaver {
     /// candidate, loading the pieces it saved, and the ranks move on together to an earlier
     /// one when any rank finds theirs damaged. Shards without a manifest are never candidates.
     /// Then the ranks reconcile their ledgers with the folder (``reconcileSharded(folder:state:resumedFrom:)``).
+    ///
+    /// With a remote folder the list also holds the manifests in the store (after a local one
+    /// of the same batch), so a run on fresh nodes, whose local folders are empty, resumes
+    /// from the store: each rank fetches only its own pieces.
     func autoresumeSharded(from folder: String, into state: inout TrainingState) throws -> LoadResult? {
         let group = options.processGroup
-        var candidates: [String] = []
+        var message: [UInt8] = [1]
+        var listingFailure: (any Error)?
         if group.rank == 0 {
-            var found: [(path: String, batch: Int)] = []
-            for path in manifests(in: folder) {
-                guard let manifest = try? ShardManifest.read(path) else {
-                    logger.warning("autoresume: skipping \(path), which is not a readable manifest")
-                    continue
+            do {
+                var found: [(path: String, batch: Int, remote: Bool)] = []
+                for path in manifests(in: folder) {
+                    guard let manifest = try? ShardManifest.read(path) else {
+                        logger.warning("autoresume: skipping \(path), which is not a readable manifest")
+                        continue
+                    }
+                    if !state.runName.isEmpty && !manifest.runName.isEmpty && manifest.runName != state.runName { continue }
+                    found.append((path, manifest.batch, false))
                 }
-                if !state.runName.isEmpty && !manifest.runName.isEmpty && manifest.runName != state.runName { continue }
-                found.append((path, manifest.batch))
+                for (url, batch) in try remoteShards?.resumeCandidates(runName: state.runName) ?? [] {
+                    found.append((url, batch, true))
+                }
+                let sorted = found.sorted { ($0.batch, $0.remote ? 0 : 1, $0.path) > ($1.batch, $1.remote ? 0 : 1, $1.path) }
+                message += Array(sorted.map(\.path).joined(separator: "\n").utf8)
+            } catch {
+                listingFailure = error
+                message = [0] + Array("\(error)".utf8)
             }
-            candidates = found.sorted { ($0.batch, $0.path) > ($1.batch, $1.path) }.map(\.path)
         }
-        let shared = try group.broadcast(Array(candidates.joined(separator: "\n").utf8), from: 0, timeout: group.collectiveTimeout)
-        candidates = String(decoding: shared, as: UTF8.self).split(separator: "\n").map(String.init)
+        let shared = try group.broadcast(message, from: 0, timeout: group.collectiveTimeout)
+        if let listingFailure { throw listingFailure }
+        guard shared.first == 1 else {
+            throw CheckpointError(
+                .distributed, "autoresume: rank 0 cannot list the checkpoints: \(String(decoding: shared.dropFirst(), as: UTF8.self))")
+        }
+        let candidates = String(decoding: shared.dropFirst(), as: UTF8.self).split(separator: "\n").map(String.init)
 
         for candidate in candidates {
             var resumed = state

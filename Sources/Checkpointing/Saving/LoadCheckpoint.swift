@@ -159,6 +159,10 @@ public func loadCheckpoint(
 /// Opens, verifies and filters a checkpoint (one file, or the shards a manifest lists), and
 /// reads its training state. Returns the path read (a file or a manifest). A weights-only
 /// load decodes and verifies only the model's tensors (of a Composer-layout tree).
+///
+/// A weights-only load of an uncompressed file in an object store fetches its index and the
+/// model's tensors alone (``RangedCheckpoint``); the tree it returns then holds only what a
+/// weights-only checkpoint keeps.
 private func readTrainingState(
     _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>, weightsOnly: Bool,
     ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, decompressionLimits: DecompressionLimits, shardPlan: ShardPlan,
@@ -167,11 +171,17 @@ private func readTrainingState(
     let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
     var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
     var tree: StateValue
+    var ranged: RangedCheckpoint?
     if let manifest = try ShardManifest.locate(path) {
         path = manifest
         tree = try ShardedLoad.read(
             manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,
             processGroup: processGroup).tree
+    } else if weightsOnly, case .remote(let location) = StoragePath(path),
+        let opened = try RangedCheckpoint.open(location, decompressionLimits: decompressionLimits)
+    {
+        ranged = opened
+        tree = try weightsOnlyTree(opened.file.tree)
     } else {
         let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
         let modelOnly = weightsOnly && file.tree.dictValue?["state"]?.dictValue?["model"] != nil
@@ -188,6 +198,7 @@ private func readTrainingState(
             logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in \(path)")
         }
     }
+    try ranged?.fetch(tree.tensors, verify: verifyChecksums)
     do {
         return (path, try TrainingState(tree: tree), tree, unmatched)
     } catch {

@@ -85,7 +85,7 @@ public func saveCheckpoint(
         try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
             tree, rendered: try template.renderPath(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
-            sharding: sharding, processGroup: processGroup)
+            sharding: sharding, processGroup: processGroup).paths
     }
     // A Hugging Face checkpoint is a folder, unless the name is its index.
     let isFolder = format != .file && !template.render(values).hasSuffix(HuggingFaceSharded.indexSuffix)

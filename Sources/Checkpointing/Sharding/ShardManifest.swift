@@ -21,6 +21,9 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         /// every record's CRC-32). Through those checksums it covers every byte of the shard,
         /// and a load checks it by reading the index alone.
         public var digest: String
+        /// The object's entity tag when the shard is in an object store (S3's ETag), as the
+        /// store reported it after the upload; `nil` for a local file.
+        public var etag: String? = nil
     }
 
     /// One box of a tensor, held by one rank.
@@ -76,11 +79,19 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     /// `path` may be a manifest, or a folder that holds exactly one manifest (the folder of a
     /// sharded checkpoint). A folder with several is ambiguous and an error that lists them;
     /// a folder with none is an error saying the save was never committed, unless it is a
-    /// Hugging Face checkpoint's folder (which ``CheckpointFile/open(_:)`` opens).
+    /// Hugging Face checkpoint's folder (which ``CheckpointFile/open(_:)`` opens). In an object
+    /// store, a folder is a URL that ends in `/` (`s3://bucket/run/ep3/`), whose objects are listed.
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         if path.hasSuffix(suffix) { return path }
-        guard try SystemCalls.isFolder(path) == true else { return nil }
-        let names = try SystemCalls.folderEntries(path).filter { $0.hasSuffix(suffix) }.sorted()
+        let names: [String]
+        if case .remote(let location) = StoragePath(path) {
+            guard location.key.isEmpty || location.key.hasSuffix("/") else { return nil }
+            let listing = try ObjectStores.store(for: location).list(location, delimiter: "/")
+            names = listing.objects.map(\.location.name).filter { $0.hasSuffix(suffix) }.sorted()
+        } else {
+            guard try SystemCalls.isFolder(path) == true else { return nil }
+            names = try SystemCalls.folderEntries(path).filter { $0.hasSuffix(suffix) }.sorted()
+        }
         switch names.count {
         case 0:
             if try HuggingFaceReader.locateIndex(path) != nil { return nil }
@@ -89,7 +100,7 @@ public struct ShardManifest: Codable, Sendable, Equatable {
                 "is a folder without a commit manifest (*\(suffix)): it holds no committed sharded checkpoint (an unfinished save leaves shards and no manifest)",
                 path: path)
         case 1:
-            return FilePaths.join(path, names[0])
+            return StoragePaths.join(path, names[0])
         default:
             throw CheckpointError(
                 .invalidArgument,
@@ -102,12 +113,20 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     /// pieces that tile every tensor exactly.
     public static func read(_ path: String) throws(CheckpointError) -> ShardManifest {
         let data: Data
-        do {
-            data = Data(try SystemCalls.readFile(path, limit: 256 << 20))
-        } catch where error.code == .notFound {
-            throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
-        } catch where error.code == .io {
-            throw CheckpointError(.io, "cannot read the manifest: \(error.message)", path: path, underlying: error.underlying)
+        if case .remote(let location) = StoragePath(path) {
+            do {
+                data = Data(try ObjectStores.store(for: location).read(location, range: nil))
+            } catch where error.code == .notFound {
+                throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
+            }
+        } else {
+            do {
+                data = Data(try SystemCalls.readFile(path, limit: 256 << 20))
+            } catch where error.code == .notFound {
+                throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
+            } catch where error.code == .io {
+                throw CheckpointError(.io, "cannot read the manifest: \(error.message)", path: path, underlying: error.underlying)
+            }
         }
         let manifest: ShardManifest
         do {
@@ -146,9 +165,15 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         }
     }
 
-    /// The path of `rank`'s shard, for a manifest at `manifestPath`.
+    /// The path of `rank`'s shard, for a manifest at `manifestPath` (a local path or an
+    /// object-store URL).
     public func shardPath(rank: Int, manifestPath: String) -> String {
-        FilePaths.join(FilePaths.split(manifestPath).folder, shards[rank].path)
+        StoragePaths.join(StoragePaths.folder(of: manifestPath), shards[rank].path)
+    }
+
+    /// The objects of the shards, for a manifest at `manifest` in an object store.
+    package func shardLocations(manifest: ObjectLocation) -> [ObjectLocation] {
+        shards.compactMap { ObjectLocation(shardPath(rank: $0.rank, manifestPath: manifest.description)) }
     }
 
     /// Writes the manifest atomically and durably.

@@ -14,7 +14,7 @@ extension ShardManifest {
         }
         for shard in shards {
             let path = shardPath(rank: shard.rank, manifestPath: manifestPath)
-            let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: decompressionLimits)
+            let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: decompressionLimits).file
             try file.verify()
             for piece in pieces[shard.rank] ?? [] {
                 guard let tensor = file.tree[path: piece.path]?.tensorValue, tensor.dtype == piece.dtype, tensor.shape == piece.shape

@@ -5,6 +5,10 @@
 /// whose pieces overlap that box and copies only the overlap. Shards are memory-mapped, so the
 /// bytes read are those of the pieces used (and, when checksums are verified, of the tensors
 /// they come from). A box that is exactly one saved piece is that piece's mapping: no copy.
+///
+/// Shards in an object store are read in pieces (``RangedCheckpoint``): each shard's index,
+/// then, in parallel ranged GETs, only the pieces that overlap this rank's boxes, each checked
+/// against its checksum. A compressed shard cannot be entered midway and is downloaded whole.
 enum ShardedLoad {
     static func read(
         manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, decompressionLimits: DecompressionLimits,
@@ -21,22 +25,28 @@ enum ShardedLoad {
             manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits)
         let skeleton = try shards.file(rank: 0).tree
 
+        var wanted: [(entry: ShardManifest.TensorEntry, box: TensorSlice, sources: [Source])] = []
+        for entry in manifest.tensors {
+            guard let box = Self.box(of: entry, plan: plan, processGroup: group) else { continue }
+            guard box.globalShape == entry.shape else {
+                throw CheckpointError(
+                    .invalidArgument,
+                    "the shard plan gave tensor \"\(entry.path)\" the global shape \(box.globalShape), but it is \(entry.shape)",
+                    path: manifestPath)
+            }
+            if let problem = box.problem() {
+                throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(entry.path)\" \(problem)", path: manifestPath)
+            }
+            wanted.append((entry, box, sources(of: entry, for: box, preferring: group.rank % manifest.worldSize)))
+        }
+        try shards.prefetch(wanted.flatMap { want in want.sources.map { (entry: want.entry, rank: $0.rank) } })
+
         var assembled: [String: Tensor] = [:]
         var slices: [String: TensorSlice] = [:]
         var placement: [(keys: [StateKey], path: String)] = []
-        for entry in manifest.tensors {
-            guard let wanted = box(of: entry, plan: plan, processGroup: group) else { continue }
-            guard wanted.globalShape == entry.shape else {
-                throw CheckpointError(
-                    .invalidArgument,
-                    "the shard plan gave tensor \"\(entry.path)\" the global shape \(wanted.globalShape), but it is \(entry.shape)",
-                    path: manifestPath)
-            }
-            if let problem = wanted.problem() {
-                throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(entry.path)\" \(problem)", path: manifestPath)
-            }
-            if !wanted.isWhole { slices[entry.path] = wanted }
-            assembled[entry.path] = try assemble(entry, box: wanted, from: &shards, preferring: group.rank % manifest.worldSize)
+        for (entry, box, sources) in wanted {
+            if !box.isWhole { slices[entry.path] = box }
+            assembled[entry.path] = try assemble(entry, box: box, from: sources, shards: &shards)
             placement.append((entry.keys.map(\.stateKey), entry.path))
         }
 
@@ -64,12 +74,14 @@ enum ShardedLoad {
             : plan.slice(entry.path, entry.shape, group.rank, group.worldSize)
     }
 
-    /// The `box` of one tensor, from the pieces that overlap it.
-    private static func assemble(
-        _ entry: ShardManifest.TensorEntry, box: TensorSlice, from shards: inout Shards, preferring preferred: Int
-    ) throws(CheckpointError) -> Tensor {
-        // One holder per distinct box: replicated pieces are read once, from the preferred rank if it has one.
-        var sources: [(slice: TensorSlice, rank: Int)] = []
+    /// A saved piece a box is read from.
+    private typealias Source = (slice: TensorSlice, rank: Int)
+
+    /// The pieces `box` is read from: the saved piece that is exactly the box, if there is one,
+    /// else every piece that overlaps it; one holder per distinct piece (replicated pieces are
+    /// read once, from the preferred rank if it holds one).
+    private static func sources(of entry: ShardManifest.TensorEntry, for box: TensorSlice, preferring preferred: Int) -> [Source] {
+        var sources: [Source] = []
         for piece in entry.pieces {
             let slice = entry.slice(of: piece)
             if let index = sources.firstIndex(where: { $0.slice == slice }) {
@@ -78,7 +90,15 @@ enum ShardedLoad {
                 sources.append((slice, piece.rank))
             }
         }
-        if let exact = sources.first(where: { $0.slice == box }) {
+        if let exact = sources.first(where: { $0.slice == box }) { return [exact] }
+        return sources.filter { $0.slice.intersection(box) != nil }
+    }
+
+    /// The `box` of one tensor, from the pieces that overlap it.
+    private static func assemble(
+        _ entry: ShardManifest.TensorEntry, box: TensorSlice, from sources: [Source], shards: inout Shards
+    ) throws(CheckpointError) -> Tensor {
+        if let exact = sources.first, exact.slice == box {
             return try shards.tensor(entry, rank: exact.rank, slice: exact.slice)
         }
         let byteCount = try Tensor.byteCount(dtype: entry.dtype, shape: box.shape)
@@ -96,16 +116,33 @@ enum ShardedLoad {
         return Tensor(dtype: entry.dtype, shape: box.shape, buffer: buffer)
     }
 
+    /// A shard opened by a load.
+    struct OpenedShard {
+        var file: CheckpointFile
+        /// What fetches the tensors of a shard read in pieces from an object store; `nil` for
+        /// a local shard, or one downloaded whole.
+        var ranged: RangedCheckpoint?
+    }
+
     /// Opens `rank`'s shard and checks that it is the file the manifest committed: its size,
     /// and the digest of its index (which covers, through the checksums it holds, every byte).
+    /// With `inPieces`, a shard in an object store is opened from its index alone when it can be.
     static func openShard(
-        rank: Int, of manifest: ShardManifest, manifestPath: String, limits: DecompressionLimits
-    ) throws(CheckpointError) -> CheckpointFile {
+        rank: Int, of manifest: ShardManifest, manifestPath: String, limits: DecompressionLimits, inPieces: Bool = false
+    ) throws(CheckpointError) -> OpenedShard {
         let recorded = manifest.shards[rank]
         let path = manifest.shardPath(rank: rank, manifestPath: manifestPath)
+        var ranged: RangedCheckpoint?
         let file: CheckpointFile
-        do {
-            file = try CheckpointFile.open(path, decompressionLimits: limits)
+        do throws(CheckpointError) {
+            if inPieces, case .remote(let location) = StoragePath(path) {
+                ranged = try RangedCheckpoint.open(location, decompressionLimits: limits)
+            }
+            if let ranged {
+                file = ranged.file
+            } else {
+                file = try CheckpointFile.open(path, decompressionLimits: limits)
+            }
         } catch where error.code == .notFound {
             throw CheckpointError(.notFound, "rank \(rank)'s shard, which the manifest \(manifestPath) lists, is missing", path: path)
         }
@@ -118,7 +155,7 @@ enum ShardedLoad {
                 "is not the shard the manifest committed (\(found), the manifest recorded \(expected)): it was changed or replaced after the checkpoint was saved",
                 path: path)
         }
-        return file
+        return OpenedShard(file: file, ranged: ranged)
     }
 
     /// The shards opened so far, each opened (and checked against the manifest) on first use.
@@ -127,7 +164,7 @@ enum ShardedLoad {
         let manifestPath: String
         let verifyChecksums: Bool
         let decompressionLimits: DecompressionLimits
-        private var files: [Int: CheckpointFile] = [:]
+        private var opened: [Int: OpenedShard] = [:]
         private var verified = Set<String>()
 
         init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool, decompressionLimits: DecompressionLimits) {
@@ -137,19 +174,41 @@ enum ShardedLoad {
             self.decompressionLimits = decompressionLimits
         }
 
-        mutating func file(rank: Int) throws(CheckpointError) -> CheckpointFile {
-            if let file = files[rank] { return file }
-            let file = try ShardedLoad.openShard(rank: rank, of: manifest, manifestPath: manifestPath, limits: decompressionLimits)
-            if verifyChecksums, file.checksums.isEmpty {
-                try file.verify()  // a torch shard: every record's CRC-32
+        mutating func shard(rank: Int) throws(CheckpointError) -> OpenedShard {
+            if let shard = opened[rank] { return shard }
+            let shard = try ShardedLoad.openShard(
+                rank: rank, of: manifest, manifestPath: manifestPath, limits: decompressionLimits, inPieces: true)
+            if verifyChecksums, shard.ranged == nil, shard.file.checksums.isEmpty {
+                try shard.file.verify()  // a torch shard: every record's CRC-32
             }
-            files[rank] = file
-            return file
+            opened[rank] = shard
+            return shard
+        }
+
+        mutating func file(rank: Int) throws(CheckpointError) -> CheckpointFile { try shard(rank: rank).file }
+
+        /// Fetches, shard by shard, the pieces of shards read in pieces that these tensors
+        /// need, each shard's in parallel ranged GETs, checking each piece.
+        mutating func prefetch(_ pieces: [(entry: ShardManifest.TensorEntry, rank: Int)]) throws(CheckpointError) {
+            for rank in Set(pieces.map(\.rank)).sorted() {
+                let shard = try shard(rank: rank)
+                guard let ranged = shard.ranged else { continue }
+                var tensors: [(path: String, tensor: Tensor)] = []
+                for (entry, pieceRank) in pieces where pieceRank == rank && verified.insert("\(rank)/\(entry.path)").inserted {
+                    guard let tensor = shard.file.tree[path: entry.path]?.tensorValue else {
+                        throw CheckpointError(
+                            .malformed, "holds no tensor \"\(entry.path)\", which the manifest says it does", path: shard.file.path)
+                    }
+                    tensors.append((entry.path, tensor))
+                }
+                try ranged.fetch(tensors, verify: verifyChecksums)
+            }
         }
 
         /// `rank`'s piece of `entry`, checked against the manifest (and its checksum).
         mutating func tensor(_ entry: ShardManifest.TensorEntry, rank: Int, slice: TensorSlice) throws(CheckpointError) -> Tensor {
-            let file = try file(rank: rank)
+            let shard = try shard(rank: rank)
+            let file = shard.file
             guard let tensor = file.tree[path: entry.path]?.tensorValue else {
                 throw CheckpointError(.malformed, "holds no tensor \"\(entry.path)\", which the manifest says it does", path: file.path)
             }
@@ -159,9 +218,10 @@ enum ShardedLoad {
                     "tensor \"\(entry.path)\" is \(tensor.dtype.rawValue) \(tensor.shape) but the manifest says \(entry.dtype.rawValue) \(slice.shape)",
                     path: file.path)
             }
-            if verifyChecksums, !file.checksums.isEmpty, verified.insert("\(rank)/\(entry.path)").inserted,
-                let failure = file.verify(tensor, named: entry.path)
-            {
+            let unchecked = verified.insert("\(rank)/\(entry.path)").inserted
+            if let ranged = shard.ranged {
+                if unchecked { try ranged.fetch([(entry.path, tensor)], verify: verifyChecksums) }
+            } else if verifyChecksums, !file.checksums.isEmpty, unchecked, let failure = file.verify(tensor, named: entry.path) {
                 throw failure
             }
             return tensor

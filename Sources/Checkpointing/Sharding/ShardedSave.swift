@@ -11,6 +11,13 @@ import Logging
 /// 3. rank 0 checks that the boxes tile every tensor, writes the manifest, and shares the
 ///    outcome. A rank that died or hangs makes the others fail with a timeout; no manifest is
 ///    written, so the previous checkpoint stays the newest complete one.
+///
+/// In an object store (`s3://...` names) each rank writes its shard to its own staging file
+/// and uploads it (multipart, parallel parts, the store's retries), then reports its size and
+/// the ETag the store shows; the manifest is uploaded last. A shard of a save that is not
+/// committed is deleted where the store can still be reached, and is never loaded (no
+/// manifest names it). A rank whose own write or upload failed throws its own error (a 403 is
+/// `.permissionDenied`); the others throw `.distributed`, naming it.
 enum ShardedSave {
     /// What a rank tells the others before writing.
     private struct Plan: Codable {
@@ -28,6 +35,8 @@ enum ShardedSave {
         }
         var size: Int = 0
         var digest: String = ""
+        /// The ETag of an uploaded shard.
+        var etag: String?
         var tensors: [Entry] = []
         var error: String?
     }
@@ -48,10 +57,11 @@ enum ShardedSave {
 
     /// Saves this rank's `tree` at `rendered` (its file name, already rendered for this rank and
     /// checked with ``check(template:weightsOnly:)``) and commits the checkpoint with the others.
+    /// Returns every rank's shard path and size, by rank.
     static func save(
         _ tree: StateValue, rendered: String, values: FilenameValues, ignoreKeys: IgnoreKeys?,
         compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
-    ) throws -> [String] {
+    ) throws -> (paths: [String], sizes: [Int]) {
         let timeout = group.collectiveTimeout
 
         // 1. Check this rank's inputs; every rank learns every rank's path and problems.
@@ -81,9 +91,17 @@ enum ShardedSave {
             throw CheckpointError(.invalidTemplate, "ranks would write the same file (\(paths.joined(separator: ", "))); the template must make one name per rank")
         }
         let manifestPath = ShardManifest.path(forRankZeroShard: paths[0])
+        let manifestFolder = StoragePaths.folder(of: manifestPath)
+        let relativePaths = paths.compactMap { StoragePaths.relative($0, from: manifestFolder) }
+        guard relativePaths.count == paths.count else {
+            throw CheckpointError(
+                .invalidTemplate,
+                "every rank's shard must be in the same place as rank 0's (on this machine's disks, or in rank 0's bucket), so that the manifest can name it: \(paths.joined(separator: ", "))")
+        }
 
         // 2. Write this rank's shard. A failure is reported, not thrown: the others wait for it.
         var report = Report(tensors: entries)
+        var failure: (any Error)?
         do {
             if group.rank == 0 {
                 // A manifest of that name would describe shards this save is replacing.
@@ -96,37 +114,35 @@ enum ShardedSave {
             }
             report.size = saved.byteCount
             report.digest = TensorChecksum.hex(saved.digest)
+            if case .remote(let location) = StoragePath(path) {
+                report.etag = try RemoteShards.confirmUpload(location, size: saved.byteCount).etag
+            }
         } catch {
             report.error = "\(error)"
+            failure = error
         }
-        let reports = try group.allGather(encode(report), timeout: timeout).enumerated().map { rank, bytes in
-            try decode(Report.self, bytes, from: rank)
+        let gathered: [[UInt8]]
+        do {
+            gathered = try group.allGather(encode(report), timeout: timeout)
+        } catch {
+            // Rank 0, the committer, gave up on a rank that died or hangs: nothing will be
+            // committed, so the shards already uploaded are garbage in the store. (Another rank
+            // cannot know that rank 0 gave up too, so it leaves its shard; local shards stay,
+            // uncommitted, to be overwritten by the next save of that name.)
+            if group.rank == 0 { paths.filter(StoragePaths.isRemote).forEach(RemoteShards.discard) }
+            throw error
         }
+        let reports = try gathered.enumerated().map { rank, bytes in try decode(Report.self, bytes, from: rank) }
 
         // 3. Rank 0 commits.
-        var outcome: [UInt8] = [1]
-        if group.rank == 0 {
-            do {
-                let failures = reports.enumerated().compactMap { rank, report in report.error.map { "rank \(rank): \($0)" } }
-                guard failures.isEmpty else {
-                    throw CheckpointError(.io, "not every rank wrote its shard: " + failures.joined(separator: "; "))
-                }
-                let manifest = try makeManifest(reports: reports, paths: paths, manifestPath: manifestPath, values: values)
-                try manifest.write(to: manifestPath)
-            } catch {
-                outcome = [0] + Array("\(error)".utf8)
-            }
-        }
-        let shared = try group.broadcast(outcome, from: 0, timeout: timeout)
-        guard shared.first == 1 else {
-            // Known not committed: this rank's shard is garbage.
-            if report.error == nil { SystemCalls.discard(path) }
-            throw CheckpointError(
-                .distributed, "the sharded checkpoint was not committed: \(String(decoding: shared.dropFirst(), as: UTF8.self))",
-                path: manifestPath)
+        try ShardedCommit.finish(
+            errors: reports.map(\.error), failure: failure, discard: report.error == nil ? path : nil, manifestPath: manifestPath,
+            what: "wrote its shard", group: group
+        ) { () throws(CheckpointError) in
+            try makeManifest(reports: reports, relativePaths: relativePaths, values: values).write(to: manifestPath)
         }
         logger.debug("saved sharded checkpoint", metadata: ["manifest": "\(manifestPath)", "shard": "\(path)"])
-        return paths
+        return (paths, reports.map(\.size))
     }
 
     /// A shard's path: the rendered name, with `.tar` added before any compression when the
@@ -167,11 +183,10 @@ enum ShardedSave {
     /// The manifest of the reports, checked: one dtype and global shape per tensor, pieces
     /// that tile it.
     private static func makeManifest(
-        reports: [Report], paths: [String], manifestPath: String, values: FilenameValues
+        reports: [Report], relativePaths: [String], values: FilenameValues
     ) throws(CheckpointError) -> ShardManifest {
-        let folder = FilePaths.split(manifestPath).folder
         let shards = reports.enumerated().map { rank, report in
-            ShardManifest.Shard(rank: rank, path: FilePaths.relative(paths[rank], from: folder), size: report.size, digest: report.digest)
+            ShardManifest.Shard(rank: rank, path: relativePaths[rank], size: report.size, digest: report.digest, etag: report.etag)
         }
         var order: [String] = []
         var tensors: [String: ShardManifest.TensorEntry] = [:]
@@ -205,17 +220,21 @@ enum ShardedSave {
     }
 
     private static func removeStaleManifest(_ path: String) throws(CheckpointError) {
+        if case .remote(let location) = StoragePath(path) {
+            try ObjectStores.store(for: location).delete(location)
+            return
+        }
         guard try SystemCalls.unlink(path) else { return }
         try SystemCalls.fsyncDirectory(FilePaths.split(path).folder)
     }
 
-    private static func encode(_ value: some Encodable) throws(CheckpointError) -> [UInt8] {
+    static func encode(_ value: some Encodable) throws(CheckpointError) -> [UInt8] {
         do { return Array(try JSONEncoder().encode(value)) } catch {
             throw CheckpointError(.distributed, "cannot encode a message to the other ranks: \(error)")
         }
     }
 
-    private static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], from rank: Int) throws(CheckpointError) -> T {
+    static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], from rank: Int) throws(CheckpointError) -> T {
         do { return try JSONDecoder().decode(type, from: Data(bytes)) } catch {
             throw CheckpointError(.distributed, "rank \(rank) sent a message this rank cannot read (\(error)); do all ranks run the same build?")
         }

@@ -91,7 +91,7 @@ public struct ObjectListing: Sendable {
 ///
 /// Every call blocks its thread until it is done. Implementations must not need the calling
 /// thread (or Swift's cooperative pool) to make progress, so a call from any thread, including a
-/// task's, cannot deadlock.
+/// task's, cannot deadlock. They count what they move in ``ObjectStores/transfers``.
 public protocol ObjectStore: Sendable {
     /// Uploads the local file at `path` as the object `location`, which then appears whole or
     /// not at all (a failed upload leaves any previous object of that name as it was).
@@ -115,11 +115,22 @@ public protocol ObjectStore: Sendable {
     /// no such object. Implementations may refuse to read a whole large object into memory.
     func read(_ location: ObjectLocation, range: Range<Int>?) throws(CheckpointError) -> [UInt8]
 
+    /// Reads a range of bytes of the object only if it is still the version whose entity tag
+    /// is `etag` (`nil`: any version), so the ranges of one load never mix two versions of an
+    /// object replaced meanwhile. A store without tags reads as ``read(_:range:)`` does.
+    func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8]
+
     /// Stores a small object from memory (a pointer, a ledger).
     func write(_ bytes: [UInt8], to location: ObjectLocation) throws(CheckpointError)
 
     /// Deletes the object; deleting a missing object succeeds.
     func delete(_ location: ObjectLocation) throws(CheckpointError)
+}
+
+extension ObjectStore {
+    public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8] {
+        try read(location, range: range)
+    }
 }
 
 extension CheckpointError.Code {

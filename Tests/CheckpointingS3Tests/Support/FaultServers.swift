@@ -108,3 +108,31 @@ enum TCPProxy {
             threading.Thread(target=pipe, args=(server, client, False), daemon=True).start()
         """#
 }
+
+/// An S3 endpoint that refuses every request with 403 AccessDenied, as a bucket policy that
+/// denies this client would. It prints one line per request.
+enum ForbiddenS3 {
+    static let script = #"""
+        import sys
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        port = int(sys.argv[1])
+        body = b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def log_message(self, *args):
+                pass
+            def refuse(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+                print(self.command, self.path, 403, flush=True)
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = refuse
+        ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+        """#
+}

@@ -37,74 +37,17 @@ final class ZipArchive: Sendable {
     init(_ file: MappedFile) throws(CheckpointError) {
         self.file = file
         let bytes = file.bytes
-        let directory = try Self.centralDirectory(bytes)
+        let (directory, central) = try Self.centralRecords(bytes)
         directoryDigest = TensorChecksum.of(UnsafeRawBufferPointer(rebasing: bytes[directory.offset..<(directory.offset + directory.size)]))
-        var reader = ByteReader(
-            UnsafeRawBufferPointer(rebasing: bytes[directory.offset..<(directory.offset + directory.size)]),
-            fileOffset: directory.offset, what: "the zip central directory")
         var entries: [Entry] = []
         entries.reserveCapacity(directory.count)
         var folder: String?
         var index: [String: Int] = [:]
-        var central: [(name: String, nameBytes: UnsafeRawBufferPointer, localOffset: UInt64, size: UInt64, crc: UInt32, entryOffset: Int)] = []
-        central.reserveCapacity(directory.count)
-        for _ in 0..<directory.count {
-            let entryOffset = reader.offset
-            guard try reader.read(UInt32.self) == ZipSignature.centralHeader else {
-                throw CheckpointError(.malformed, "a zip central directory entry has a bad signature", offset: entryOffset)
-            }
-            try reader.skip(4)  // versions
-            let flags = try reader.read(UInt16.self)
-            let method = try reader.read(UInt16.self)
-            try reader.skip(4)  // time, date
-            let crc = try reader.read(UInt32.self)
-            var compressedSize = UInt64(try reader.read(UInt32.self))
-            var size = UInt64(try reader.read(UInt32.self))
-            let nameLength = Int(try reader.read(UInt16.self))
-            let extraLength = Int(try reader.read(UInt16.self))
-            let commentLength = Int(try reader.read(UInt16.self))
-            let disk = try reader.read(UInt16.self)
-            try reader.skip(6)  // attributes
-            var localOffset = UInt64(try reader.read(UInt32.self))
-            let nameBytes = try reader.read(count: nameLength)
-            guard let name = String(validating: nameBytes, as: UTF8.self) else {
-                throw CheckpointError(.malformed, "a zip entry's name is not valid UTF-8", offset: entryOffset)
-            }
-            var extra = ByteReader(try reader.read(count: extraLength), fileOffset: reader.offset - extraLength, what: "the extra field of zip entry \"\(name)\"")
-            try reader.skip(commentLength)
-            guard flags & 1 == 0 else {
-                throw CheckpointError(.unsupportedFormat, "zip entry \"\(name)\" is encrypted", offset: entryOffset)
-            }
-            guard method == 0 else {
-                throw CheckpointError(
-                    .unsupportedFormat,
-                    "zip entry \"\(name)\" is compressed (method \(method)); torch stores every record uncompressed, so this file was rewritten by another zip tool: extract it and save it again with torch.save",
-                    offset: entryOffset)
-            }
-            // The zip64 extra field holds, in this order, each field whose 32-bit value is all ones.
-            while !extra.isAtEnd {
-                let id = try extra.read(UInt16.self)
-                let length = Int(try extra.read(UInt16.self))
-                var field = ByteReader(try extra.read(count: length), fileOffset: extra.offset - length, what: "the zip64 field of zip entry \"\(name)\"")
-                guard id == ZipLayout.zip64ExtraID else { continue }
-                if size == UInt64(ZipLayout.zip64Threshold) { size = try field.read(UInt64.self) }
-                if compressedSize == UInt64(ZipLayout.zip64Threshold) { compressedSize = try field.read(UInt64.self) }
-                if localOffset == UInt64(ZipLayout.zip64Threshold) { localOffset = try field.read(UInt64.self) }
-            }
-            guard disk == 0 || disk == 0xFFFF else {
-                throw CheckpointError(.unsupportedFormat, "zip entry \"\(name)\" is on another disk of a split archive", offset: entryOffset)
-            }
-            guard compressedSize == size else {
-                throw CheckpointError(
-                    .malformed, "zip entry \"\(name)\" is stored but its compressed size (\(compressedSize)) differs from its size (\(size))",
-                    offset: entryOffset)
-            }
-            central.append((name, nameBytes, localOffset, size, crc, entryOffset))
-        }
         Self.prefetchLocalHeaders(bytes, central.map(\.localOffset), below: directory.offset)
-        for (name, nameBytes, localOffset, size, crc, entryOffset) in central {
+        for found in central {
+            let (name, entryOffset) = (found.name, found.entryOffset)
             let entry = try Self.locate(
-                name: name, nameBytes: nameBytes, localOffset: localOffset, size: size, crc: crc,
+                name: name, nameBytes: found.nameBytes, localOffset: found.localOffset, size: found.size, crc: found.crc,
                 directoryOffset: directory.offset, bytes: bytes, entryOffset: entryOffset)
             // The archive folder is the first entry's; entries outside it are not records (torch
             // ignores them too), but their bounds were checked all the same.
@@ -160,8 +103,86 @@ final class ZipArchive: Sendable {
 
     // MARK: Parsing
 
+    /// One entry of the central directory, before its local header is read.
+    struct CentralRecord {
+        var name: String
+        var nameBytes: UnsafeRawBufferPointer
+        var localOffset: UInt64
+        var size: UInt64
+        var crc: UInt32
+        /// Where the entry is in the central directory, for messages.
+        var entryOffset: Int
+    }
+
+    /// The central directory's place and its entries, checked; reads only the end records and
+    /// the directory itself (what a ranged read of an archive in an object store fetches first).
+    static func centralRecords(
+        _ bytes: UnsafeRawBufferPointer
+    ) throws(CheckpointError) -> (directory: (offset: Int, size: Int, count: Int), records: [CentralRecord]) {
+        let directory = try centralDirectory(bytes)
+        var reader = ByteReader(
+            UnsafeRawBufferPointer(rebasing: bytes[directory.offset..<(directory.offset + directory.size)]),
+            fileOffset: directory.offset, what: "the zip central directory")
+        var central: [CentralRecord] = []
+        central.reserveCapacity(directory.count)
+        for _ in 0..<directory.count {
+            let entryOffset = reader.offset
+            guard try reader.read(UInt32.self) == ZipSignature.centralHeader else {
+                throw CheckpointError(.malformed, "a zip central directory entry has a bad signature", offset: entryOffset)
+            }
+            try reader.skip(4)  // versions
+            let flags = try reader.read(UInt16.self)
+            let method = try reader.read(UInt16.self)
+            try reader.skip(4)  // time, date
+            let crc = try reader.read(UInt32.self)
+            var compressedSize = UInt64(try reader.read(UInt32.self))
+            var size = UInt64(try reader.read(UInt32.self))
+            let nameLength = Int(try reader.read(UInt16.self))
+            let extraLength = Int(try reader.read(UInt16.self))
+            let commentLength = Int(try reader.read(UInt16.self))
+            let disk = try reader.read(UInt16.self)
+            try reader.skip(6)  // attributes
+            var localOffset = UInt64(try reader.read(UInt32.self))
+            let nameBytes = try reader.read(count: nameLength)
+            guard let name = String(validating: nameBytes, as: UTF8.self) else {
+                throw CheckpointError(.malformed, "a zip entry's name is not valid UTF-8", offset: entryOffset)
+            }
+            var extra = ByteReader(try reader.read(count: extraLength), fileOffset: reader.offset - extraLength, what: "the extra field of zip entry \"\(name)\"")
+            try reader.skip(commentLength)
+            guard flags & 1 == 0 else {
+                throw CheckpointError(.unsupportedFormat, "zip entry \"\(name)\" is encrypted", offset: entryOffset)
+            }
+            guard method == 0 else {
+                throw CheckpointError(
+                    .unsupportedFormat,
+                    "zip entry \"\(name)\" is compressed (method \(method)); torch stores every record uncompressed, so this file was rewritten by another zip tool: extract it and save it again with torch.save",
+                    offset: entryOffset)
+            }
+            // The zip64 extra field holds, in this order, each field whose 32-bit value is all ones.
+            while !extra.isAtEnd {
+                let id = try extra.read(UInt16.self)
+                let length = Int(try extra.read(UInt16.self))
+                var field = ByteReader(try extra.read(count: length), fileOffset: extra.offset - length, what: "the zip64 field of zip entry \"\(name)\"")
+                guard id == ZipLayout.zip64ExtraID else { continue }
+                if size == UInt64(ZipLayout.zip64Threshold) { size = try field.read(UInt64.self) }
+                if compressedSize == UInt64(ZipLayout.zip64Threshold) { compressedSize = try field.read(UInt64.self) }
+                if localOffset == UInt64(ZipLayout.zip64Threshold) { localOffset = try field.read(UInt64.self) }
+            }
+            guard disk == 0 || disk == 0xFFFF else {
+                throw CheckpointError(.unsupportedFormat, "zip entry \"\(name)\" is on another disk of a split archive", offset: entryOffset)
+            }
+            guard compressedSize == size else {
+                throw CheckpointError(
+                    .malformed, "zip entry \"\(name)\" is stored but its compressed size (\(compressedSize)) differs from its size (\(size))",
+                    offset: entryOffset)
+            }
+            central.append(CentralRecord(name: name, nameBytes: nameBytes, localOffset: localOffset, size: size, crc: crc, entryOffset: entryOffset))
+        }
+        return (directory, central)
+    }
+
     /// Finds the end records and returns where the central directory is and how many entries it holds.
-    private static func centralDirectory(
+    static func centralDirectory(
         _ bytes: UnsafeRawBufferPointer
     ) throws(CheckpointError) -> (offset: Int, size: Int, count: Int) {
         guard bytes.count >= ZipLayout.endRecordSize else {
