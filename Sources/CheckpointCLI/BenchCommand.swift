@@ -38,7 +38,10 @@ struct BenchCommand: ParsableCommand {
         """)
     var compression: String?
 
-    @Option(help: "pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones.")
+    @Option(help: """
+        pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones; \
+        dcp: the same with a PyTorch Distributed Checkpoint folder.
+        """)
     var format: String = "native"
 
     @Option(help: "The compression level for --compression (default: the codec's fast default).")
@@ -62,7 +65,7 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        guard format == "native" || format == "pt" else { throw ValidationError("--format takes native or pt") }
+        guard ["native", "pt", "dcp"].contains(format) else { throw ValidationError("--format takes native, pt or dcp") }
         if let compression, compression != "all", Self.codec(compression) == nil {
             throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo (or gzip, bzip2, zstd, lzop) or all")
         }
@@ -113,6 +116,11 @@ struct BenchCommand: ParsableCommand {
         }
         if format == "pt" {
             let result = try TorchBench(state: state, folder: directory, repetitions: repetitions).run()
+            try report(result)
+            return
+        }
+        if format == "dcp" {
+            let result = try DCPBench(state: state, folder: directory, repetitions: repetitions).run()
             try report(result)
             return
         }

@@ -10,10 +10,11 @@ struct InspectCommand: ParsableCommand {
         abstract: "Show a checkpoint's format, run name, timestamp and tensors.",
         discussion: """
             For a sharded checkpoint (its manifest, or the folder that holds it), shows its shards \
-            and every tensor's global shape and number of pieces.
+            and every tensor's global shape and number of pieces. For a PyTorch Distributed \
+            Checkpoint (DCP) folder, shows its data files and every tensor's chunks.
             """)
 
-    @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
+    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a DCP folder.")
     var path: String
 
     @Flag(help: "Print one JSON object instead of a table.")
@@ -40,6 +41,8 @@ struct InspectReport {
         var sha256: String?
         /// For a sharded checkpoint, how many shards hold a piece of the tensor.
         var pieces: Int?
+        /// For a DCP checkpoint, the boxes of the tensor's chunks and the data file of each.
+        var chunks: [(box: TensorSlice, file: String)]?
     }
 
     /// The shards of a sharded checkpoint.
@@ -63,7 +66,7 @@ struct InspectReport {
     var shards: [ShardRow]? = nil
 
     init(path: String, hashes: Bool, limits: DecompressionLimits = DecompressionLimits()) throws {
-        if let manifestPath = try ShardManifest.locate(path) {
+        if try DistributedCheckpoint.locate(path) == nil, let manifestPath = try ShardManifest.locate(path) {
             try self.init(manifestPath: manifestPath, hashes: hashes, limits: limits)
         } else {
             try self.init(file: path, hashes: hashes, limits: limits)
@@ -73,13 +76,32 @@ struct InspectReport {
     /// One checkpoint file.
     private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
         let file = try CheckpointFile.open(path, decompressionLimits: limits)
+        let dcp = file.distributedCheckpoint
+        let chunks = Dictionary(dcp?.tensors.map { ($0.path, $0.chunks.map { (box: $0.box, file: $0.file) }) } ?? [], uniquingKeysWith: { a, _ in a })
         let tensors = file.tree.tensors.map { entry in
             TensorRow(
                 path: entry.path, dtype: entry.tensor.dtype.rawValue, shape: entry.tensor.shape,
                 bytes: entry.tensor.byteCount,
-                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil)
+                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil,
+                chunks: dcp == nil ? nil : chunks[entry.path] ?? [])
         }
-        self.init(path: path, describing: file, format: file.formatName, fileBytes: file.byteCount, tensors: tensors)
+        var format = file.formatName
+        if let dcp {
+            format += ", \(dcp.files.count) data file\(dcp.files.count == 1 ? "" : "s")"
+        }
+        self.init(path: file.path, describing: file, format: format, fileBytes: file.byteCount, tensors: tensors)
+        if let dcp {
+            // DCP names each data file after the rank that wrote it; it records no digest.
+            shards = dcp.files.enumerated().map { index, data in
+                ShardRow(rank: Self.writerRank(data.name) ?? index, path: data.name, bytes: data.size, digest: "-")
+            }
+        }
+    }
+
+    /// The rank in a DCP data file's name, `__<rank>_<n>.distcp`.
+    private static func writerRank(_ name: String) -> Int? {
+        guard name.hasPrefix("__") else { return nil }
+        return name.dropFirst(2).split(separator: "_").first.flatMap { Int($0) }
     }
 
     /// A sharded checkpoint: the manifest, and rank 0's shard for the run name and timestamp.
@@ -118,6 +140,15 @@ struct InspectReport {
 
     var totalTensorBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
 
+    /// A tensor's chunks in a cell: their count, and each box's rows when they split the rows.
+    private static func describe(_ chunks: [(box: TensorSlice, file: String)]) -> String {
+        guard chunks.count > 1 else { return String(chunks.count) }
+        let ranges = chunks.map { chunk in
+            chunk.box.offset.indices.map { "\(chunk.box.offset[$0])..<\(chunk.box.offset[$0] + chunk.box.shape[$0])" }.joined(separator: ",")
+        }
+        return "\(chunks.count): " + ranges.joined(separator: " ")
+    }
+
     func text() -> String {
         var lines = [
             "path:      \(path)",
@@ -138,24 +169,30 @@ struct InspectReport {
         }
         lines.append("")
         if let shards {
-            var table = [["rank", "shard", "bytes", "digest"]]
+            var table = [["rank", tensors.contains { $0.chunks != nil } ? "data file" : "shard", "bytes", "digest"]]
             for shard in shards { table.append([String(shard.rank), shard.path, String(shard.bytes), shard.digest]) }
             lines.append(Units.table(table, rightAligned: [0, 2]))
             lines.append("")
         }
         let sharded = shards != nil
+        let chunked = tensors.contains { $0.chunks != nil }
         var header = ["tensor", "dtype", sharded ? "global shape" : "shape", "bytes"]
-        if sharded { header.append("shards") }
+        if chunked {
+            header.append("chunks")
+        } else if sharded {
+            header.append("shards")
+        }
         if tensors.first?.sha256 != nil { header.append("sha256") }
         var table = [header]
         for row in tensors {
             let shape = "[" + row.shape.map(String.init).joined(separator: ", ") + "]"
             var cells = [row.path, row.dtype, shape, String(row.bytes)]
             if let pieces = row.pieces { cells.append(String(pieces)) }
+            if let chunks = row.chunks { cells.append(Self.describe(chunks)) }
             if let sha256 = row.sha256 { cells.append(sha256) }
             table.append(cells)
         }
-        lines.append(Units.table(table, rightAligned: sharded ? [3, 4] : [3]))
+        lines.append(Units.table(table, rightAligned: sharded && !chunked ? [3, 4] : [3]))
         lines.append("")
         lines.append("total: \(tensors.count) tensors, \(Units.bytes(totalTensorBytes)) of tensor data")
         return lines.joined(separator: "\n")
@@ -175,6 +212,9 @@ struct InspectReport {
                 var entry: [String: Any] = ["path": row.path, "dtype": row.dtype, "shape": row.shape, "bytes": row.bytes]
                 if let sha = row.sha256 { entry["sha256"] = sha }
                 if let pieces = row.pieces { entry["shards"] = pieces }
+                if let chunks = row.chunks {
+                    entry["chunks"] = chunks.map { ["offset": $0.box.offset, "shape": $0.box.shape, "file": $0.file] as [String: Any] }
+                }
                 return entry
             },
         ]

@@ -6,15 +6,20 @@ struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Check a checkpoint's structure and every tensor's checksum.",
-        discussion: "Exits 0 when the file is intact, 1 with a message naming what is wrong.")
+        discussion: """
+            Exits 0 when the file is intact, 1 with a message naming what is wrong. A PyTorch \
+            Distributed Checkpoint (DCP) folder is checked for structure (its .metadata against its \
+            data files, every archive holding what .metadata says) and every archive's CRC-32s: \
+            DCP records no other checksums.
+            """)
 
-    @Argument(help: "The checkpoint file, or a sharded checkpoint's manifest or folder.")
+    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a DCP folder.")
     var path: String
 
     @OptionGroup var decompression: DecompressionFlags
 
     func run() throws {
-        if let manifestPath = try ShardManifest.locate(path) {
+        if try DistributedCheckpoint.locate(path) == nil, let manifestPath = try ShardManifest.locate(path) {
             let manifest = try ShardManifest.read(manifestPath)
             try manifest.verifyShards(manifestPath: manifestPath, decompressionLimits: decompression.limits)
             let bytes = manifest.shards.reduce(0) { $0 + $1.size }
@@ -27,6 +32,13 @@ struct VerifyCommand: ParsableCommand {
         try file.verify()
         let tensors = file.tree.tensors
         let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }
+        if let dcp = file.distributedCheckpoint {
+            let chunks = dcp.tensors.reduce(0) { $0 + $1.chunks.count }
+            print(
+                "ok: \(file.path): dcp, \(dcp.files.count) data file\(dcp.files.count == 1 ? "" : "s") (\(Units.bytes(dcp.byteCount))), \(dcp.tensors.count) tensors in \(chunks) chunks, \(dcp.valueCount) other values, \(Units.bytes(bytes)); structure valid and every archive's CRC-32 matches (DCP records no other checksums)"
+            )
+            return
+        }
         let checked = file.hasChecksums ? "checksums match" : "structure valid (the file records no checksums)"
         print("ok: \(path): \(file.formatName), \(tensors.count) tensors, \(Units.bytes(bytes)); \(checked)")
     }

@@ -41,7 +41,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .zstd: self = .zstd
         case .lz4: self = .lz4
         case .lzop: self = .lzop
-        case .safetensors, .torchZip, .torchLegacy, .tar: return nil
+        case .safetensors, .torchZip, .torchLegacy, .tar, .distributedCheckpoint: return nil
         }
     }
 

@@ -29,6 +29,8 @@ public struct CheckpointFile: Sendable {
     public internal(set) var layers: [ContainerLayer] = []
     /// What the checkpoint inside the layers is, when there are layers.
     var innerKind: FileKind? = nil
+    /// For a DCP folder, its metadata: data files, and every tensor's chunks.
+    public internal(set) var distributedCheckpoint: DistributedCheckpoint? = nil
 
     /// What the checkpoint inside any layers is: ``kind`` itself for a plain file.
     public var formatKind: FileKind { innerKind ?? kind }
@@ -39,7 +41,8 @@ public struct CheckpointFile: Sendable {
         return nil
     }
 
-    /// Opens the checkpoint at `path`, recognising its format from its bytes.
+    /// Opens the checkpoint at `path`, recognising its format from its bytes; a PyTorch
+    /// Distributed Checkpoint folder (or its `.metadata`) opens as one checkpoint too.
     ///
     /// Compressed streams and tar archives around it are opened first, whatever the name
     /// says: a compressed file is decompressed (within the default ``DecompressionLimits``)
@@ -55,6 +58,7 @@ public struct CheckpointFile: Sendable {
     /// Opens the checkpoint at `path` as ``open(_:)`` does, with explicit bounds on
     /// decompression (raise them for a checkpoint that compresses extremely well).
     public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
+        if let folder = try DistributedCheckpoint.locate(path) { return try open(distributedCheckpoint: folder) }
         let outer = try MappedFile(path: path)
         let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: decompressionLimits)
         var opened = try read(file, path: path)

@@ -9,6 +9,9 @@ public enum FileKind: String, Sendable, CaseIterable {
     /// A tar archive.
     case tar
     case gzip, bzip2, xz, lzma, zstd, lz4, lzop
+    /// A PyTorch Distributed Checkpoint folder (``DistributedCheckpoint``): recognised by its
+    /// `.metadata`, never sniffed from a file's bytes.
+    case distributedCheckpoint = "dcp"
 
     /// Recognises a file of `fileSize` bytes from its first bytes (512 are enough for a tar header).
     static func sniff(_ bytes: UnsafeRawBufferPointer, fileSize: Int) -> FileKind? {
@@ -63,6 +66,7 @@ public enum FileKind: String, Sendable, CaseIterable {
         case .zstd: "a zstd stream"
         case .lz4: "an lz4 frame"
         case .lzop: "an lzop file"
+        case .distributedCheckpoint: "a PyTorch Distributed Checkpoint folder"
         }
     }
 }

@@ -42,7 +42,9 @@ public struct LoadResult: Sendable {
 ///
 /// A sharded checkpoint (SPEC §6.3) is named by its manifest or by the folder that holds it;
 /// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and
-/// each rank reads only the parts of the shards its plan asks for.
+/// each rank reads only the parts of the shards its plan asks for. A PyTorch Distributed
+/// Checkpoint folder (or its `.metadata`) loads the same way, each rank reading only the
+/// chunks its plan's boxes overlap (see ``DistributedCheckpoint``).
 @discardableResult
 public func loadCheckpoint(
     _ path: String,
@@ -160,7 +162,10 @@ private func readTrainingState(
     let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
     var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
     var tree: StateValue
-    if let manifest = try ShardManifest.locate(path) {
+    if let folder = try DistributedCheckpoint.locate(path) {
+        path = folder
+        tree = try DCPLoad.read(folder: folder, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup).tree
+    } else if let manifest = try ShardManifest.locate(path) {
         path = manifest
         tree = try ShardedLoad.read(
             manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// A tensor: a ``DType``, a shape, and little-endian row-major bytes.
 ///
@@ -104,7 +105,7 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
     /// The number of elements (1 for a 0-dim tensor).
     public var elementCount: Int { shape.reduce(1, *) }
     /// The number of bytes.
-    public var byteCount: Int { buffer.bytes.count }
+    public var byteCount: Int { buffer.byteCount }
 
     /// Calls `body` with the tensor's bytes, where they are.
     public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
@@ -194,17 +195,46 @@ extension Double: TensorScalar { public static var dtype: DType { .float64 } }
 /// The memory behind a tensor.
 ///
 /// `@unchecked Sendable`: the bytes are never written after the initialiser that fills them
-/// returns, so sharing them across threads is safe; owned memory is freed in `deinit`, and a
-/// mapping is kept alive by `owner`.
+/// returns (for deferred bytes, after the fill that runs once under a lock), so sharing them
+/// across threads is safe; owned memory is freed in `deinit`, and a mapping is kept alive by
+/// `owner`.
 final class TensorBuffer: @unchecked Sendable {
-    let bytes: UnsafeRawBufferPointer
+    private enum Source {
+        case ready(UnsafeRawBufferPointer)
+        case deferred(DeferredBytes)
+    }
+
+    private let source: Source
     let storage: Tensor.Storage
+    /// The number of bytes, known without making deferred bytes.
+    let byteCount: Int
     private let owner: AnyObject?
 
     private init(bytes: UnsafeRawBufferPointer, storage: Tensor.Storage, owner: AnyObject?) {
-        self.bytes = bytes
+        source = .ready(bytes)
+        byteCount = bytes.count
         self.storage = storage
         self.owner = owner
+    }
+
+    /// Bytes that `fill` writes the first time they are used, into memory the buffer owns.
+    ///
+    /// What a checkpoint folder assembles from several pieces (or copies to align it) is made
+    /// this way, so opening the checkpoint reads none of it. `fill` must not fail: everything it
+    /// reads was checked before the buffer was made.
+    init(deferredByteCount byteCount: Int, fill: @escaping @Sendable (UnsafeMutableRawBufferPointer) -> Void) {
+        source = .deferred(DeferredBytes(count: byteCount, fill: fill))
+        self.byteCount = byteCount
+        storage = .owned
+        owner = nil
+    }
+
+    /// The bytes, made first if they are deferred.
+    var bytes: UnsafeRawBufferPointer {
+        switch source {
+        case .ready(let bytes): bytes
+        case .deferred(let deferred): deferred.bytes
+        }
     }
 
     /// Memory aligned for every dtype, zeroed unless the caller overwrites all of it at once;
@@ -225,8 +255,48 @@ final class TensorBuffer: @unchecked Sendable {
     }
 
     deinit {
-        if storage == .owned, let base = bytes.baseAddress {
+        if case .ready(let bytes) = source, storage == .owned, let base = bytes.baseAddress {
             UnsafeMutableRawPointer(mutating: base).deallocate()
+        }
+    }
+}
+
+/// Bytes made once, on first use, by a fill that cannot fail; the fill (and whatever it holds,
+/// such as the mappings it copies from) is released once it has run.
+private final class DeferredBytes: Sendable {
+    private enum State {
+        case pending(@Sendable (UnsafeMutableRawBufferPointer) -> Void)
+        case ready(UnsafeMutableRawBufferPointer)
+    }
+
+    private let count: Int
+    private let state: Mutex<State>
+
+    init(count: Int, fill: @escaping @Sendable (UnsafeMutableRawBufferPointer) -> Void) {
+        self.count = count
+        state = Mutex(.pending(fill))
+    }
+
+    var bytes: UnsafeRawBufferPointer {
+        let count = count
+        let made = state.withLock { state -> UInt in
+            switch state {
+            case .ready(let bytes):
+                return UInt(bitPattern: bytes.baseAddress)
+            case .pending(let fill):
+                let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 64)
+                let used = UnsafeMutableRawBufferPointer(rebasing: bytes[0..<count])
+                fill(used)
+                state = .ready(used)
+                return UInt(bitPattern: used.baseAddress)
+            }
+        }
+        return UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: made), count: count)
+    }
+
+    deinit {
+        state.withLock { state in
+            if case .ready(let bytes) = state { bytes.baseAddress?.deallocate() }
         }
     }
 }
