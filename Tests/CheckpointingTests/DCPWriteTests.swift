@@ -26,7 +26,7 @@ import Testing
             #expect(try folderContents(written) == [".metadata", "__0_0.distcp"])
 
             let file = try CheckpointFile.open(written)
-            #expect(file.tree == dcpStringKeyed(state.tree))
+            #expect(file.tree == dcpRoundTripped(state.tree))
             try file.verify()
             let checkpoint = try #require(file.distributedCheckpoint)
             // Every archive starts on a 64-byte boundary, so every tensor stays in the mapping.
@@ -42,7 +42,7 @@ import Testing
             #expect(metadata.keyPaths?["state.optimizers.AdamW.param_groups.0.lr"] == [.name("state"), .name("optimizers"), .name("AdamW"), .name("param_groups"), .index(0), .name("lr")])
             #expect(metadata.keyPaths?["state.extra.layers.1"] == nil, "extra is not a key of the tree")
             #expect(metadata.keyPaths?["state.layers.1"] == [.name("state"), .name("layers"), .index(1)])
-            #expect(metadata.keyPaths?["state.scaler"] == [.name("state"), .name("scaler")], "an empty dict is kept")
+            #expect(metadata.keyPaths?.keys.contains { $0.hasPrefix("state.scaler") } == false, "an empty dict has no leaves to save")
             #expect(metadata.keyPaths?["state.schedulers.LambdaLR.base_lrs"] != nil, "a list of values is one entry")
             PythonDCP.crossCheck(folders: [written])
         }
@@ -63,12 +63,12 @@ import Testing
             #expect(emb.chunks.map(\.box) == (worldSize == 1 ? [.whole([11, 6])] : rows.map { .rows($0, of: [11, 6]) }))
             #expect(emb.chunks.map(\.file) == (0..<worldSize).map { "__\($0)_0.distcp" })
 
-            #expect(try loadCheckpointTree(target, shardPlan: .whole).tree == dcpStringKeyed(tree))
+            #expect(try loadCheckpointTree(target, shardPlan: .whole).tree == dcpRoundTripped(tree))
             let resharded = ThreadWorld.run(size: 2) { group in try loadCheckpointTree(target, processGroup: group) }
             for (rank, result) in resharded.enumerated() {
                 // Tensors in tuples are parts of values, read whole.
                 let plan = ShardPlan.splitFirstDimension(forDistributedCheckpointOf: tree)
-                let expected = try plan.apply(to: dcpStringKeyed(tree), rank: rank, worldSize: 2).tree
+                let expected = try plan.apply(to: dcpRoundTripped(tree), rank: rank, worldSize: 2).tree
                 #expect(try result.get().tree == expected, "rank \(rank) of 2")
             }
             PythonDCP.crossCheck(folders: [target])
@@ -86,7 +86,7 @@ import Testing
             #expect(checkpoint.tensors.allSatisfy { $0.chunks.count == 1 }, "each whole tensor once")
             let used = Set(checkpoint.metadata.locations.map(\.file))
             #expect(used == ["__0_0.distcp", "__1_0.distcp", "__2_0.distcp"], "the pieces are spread over the ranks")
-            #expect(try loadCheckpointTree(target).tree == dcpStringKeyed(tree))
+            #expect(try loadCheckpointTree(target).tree == dcpRoundTripped(tree))
             PythonDCP.crossCheck(folders: [target])
         }
     }
@@ -103,7 +103,7 @@ import Testing
                 #expect(written == folder + "/one")
             }
             #expect(try folderContents(folder + "/one") == [".metadata", "__0_0.distcp"])
-            #expect(try loadCheckpointTree(folder + "/one").tree == dcpStringKeyed(tree))
+            #expect(try loadCheckpointTree(folder + "/one").tree == dcpRoundTripped(tree))
         }
     }
 
@@ -114,7 +114,7 @@ import Testing
             let newer = dcpTestState(seed: 2).tree
             try saveDistributedCheckpoint(tree: newer, folder: target)
             #expect(try folderContents(target) == [".metadata", "__0_0.distcp"])
-            #expect(try loadCheckpointTree(target).tree == dcpStringKeyed(newer))
+            #expect(try loadCheckpointTree(target).tree == dcpRoundTripped(newer))
         }
     }
 

@@ -40,14 +40,38 @@ enum DCPFixtures {
     }
 }
 
-/// `tree` as a DCP round trip gives it back: every dict key a string (DCP stores `str(key)`).
-func dcpStringKeyed(_ tree: StateValue) -> StateValue {
-    switch tree {
-    case .dict(let dict):
-        return .dict(StateDict(dict.map { (StateKey.string($0.key.description), dcpStringKeyed($0.value)) }))
-    case .list(let elements): return .list(elements.map(dcpStringKeyed))
-    default: return tree
+/// `tree` as a DCP round trip gives it back, by DCP's rules (written out here on their own, not
+/// with the library's code): every dict key a string (`str(key)`); empty dicts gone, and so
+/// every container left with nothing; a walked list (one holding a tensor, a dict or a walked
+/// list) cut after its last element that holds something, with `none` in its gaps; every other
+/// value (tuples, lists of values) unchanged.
+func dcpRoundTripped(_ tree: StateValue) -> StateValue {
+    func walked(_ elements: [StateValue]) -> Bool {
+        elements.contains { element in
+            switch element {
+            case .tensor, .dict: true
+            case .list(let inner): walked(inner)
+            default: false
+            }
+        }
     }
+    func kept(_ value: StateValue) -> StateValue? {
+        switch value {
+        case .dict(let dict):
+            var result = StateDict()
+            for (key, child) in dict {
+                if let child = kept(child) { result[.string(key.description)] = child }
+            }
+            return result.isEmpty ? nil : .dict(result)
+        case .list(let elements) where walked(elements):
+            var children = elements.map(kept)
+            while let last = children.last, last == nil { children.removeLast() }
+            return children.isEmpty ? nil : .list(children.map { $0 ?? .none })
+        default:
+            return value
+        }
+    }
+    return kept(tree) ?? .dict([:])
 }
 
 /// The bytes of a file, with `edit` applied, written back.

@@ -27,10 +27,9 @@ enum DCPKeyPaths {
     /// and later): dicts are walked; a list is walked when it holds a tensor, a dict or a list
     /// that is walked, else it is one leaf; every other value (a tuple too) is one leaf.
     ///
-    /// One addition keeps what DCP would drop: an empty dict inside a dict becomes a leaf of
-    /// its own (a pickled `{}`), so `scaler: {}` survives a round trip; `torch.distributed
-    /// .checkpoint.load` into a state dict ignores it, and `dcp_to_torch_save` restores it. An
-    /// empty dict inside a list is dropped, as DCP drops it.
+    /// An empty dict has no leaves, so it is not saved, as DCP does not save it: an entry DCP
+    /// would not make, even an empty dict, makes `torch.distributed.checkpoint.load` take the
+    /// checkpoint for one of torch 2.3 and read it under that version's names.
     ///
     /// - Throws: ``CheckpointError`` (`.invalidArgument`) when the root is not a dict, the tree
     ///   nests deeper than ``maximumDepth``, or two leaves flatten to one FQN (keys containing
@@ -42,24 +41,22 @@ enum DCPKeyPaths {
         var entries: [Entry] = []
         var seen: [String: String] = [:]
         var path: [DCPKey] = []
-        func visit(_ value: StateValue, statePath: String, parentIsDict: Bool) throws(CheckpointError) {
+        func visit(_ value: StateValue, statePath: String) throws(CheckpointError) {
             guard path.count <= maximumDepth else {
                 throw CheckpointError(.invalidArgument, "the tree is nested more than \(maximumDepth) levels deep at \"\(statePath)\"")
             }
             switch value {
-            case .dict(let dict) where !dict.isEmpty:
+            case .dict(let dict):
                 for (key, child) in dict {
                     path.append(.name(key.description))
-                    try visit(child, statePath: StatePath.join(statePath, key.pathComponent), parentIsDict: true)
+                    try visit(child, statePath: StatePath.join(statePath, key.pathComponent))
                     path.removeLast()
                 }
                 return
-            case .dict:
-                guard parentIsDict else { return }
             case .list(let elements) where !isLeaf(value):
                 for (index, child) in elements.enumerated() {
                     path.append(.index(index))
-                    try visit(child, statePath: StatePath.join(statePath, String(index)), parentIsDict: false)
+                    try visit(child, statePath: StatePath.join(statePath, String(index)))
                     path.removeLast()
                 }
                 return
@@ -77,7 +74,7 @@ enum DCPKeyPaths {
         }
         for (key, child) in root {
             path = [.name(key.description)]
-            try visit(child, statePath: key.pathComponent, parentIsDict: true)
+            try visit(child, statePath: key.pathComponent)
         }
         return entries
     }

@@ -56,7 +56,8 @@ public func saveDistributedCheckpoint(
 ///
 /// The FQN of a leaf is its key path joined by dots, as DCP's default planner makes it, and
 /// `planner_data` records the path. Integer dict keys are written as their strings (DCP calls
-/// `str` on every key), so they come back as strings.
+/// `str` on every key), so they come back as strings; empty dicts are not saved (DCP saves
+/// leaves only), so they do not come back.
 ///
 /// - Parameters:
 ///   - tree: The tree to save; its root must be a dict.
