@@ -71,6 +71,12 @@ import Testing
                 let expected = try plan.apply(to: dcpRoundTripped(tree), rank: rank, worldSize: 2).tree
                 #expect(try result.get().tree == expected, "rank \(rank) of 2")
             }
+            // Loaded on as many ranks, each box is one chunk: its bytes in the mapping, not a copy.
+            let same = ThreadWorld.run(size: worldSize) { group in try loadCheckpointTree(target, processGroup: group) }
+            for result in same {
+                let rows = try #require(try result.get().tree[path: "state/model/emb.weight"]?.tensorValue)
+                #expect(rows.storage == .mapped)
+            }
             PythonDCP.crossCheck(folders: [target])
         }
     }

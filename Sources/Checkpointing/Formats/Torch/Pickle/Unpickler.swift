@@ -7,8 +7,8 @@ import OrderedCollections
 /// It accepts exactly the opcodes and globals of its ``PickleVocabulary``: for a torch file,
 /// what torch's weights-only unpickler accepts, with the globals of ``PickleGlobal``; for a DCP
 /// `.metadata`, protocol 4 and DCP's dataclasses. A global outside the list is refused when the
-/// pickle names it, before anything is built from it. Calls (REDUCE, NEWOBJ, BUILD) are interpreted, not executed: each
-/// allowed global has its meaning written here. Every length is checked against the bytes that
+/// pickle names it, before anything is built from it. Calls (REDUCE, NEWOBJ, BUILD) are
+/// interpreted, not executed: each allowed global has its meaning written here. Every length is checked against the bytes that
 /// remain before anything is allocated, and the memo, nesting and the tree's size are bounded
 /// (``TorchLimits``).
 final class Unpickler {
