@@ -10,18 +10,20 @@ extension CheckpointFile {
         let reader = DCPReader(checkpoint, deferringCopies: true)
         var leaves: [String: StateValue] = [:]
         var checks: [@Sendable () throws(CheckpointError) -> Void] = []
-        for fqn in metadata.fqns {
-            switch metadata.items[fqn] {
-            case .tensor(let tensor):
-                let item = try reader.tensor(fqn, box: .whole(tensor.shape), deferred: true)
-                leaves[fqn] = .tensor(item.value)
-                checks.append(item.verifyRecords)
-            case .value:
-                let item = try reader.value(fqn)
-                leaves[fqn] = item.value
-                checks.append(item.verifyRecords)
-            case nil:
-                break
+        try reader.prefetchingHeaders(of: metadata.locations) { () throws(CheckpointError) in
+            for fqn in metadata.fqns {
+                switch metadata.items[fqn] {
+                case .tensor(let tensor):
+                    let item = try reader.tensor(fqn, box: .whole(tensor.shape), deferred: true)
+                    leaves[fqn] = .tensor(item.value)
+                    checks.append(item.verifyRecords)
+                case .value:
+                    let item = try reader.value(fqn)
+                    leaves[fqn] = item.value
+                    checks.append(item.verifyRecords)
+                case nil:
+                    break
+                }
             }
         }
         let tree: StateValue
@@ -31,10 +33,13 @@ extension CheckpointFile {
             throw error.at(path: FilePaths.join(checkpoint.folder, DistributedCheckpoint.metadataName))
         }
         let verify = checks
+        let files = reader.mappedFiles
         var file = CheckpointFile(
             path: checkpoint.folder, kind: .distributedCheckpoint, isNative: false, tree: tree, metadata: [:],
             byteCount: checkpoint.byteCount, checksums: [:], integrityDigest: checkpoint.metadataDigest,
             verifyRecords: { () throws(CheckpointError) in
+                // The checks read every archive in file order: let the kernel read ahead.
+                for data in files { data.adviseSequentialRead() }
                 for check in verify { try check() }
             })
         file.distributedCheckpoint = checkpoint

@@ -17,12 +17,12 @@ enum DCPLoad {
         let saved = plan.keepsSavedPieces ? try SavedPieces(checkpoint, worldSize: group.worldSize) : nil
         var leaves: [String: StateValue] = [:]
         var slices: [String: TensorSlice] = [:]
+        var boxes: [String: TensorSlice] = [:]
+        var needed: [DCPMetadata.Location] = []
         for fqn in metadata.fqns {
             switch metadata.items[fqn] {
-            case .value:
-                let item = try reader.value(fqn)
-                if verifyChecksums { try item.verifyRecords() }
-                leaves[fqn] = item.value
+            case .value(let location):
+                needed.append(location)
             case .tensor(let tensor):
                 let path = DCPKeyPaths.statePath(DCPKeyPaths.keyPath(of: fqn, in: metadata))
                 let wanted: TensorSlice?
@@ -40,12 +40,29 @@ enum DCPLoad {
                 if let problem = box.problem() {
                     throw CheckpointError(.invalidArgument, "the shard plan's slice of \"\(path)\" \(problem)", path: folder)
                 }
-                let item = try reader.tensor(fqn, box: box, deferred: false)
-                if verifyChecksums { try item.verifyRecords() }
                 if !box.isWhole { slices[path] = box }
-                leaves[fqn] = .tensor(item.value)
+                boxes[fqn] = box
+                // The chunks the box overlaps (an empty box is one chunk, or none).
+                needed += tensor.chunks.filter { $0.box.intersection(box) != nil || $0.box == box }.map(\.location)
             case nil:
                 break
+            }
+        }
+        try reader.prefetchingHeaders(of: needed) { () throws(CheckpointError) in
+            for fqn in metadata.fqns {
+                switch metadata.items[fqn] {
+                case .value:
+                    let item = try reader.value(fqn)
+                    if verifyChecksums { try item.verifyRecords() }
+                    leaves[fqn] = item.value
+                case .tensor:
+                    guard let box = boxes[fqn] else { continue }
+                    let item = try reader.tensor(fqn, box: box, deferred: false)
+                    if verifyChecksums { try item.verifyRecords() }
+                    leaves[fqn] = .tensor(item.value)
+                case nil:
+                    break
+                }
             }
         }
         do {

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Reads the archives of a DCP checkpoint: each data file is mapped once, when first needed,
 /// and each archive is read in place with the torch reader (its zip directory and pickle;
 /// tensors stay in the mapping).
@@ -22,6 +28,42 @@ final class DCPReader {
     }
 
     private var metadata: DCPMetadata { checkpoint.metadata }
+
+    /// The data files mapped so far.
+    var mappedFiles: [MappedFile] { Array(mappings.values) }
+
+    /// Runs `body`, which reads the archives at `locations`, after asking the kernel for the
+    /// pages that reading them touches (each archive's first and last pages: its first records
+    /// and its zip directory) all at once, without read-around.
+    ///
+    /// Read one by one, each archive costs a few synchronous disk reads, and the default
+    /// read-around fetches 128 KiB for each: opening a cold 1.5 GB DCP folder of 584 archives
+    /// took 1.7 s that way. Queued together, the reads overlap.
+    func prefetchingHeaders<T>(
+        of locations: [DCPMetadata.Location], _ body: () throws(CheckpointError) -> T
+    ) throws(CheckpointError) -> T {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var advised: [MappedFile] = []
+        for (name, inFile) in Dictionary(grouping: locations, by: \.file) {
+            let file = try mapping(name)
+            guard let base = file.bytes.baseAddress, Int(bitPattern: base) % page == 0 else { continue }
+            let mapping = UnsafeMutableRawPointer(mutating: base)
+            _ = madvise(mapping, file.bytes.count, MADV_RANDOM)
+            advised.append(file)
+            for location in inFile where location.offset + location.length <= file.bytes.count {
+                for edge in [location.offset, max(location.offset, location.offset + location.length - 2 * page)] {
+                    let start = edge / page * page
+                    _ = madvise(mapping + start, min(2 * page, file.bytes.count - start), MADV_WILLNEED)
+                }
+            }
+        }
+        defer {
+            for file in advised {
+                if let base = file.bytes.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), file.bytes.count, MADV_NORMAL) }
+            }
+        }
+        return try body()
+    }
 
     /// Chunk `index` of tensor `fqn`, checked against the dtype and box `.metadata` gives it.
     func chunk(_ fqn: String, _ index: Int) throws(CheckpointError) -> Item<Tensor> {

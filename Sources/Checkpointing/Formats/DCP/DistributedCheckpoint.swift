@@ -180,18 +180,21 @@ public struct DistributedCheckpoint: Sendable {
     /// - Throws: ``CheckpointError`` naming the first damaged entry, its file and offset.
     public func verify() throws(CheckpointError) {
         let reader = DCPReader(self, deferringCopies: true)
-        for fqn in metadata.fqns {
-            switch metadata.items[fqn] {
-            case .tensor(let tensor):
-                for index in tensor.chunks.indices {
-                    let chunk = try reader.chunk(fqn, index)
-                    try chunk.verifyRecords()
+        var checks: [@Sendable () throws(CheckpointError) -> Void] = []
+        try reader.prefetchingHeaders(of: metadata.locations) { () throws(CheckpointError) in
+            for fqn in metadata.fqns {
+                switch metadata.items[fqn] {
+                case .tensor(let tensor):
+                    for index in tensor.chunks.indices { checks.append(try reader.chunk(fqn, index).verifyRecords) }
+                case .value:
+                    checks.append(try reader.value(fqn).verifyRecords)
+                case nil:
+                    break
                 }
-            case .value:
-                try reader.value(fqn).verifyRecords()
-            case nil: break
             }
         }
+        for file in reader.mappedFiles { file.adviseSequentialRead() }
+        for check in checks { try check() }
     }
 }
 
