@@ -51,10 +51,12 @@ final class DCPReader {
             _ = madvise(mapping, file.bytes.count, MADV_RANDOM)
             advised.append(file)
             for location in inFile where location.offset + location.length <= file.bytes.count {
-                for edge in [location.offset, max(location.offset, location.offset + location.length - 2 * page)] {
-                    let start = edge / page * page
-                    _ = madvise(mapping + start, min(2 * page, file.bytes.count - start), MADV_WILLNEED)
-                }
+                // Two pages from each end: the first records, and the zip directory and end records.
+                let end = location.offset + location.length
+                let head = location.offset / page * page
+                _ = madvise(mapping + head, min(end, location.offset + 2 * page) - head, MADV_WILLNEED)
+                let tail = max(location.offset, end - 2 * page) / page * page
+                _ = madvise(mapping + tail, end - tail, MADV_WILLNEED)
             }
         }
         defer {
