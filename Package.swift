@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/attaswift/BigInt.git", from: "6.0.1"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        // `swift package generate-documentation`: the DocC catalogs of the library's modules.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
     ],
     targets: [
         // XXH3-64 from Debian's libxxhash-dev: the per-tensor checksum of the native format.
@@ -31,7 +33,7 @@ let package = Package(
         ),
         // CRC-32 for zip records from Intel's ISA-L (Debian's libisal-dev): 2.7x zlib's speed here.
         .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
-        // The other codecs of SPEC §2.6, each from Debian's own library.
+        // The other codecs, each from Debian's own library.
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
@@ -88,7 +90,7 @@ let package = Package(
     ]
 )
 
-// S3 object storage (SPEC §7): a module of its own on AsyncHTTPClient, so the core builds and
+// S3 object storage: a module of its own on AsyncHTTPClient, so the core builds and
 // works without it. Kept in one block so it merges cleanly with changes to the lists above.
 package.dependencies += [
     .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
@@ -118,7 +120,7 @@ package.targets += [
 ]
 package.targets.first { $0.name == "CheckpointCLI" }?.dependencies.append("CheckpointingS3")
 
-// Open MPI process group (SPEC §6.2): a module of its own over Debian's libopenmpi-dev, so the
+// Open MPI process group: a module of its own over Debian's libopenmpi-dev, so the
 // core builds and works without it. `mpi-worker` is a test-only program that the MPI tests start
 // under `mpirun`. Kept in one block so it merges cleanly with changes to the lists above.
 package.products += [.library(name: "CheckpointingMPI", targets: ["CheckpointingMPI"])]

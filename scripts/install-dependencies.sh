@@ -5,7 +5,7 @@
 # libzstd-dev, liblz4-dev, liblzma-dev for xz and lzma, libbz2-dev, liblzo2-dev for lzop),
 # Open MPI (libopenmpi-dev for the CheckpointingMPI module, openmpi-bin for mpirun, which the
 # MPI tests and multi-process runs start) and pkg-config; with --test, also Python's safetensors and numpy, which the interop tests use as
-# the reference reader, and the compression tools (zstd lz4 lzop xz-utils bzip2 gzip tar) whose
+# the reference reader, huggingface_hub (its shard-size parser and splitting rule), and the compression tools (zstd lz4 lzop xz-utils bzip2 gzip tar) whose
 # own tests check the files we write. Installs only what is missing.
 set -euo pipefail
 
@@ -43,6 +43,11 @@ if [ "${1:-}" = "--test" ]; then
   if ! python3 -c "import safetensors, numpy" 2>/dev/null; then
     echo "installing Python packages safetensors numpy" >&2
     python3 -m pip install --quiet --disable-pip-version-check safetensors numpy
+  fi
+  # The Hugging Face tests: huggingface_hub's own size parser and shard-splitting rule (no torch needed).
+  if ! python3 -c "import huggingface_hub" 2>/dev/null; then
+    echo "installing Python package huggingface_hub" >&2
+    python3 -m pip install --quiet --disable-pip-version-check huggingface_hub
   fi
   # The S3 tests: moto's S3 server on loopback, and botocore as the reference SigV4 signer.
   if ! python3 -c "import moto.server, flask, flask_cors, boto3, botocore" 2>/dev/null; then

@@ -34,20 +34,28 @@ struct BenchCommand: ParsableCommand {
     @Option(help: """
         Measure compressed saves instead: our save with this codec (gz, bz2, xz, lzma, zst, lz4, lzo, \
         or its name) beside Composer's pipe into the codec's tool and the tool on all cores; \
-        `all`: our save and open with every codec.
+        `all`: our save and open with every codec; fsz: the float-split codec's save, open and \
+        verified load beside .safetensors.zst, .pt.zst and zstd -1 -T0.
         """)
     var compression: String?
 
+    @Option(help: "With --compression fsz: measure on this checkpoint (a trained model's safetensors file) instead of the bench state.")
+    var file: String?
+
     @Option(help: """
         pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones; \
+        hf: also save every tensor as a Hugging Face sharded folder, and set its save, open and verified read beside them; \
         dcp: the same with a PyTorch Distributed Checkpoint folder.
         """)
     var format: String = "native"
 
+    @Option(help: "With --format hf: the largest shard (default 500MB, so the state makes several shards).")
+    var maxShardSize: String = "500MB"
+
     @Option(help: "The compression level for --compression (default: the codec's fast default).")
     var level: Int?
 
-    @Option(help: "Compression threads for zstd and xz with --compression (default: every core).")
+    @Option(help: "Compression threads for zstd, xz and fsz with --compression (default: every core).")
     var threads: Int?
 
     @Flag(help: "Measure sharded saves and loads instead: run under mpirun -np N; each rank saves its rows of every tensor.")
@@ -65,9 +73,17 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        guard ["native", "pt", "dcp"].contains(format) else { throw ValidationError("--format takes native, pt or dcp") }
+        guard ["native", "pt", "hf", "dcp"].contains(format) else { throw ValidationError("--format takes native, pt, hf or dcp") }
+        do {
+            _ = try HuggingFaceSharded.parseSize(maxShardSize)
+        } catch {
+            throw ValidationError(error.message)
+        }
         if let compression, compression != "all", Self.codec(compression) == nil {
-            throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo (or gzip, bzip2, zstd, lzop) or all")
+            throw ValidationError("--compression takes gz, bz2, xz, lzma, zst, lz4, lzo, fsz (or gzip, bzip2, zstd, lzop, float-split) or all")
+        }
+        if file != nil, compression.flatMap(Self.codec) != .floatSplit {
+            throw ValidationError("--file goes with --compression fsz")
         }
         if let s3, ObjectLocation(s3) == nil { throw ValidationError("--s3 takes an s3://bucket/prefix URL") }
         if let partSize, partSize < 1 { throw ValidationError("--part-size must be at least 1 (MiB)") }
@@ -102,6 +118,15 @@ struct BenchCommand: ParsableCommand {
             try report(result)
             return
         }
+        if let compression, Self.codec(compression) == .floatSplit {
+            let tree = try file.map { try CheckpointFile.open($0).tree } ?? SyntheticState.gpt2Small(scale: scale).tree
+            let result = try FloatSplitBench(
+                tree: tree, source: file ?? "bench state (scale \(scale))", folder: directory,
+                options: CompressionOptions(level: level, threads: threads), repetitions: repetitions
+            ).run()
+            try report(result)
+            return
+        }
         let state = try SyntheticState.gpt2Small(scale: scale)
         if sharded {
             let group = try commandProcessGroup(timeout: 1800)
@@ -121,6 +146,13 @@ struct BenchCommand: ParsableCommand {
         }
         if format == "dcp" {
             let result = try DCPBench(state: state, folder: directory, repetitions: repetitions).run()
+            try report(result)
+            return
+        }
+        if format == "hf" {
+            let result = try HuggingFaceBench(
+                state: state, folder: directory, repetitions: repetitions, maxShardSize: try HuggingFaceSharded.parseSize(maxShardSize)
+            ).run()
             try report(result)
             return
         }

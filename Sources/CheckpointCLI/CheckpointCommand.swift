@@ -17,7 +17,7 @@ public struct CheckpointCommand: ParsableCommand {
             """,
         subcommands: [
             InspectCommand.self, VerifyCommand.self, ConvertCommand.self, DiffCommand.self, LsCommand.self,
-            BenchCommand.self, DemoCommand.self,
+            BenchCommand.self, DemoCommand.self, DemoRunCommand.self,
         ]
     )
 

@@ -70,7 +70,7 @@ struct CompressionBench {
                     let output = folder + "/tool.\(codec.fileExtension)"
                     methods.append((
                         Row(method: "\(codec.toolName) -T0 FILE", seconds: 0, compressedBytes: 0, durable: false),
-                        { try runTool([codec.toolName, "-q", "-T0", "-c", plain], output: output) }, output
+                        { try Self.runTool([codec.toolName, "-q", "-T0", "-c", plain], output: output) }, output
                     ))
                 }
             }
@@ -101,7 +101,7 @@ struct CompressionBench {
 
 
     /// User and system time of this process's threads and its finished children.
-    private static func cpuSeconds() -> Double {
+    static func cpuSeconds() -> Double {
         var total = 0.0
         for who in [RUSAGE_SELF, RUSAGE_CHILDREN] {
             var usage = rusage()
@@ -119,7 +119,7 @@ struct CompressionBench {
     /// Writes `bytes` into a tool's standard input through a pipe, its output to `output`;
     /// the time until the tool exits.
     private func pipe(_ bytes: UnsafeRawBufferPointer, into command: [String], output: String) throws -> Double {
-        let process = try makeProcess(command, output: output)
+        let process = try Self.makeProcess(command, output: output)
         let pipe = Pipe()
         process.standardInput = pipe
         let start = ContinuousClock.now
@@ -137,7 +137,8 @@ struct CompressionBench {
         return (ContinuousClock.now - start).seconds
     }
 
-    private func runTool(_ command: [String], output: String) throws -> Double {
+    /// Runs a tool with its standard output to `output`; the time until it exits.
+    static func runTool(_ command: [String], output: String) throws -> Double {
         let process = try makeProcess(command, output: output)
         let start = ContinuousClock.now
         try process.run()
@@ -146,7 +147,7 @@ struct CompressionBench {
         return (ContinuousClock.now - start).seconds
     }
 
-    private func makeProcess(_ command: [String], output: String) throws -> Process {
+    private static func makeProcess(_ command: [String], output: String) throws -> Process {
         guard FileManager.default.createFile(atPath: output, contents: nil) else {
             throw CommandFailure("cannot create \(output)")
         }

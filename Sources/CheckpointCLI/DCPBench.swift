@@ -69,7 +69,7 @@ struct DCPBench {
             // Alternate which format goes first, so neither always meets a busier disk.
             for dcpFirst in repetition % 2 == 0 ? [false, true] : [true, false] {
                 if dcpFirst {
-                    dcpSave.append(try time { try saveDistributedCheckpoint(state, folder: dcpFolder) })
+                    dcpSave.append(try time { try saveCheckpoint(state, filename: dcpFolder, format: .distributedCheckpoint) })
                 } else {
                     nativeSave.append(try time { try saveCheckpoint(state, filename: nativePath) })
                 }

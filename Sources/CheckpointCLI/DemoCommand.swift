@@ -94,7 +94,7 @@ struct DemoCommand: ParsableCommand {
             folder: folder + "/{run_name}/checkpoints",
             filename: "ep{epoch}-ba{batch:04d}-rank{rank}.safetensors",
             saveInterval: .every(TrainingTime(Double(saveEvery), .batch)),
-            checkpointsToKeep: keep, asynchronous: asynchronous)
+            checkpointsToKeep: keep, asynchronous: asynchronous, saveOnTermination: true)
     }
 
     private func report(

@@ -9,7 +9,8 @@ struct DiffCommand: ParsableCommand {
         abstract: "Show what differs between two checkpoints, part by part and tensor by tensor.",
         discussion: """
             A and B may be of any format, compression or container, sharded (a folder or \
-            manifest) or s3://; they are read whole and verified. Tensors are compared bit for \
+            manifest), Hugging Face sharded (a folder or index) or s3://; they are read whole \
+            and verified. Tensors are compared bit for \
             bit; for a tensor that differs, the count of differing elements and the largest \
             numeric difference are shown. Exit codes: 0 the checkpoints are identical; 2 they \
             differ (the differences are on standard output); 1 one could not be read.

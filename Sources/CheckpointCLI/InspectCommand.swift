@@ -10,11 +10,14 @@ struct InspectCommand: ParsableCommand {
         abstract: "Show a checkpoint's format, run name, timestamp and tensors.",
         discussion: """
             For a sharded checkpoint (its manifest, or the folder that holds it), shows its shards \
-            and every tensor's global shape and number of pieces. For a PyTorch Distributed \
-            Checkpoint (DCP) folder, shows its data files and every tensor's chunks.
+            and every tensor's global shape and number of pieces. For a Hugging Face sharded \
+            checkpoint (its folder or model.safetensors.index.json), shows its shards (size, \
+            tensors, header digest, whether they record checksums) and the shard of every tensor. \
+            For a PyTorch Distributed Checkpoint (DCP) folder, shows its data files and every \
+            tensor's chunks.
             """)
 
-    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a DCP folder.")
+    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, a Hugging Face checkpoint's folder or index, or a DCP folder.")
     var path: String
 
     @Flag(help: "Print one JSON object instead of a table.")
@@ -41,21 +44,34 @@ struct InspectReport {
         var sha256: String?
         /// For a sharded checkpoint, how many shards hold a piece of the tensor.
         var pieces: Int?
+        /// For a Hugging Face checkpoint, the shard that holds the tensor whole (its one chunk).
+        var shard: HuggingFaceShardRef?
         /// For a DCP checkpoint, the boxes of the tensor's chunks and the data file of each.
-        var chunks: [(box: TensorSlice, file: String)]?
+        var chunks: [(box: TensorSlice, file: String)]? = nil
+    }
+
+    /// Where a tensor of a Hugging Face checkpoint is: shard `number` (1-based), named `name`.
+    struct HuggingFaceShardRef {
+        var number: Int
+        var name: String
     }
 
     /// The shards of a sharded checkpoint.
     struct ShardRow {
+        /// The rank that wrote it; for a Hugging Face checkpoint, the shard's number (1-based).
         var rank: Int
         var path: String
         var bytes: Int
         var digest: String
+        /// For a Hugging Face checkpoint: how many tensors the shard holds, and whether it
+        /// records their checksums.
+        var tensors: Int? = nil
+        var checksums: Bool? = nil
     }
 
     var path: String
     var format: String
-    /// The codec of a compressed file (SPEC §8).
+    /// The codec of a compressed file.
     var compression: String?
     /// The member of a tar archive that holds the checkpoint.
     var tarMember: String?
@@ -64,37 +80,53 @@ struct InspectReport {
     var timestamp: Timestamp?
     var tensors: [TensorRow]
     var shards: [ShardRow]? = nil
+    /// For a float-split file, how each dtype compressed.
+    var compressionShares: [CompressionShare] = []
+    /// For a Hugging Face checkpoint, what its index says beyond the shards.
+    var huggingFace: (committed: Bool, statedTotalSize: Int?)? = nil
 
     init(path: String, hashes: Bool, limits: DecompressionLimits = DecompressionLimits()) throws {
-        if try DistributedCheckpoint.locate(path) == nil, let manifestPath = try ShardManifest.locate(path) {
+        if let manifestPath = try ShardManifest.locate(path) {
             try self.init(manifestPath: manifestPath, hashes: hashes, limits: limits)
         } else {
             try self.init(file: path, hashes: hashes, limits: limits)
         }
     }
 
-    /// One checkpoint file.
+    /// One checkpoint file, or a Hugging Face checkpoint's shards.
     private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
         let file = try CheckpointFile.open(path, decompressionLimits: limits)
+        let hf = file.huggingFaceShards
         let dcp = file.distributedCheckpoint
-        let chunks = Dictionary(dcp?.tensors.map { ($0.path, $0.chunks.map { (box: $0.box, file: $0.file) }) } ?? [], uniquingKeysWith: { a, _ in a })
+        let chunks = Dictionary(
+            dcp?.tensors.map { ($0.path, $0.chunks.map { (box: $0.box, file: $0.file) }) } ?? [], uniquingKeysWith: { first, _ in first })
         let tensors = file.tree.tensors.map { entry in
-            TensorRow(
+            // A Hugging Face checkpoint's tree holds its tensors at the root, by name.
+            let shard = hf.flatMap { hf in
+                hf.shardOfTensor[entry.path].map { HuggingFaceShardRef(number: $0 + 1, name: hf.shards[$0].name) }
+            }
+            return TensorRow(
                 path: entry.path, dtype: entry.tensor.dtype.rawValue, shape: entry.tensor.shape,
                 bytes: entry.tensor.byteCount,
-                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil,
+                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil, shard: shard,
                 chunks: dcp == nil ? nil : chunks[entry.path] ?? [])
         }
         var format = file.formatName
-        if let dcp {
-            format += ", \(dcp.files.count) data file\(dcp.files.count == 1 ? "" : "s")"
-        }
+        if let dcp { format += ", \(dcp.files.count) data file\(dcp.files.count == 1 ? "" : "s")" }
         self.init(path: file.path, describing: file, format: format, fileBytes: file.byteCount, tensors: tensors)
         if let dcp {
             // DCP names each data file after the rank that wrote it; it records no digest.
             shards = dcp.files.enumerated().map { index, data in
                 ShardRow(rank: Self.writerRank(data.name) ?? index, path: data.name, bytes: data.size, digest: "-")
             }
+        }
+        if let hf {
+            shards = hf.shards.enumerated().map { position, shard in
+                ShardRow(
+                    rank: position + 1, path: shard.name, bytes: shard.byteCount, digest: shard.headerDigest,
+                    tensors: shard.tensorCount, checksums: shard.hasChecksums)
+            }
+            huggingFace = (hf.isCommitRecorded, hf.statedTotalSize)
         }
     }
 
@@ -131,6 +163,7 @@ struct InspectReport {
         self.fileBytes = fileBytes
         self.tensors = tensors
         compression = file.compression?.rawValue
+        compressionShares = file.compressionShares
         tarMember = file.layers.lazy.compactMap { if case .tar(let member) = $0 { member } else { nil } }.first
         let state = try? TrainingState(tree: file.tree)
         let stateDict = file.tree.dictValue?["state"]?.dictValue
@@ -140,7 +173,10 @@ struct InspectReport {
 
     var totalTensorBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
 
-    /// A tensor's chunks in a cell: their count, and each box's rows when they split the rows.
+    /// Whether the tensors are a DCP checkpoint's, with chunks.
+    private var chunked: Bool { tensors.contains { $0.chunks != nil } }
+
+    /// A tensor's chunks in a cell: their count, and each box's ranges when there are several.
     private static func describe(_ chunks: [(box: TensorSlice, file: String)]) -> String {
         guard chunks.count > 1 else { return String(chunks.count) }
         let ranges = chunks.map { chunk in
@@ -156,6 +192,13 @@ struct InspectReport {
             "compress:  \(compression ?? "none")",
         ]
         if let tarMember { lines.append("container: tar, member \(tarMember)") }
+        if let huggingFace, let shards {
+            let checksummed = shards.filter { $0.checksums == true }.count
+            let checksums = checksummed == shards.count ? "every tensor" : checksummed == 0 ? "none recorded" : "\(checksummed) of \(shards.count) shards"
+            lines.append("shards:    \(shards.count) (tensor checksums: \(checksums); commit record: \(huggingFace.committed ? "yes" : "no"))")
+            let stated = huggingFace.statedTotalSize.map { $0 == totalTensorBytes ? "\($0), matches the tensors" : "\($0), the tensors hold \(totalTensorBytes)" }
+            lines.append("total_size: \(stated ?? "not stated")")
+        }
         lines += [
             "size:      \(Units.bytes(fileBytes))",
             "run name:  \(runName ?? "-")",
@@ -168,33 +211,51 @@ struct InspectReport {
             lines.append("timestamp: -")
         }
         lines.append("")
-        if let shards {
-            var table = [["rank", tensors.contains { $0.chunks != nil } ? "data file" : "shard", "bytes", "digest"]]
+        if let shards, huggingFace != nil {
+            var table = [["shard", "file", "bytes", "tensors", "header xxh3", "checksums"]]
+            for shard in shards {
+                table.append([
+                    String(shard.rank), shard.path, String(shard.bytes), String(shard.tensors ?? 0), shard.digest,
+                    shard.checksums == true ? "yes" : "no",
+                ])
+            }
+            lines.append(Units.table(table, rightAligned: [0, 2, 3]))
+            lines.append("")
+        } else if let shards {
+            var table = [["rank", chunked ? "data file" : "shard", "bytes", "digest"]]
             for shard in shards { table.append([String(shard.rank), shard.path, String(shard.bytes), shard.digest]) }
             lines.append(Units.table(table, rightAligned: [0, 2]))
             lines.append("")
         }
-        let sharded = shards != nil
-        let chunked = tensors.contains { $0.chunks != nil }
+        let sharded = shards != nil && huggingFace == nil
         var header = ["tensor", "dtype", sharded ? "global shape" : "shape", "bytes"]
-        if chunked {
-            header.append("chunks")
-        } else if sharded {
-            header.append("shards")
-        }
+        if sharded { header.append(chunked ? "chunks" : "shards") }
+        if huggingFace != nil { header.append("shard") }
         if tensors.first?.sha256 != nil { header.append("sha256") }
         var table = [header]
         for row in tensors {
             let shape = "[" + row.shape.map(String.init).joined(separator: ", ") + "]"
             var cells = [row.path, row.dtype, shape, String(row.bytes)]
             if let pieces = row.pieces { cells.append(String(pieces)) }
+            if let shard = row.shard { cells.append(String(shard.number)) }
             if let chunks = row.chunks { cells.append(Self.describe(chunks)) }
             if let sha256 = row.sha256 { cells.append(sha256) }
             table.append(cells)
         }
-        lines.append(Units.table(table, rightAligned: sharded && !chunked ? [3, 4] : [3]))
+        lines.append(Units.table(table, rightAligned: shards != nil && !chunked ? [3, 4] : [3]))
         lines.append("")
         lines.append("total: \(tensors.count) tensors, \(Units.bytes(totalTensorBytes)) of tensor data")
+        if !compressionShares.isEmpty {
+            var shares = [["dtype", "bytes", "compressed", "ratio"]]
+            for share in compressionShares {
+                shares.append([
+                    share.dtype?.rawValue ?? "(header)", String(share.bytes), String(share.compressedBytes), String(format: "%.3f", share.ratio),
+                ])
+            }
+            lines.append("")
+            lines.append("compression by dtype:")
+            lines.append(Units.table(shares, rightAligned: [1, 2, 3]))
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -212,13 +273,29 @@ struct InspectReport {
                 var entry: [String: Any] = ["path": row.path, "dtype": row.dtype, "shape": row.shape, "bytes": row.bytes]
                 if let sha = row.sha256 { entry["sha256"] = sha }
                 if let pieces = row.pieces { entry["shards"] = pieces }
+                if let shard = row.shard { entry["shard"] = shard.name }
                 if let chunks = row.chunks {
                     entry["chunks"] = chunks.map { ["offset": $0.box.offset, "shape": $0.box.shape, "file": $0.file] as [String: Any] }
                 }
                 return entry
             },
         ]
-        if let shards {
+        if !compressionShares.isEmpty {
+            object["compression_by_dtype"] = compressionShares.map { share -> [String: Any] in
+                ["dtype": share.dtype.map { $0.rawValue as Any } ?? NSNull(), "bytes": share.bytes, "compressed_bytes": share.compressedBytes, "ratio": share.ratio]
+            }
+        }
+        if let shards, let huggingFace {
+            object["shard_count"] = shards.count
+            object["commit_record"] = huggingFace.committed
+            object["stated_total_size"] = huggingFace.statedTotalSize.map { $0 as Any } ?? NSNull()
+            object["shards"] = shards.map {
+                [
+                    "number": $0.rank, "path": $0.path, "bytes": $0.bytes, "tensors": $0.tensors ?? 0,
+                    "header_xxh3": $0.digest, "checksums": $0.checksums ?? false,
+                ] as [String: Any]
+            }
+        } else if let shards {
             object["shards"] = shards.map { ["rank": $0.rank, "path": $0.path, "bytes": $0.bytes, "digest": $0.digest] as [String: Any] }
         }
         if let timestamp {

@@ -13,6 +13,8 @@ struct LsCommand: ParsableCommand {
             every tensor's checksum). Temporary files of saves in progress or killed are not listed. \
             A sharded checkpoint is one row, its manifest, complete when every shard it lists is \
             there with its recorded size (--verify: checksums too); its shards are not listed. \
+            So is a Hugging Face sharded checkpoint, by its index (or by its folder, for one in a \
+            subfolder), complete when the index agrees with every shard's header. \
             A PyTorch Distributed Checkpoint (DCP) folder is one row, complete when its .metadata \
             and every archive it lists are intact (--verify: every archive's CRC-32 too); one \
             without .metadata is listed as incomplete. \
@@ -113,7 +115,17 @@ struct LsCommand: ParsableCommand {
             entries.append(entry)
             shardsOfManifests.formUnion(shards)
         }
-        for name in names where !name.hasPrefix(".") && !name.hasSuffix(".pointer") && !name.hasSuffix(ShardManifest.suffix) {
+        for name in names where !name.hasPrefix(".") {
+            let path = folder + "/" + name
+            let isIndex = name.hasSuffix(HuggingFaceSharded.indexSuffix)
+            guard isIndex || Self.holdsHuggingFaceIndex(path) else { continue }
+            let (entry, shards) = huggingFaceEntry(isIndex ? name : name + "/", path: path, latest: latestTargets.contains(name))
+            entries.append(entry)
+            shardsOfManifests.formUnion(shards)
+        }
+        for name in names where !name.hasPrefix(".") && !name.hasSuffix(".pointer") && !name.hasSuffix(ShardManifest.suffix)
+            && !name.hasSuffix(HuggingFaceSharded.indexSuffix)
+        {
             let path = folder + "/" + name
             guard !shardsOfManifests.contains(Self.standardized(path)) else { continue }
             guard (try? manager.destinationOfSymbolicLink(atPath: path)) == nil,
@@ -163,6 +175,36 @@ struct LsCommand: ParsableCommand {
             entry.problem = error.message
         }
         return entry
+    }
+
+    /// Whether `path` is a folder (not a symlink) that holds a Hugging Face index.
+    private static func holdsHuggingFaceIndex(_ path: String) -> Bool {
+        guard (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) == nil,
+            let names = try? FileManager.default.contentsOfDirectory(atPath: path)
+        else { return false }
+        return names.contains { $0.hasSuffix(HuggingFaceSharded.indexSuffix) && !$0.hasPrefix(".") }
+    }
+
+    /// A Hugging Face checkpoint's row (its index, or its folder), and the (standardized) paths
+    /// of the shards it lists, which are then not listed on their own.
+    private func huggingFaceEntry(_ name: String, path: String, latest: Bool) -> (Entry, Set<String>) {
+        var entry = Entry(name: name, bytes: 0, complete: false, latest: latest)
+        do throws(CheckpointError) {
+            let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
+            entry.bytes = file.byteCount
+            entry.format = "\(file.formatName) x\(file.huggingFaceShards?.shards.count ?? 0)"
+            let shards = file.huggingFaceShards.map { hf in Set(hf.shards.map { Self.standardized(hf.path(of: $0)) }) } ?? []
+            do throws(CheckpointError) {
+                if verify { try file.verify() }
+                entry.complete = true
+            } catch {
+                entry.problem = error.message
+            }
+            return (entry, shards)
+        } catch {
+            entry.problem = error.message
+            return (entry, [])
+        }
     }
 
     /// A sharded checkpoint's row, and the (standardized) paths of the shards it lists.

@@ -92,14 +92,14 @@ struct RemoteListing {
         let tail = tailStart < size ? try store.read(object.location, range: tailStart..<size) : []
 
         let path = ObjectStores.stagingFolder + "/.\(object.location.name).probe-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw CommandFailure("cannot create \(path)") }
-        defer { unlink(path) }
-        let written = ftruncate(fd, off_t(size)) == 0
-            && head.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) == $0.count }
-            && tail.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(tailStart)) == $0.count }
-        close(fd)
-        guard written else { throw CommandFailure("cannot write \(path)") }
+        let fd = try SystemCalls.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600, operation: "creating a probe file")
+        defer { SystemCalls.discard(path) }
+        do {
+            defer { SystemCalls.release(fd, path: path) }
+            try SystemCalls.truncate(fd, to: size, path: path)
+            try head.withUnsafeBytes { try SystemCalls.writeAll(fd, $0, at: 0, path: path) }
+            try tail.withUnsafeBytes { try SystemCalls.writeAll(fd, $0, at: tailStart, path: path) }
+        }
         describe(try CheckpointFile.open(path), in: &entry)
     }
 }

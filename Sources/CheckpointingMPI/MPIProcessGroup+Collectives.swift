@@ -4,7 +4,7 @@ internal import CMPI
 extension MPIProcessGroup {
     /// Returns when every process of the group has called it (`MPI_Ibarrier`).
     ///
-    /// - Throws: ``CheckpointError/Code/distributed`` after `timeout` if some process has not
+    /// - Throws: `CheckpointError/Code/distributed` after `timeout` if some process has not
     ///   arrived (the group is then broken), if MPI fails, or if an earlier collective broke the
     ///   group.
     public func barrier(timeout: Duration) throws(CheckpointError) {
@@ -22,7 +22,7 @@ extension MPIProcessGroup {
     /// (`MPI_Iallgatherv`), in several rounds when they total more than
     /// ``maximumMessageBytes``.
     ///
-    /// - Throws: ``CheckpointError/Code/distributed`` after `timeout` if some process has not
+    /// - Throws: `CheckpointError/Code/distributed` after `timeout` if some process has not
     ///   arrived (the group is then broken), if MPI fails, or if an earlier collective broke the
     ///   group.
     public func allGather(_ bytes: [UInt8], timeout: Duration) throws(CheckpointError) -> [[UInt8]] {
@@ -73,8 +73,8 @@ extension MPIProcessGroup {
     /// first, then the payload (`MPI_Ibcast`), in several parts when it is larger than
     /// ``maximumMessageBytes``.
     ///
-    /// - Throws: ``CheckpointError/Code/invalidArgument`` if `root` is not a rank of the group;
-    ///   ``CheckpointError/Code/distributed`` after `timeout` if some process has not arrived (the
+    /// - Throws: `CheckpointError/Code/invalidArgument` if `root` is not a rank of the group;
+    ///   `CheckpointError/Code/distributed` after `timeout` if some process has not arrived (the
     ///   group is then broken), if MPI fails, or if an earlier collective broke the group.
     public func broadcast(_ bytes: [UInt8], from root: Int, timeout: Duration) throws(CheckpointError) -> [UInt8] {
         guard (0..<worldSize).contains(root) else {

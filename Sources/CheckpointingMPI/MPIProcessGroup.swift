@@ -3,7 +3,7 @@ internal import CMPI
 import Logging
 import Synchronization
 
-/// The processes of an Open MPI run (`mpirun`, `srun` with PMIx) as a ``ProcessGroup``.
+/// The processes of an Open MPI run (`mpirun`, `srun` with PMIx) as a `ProcessGroup`.
 ///
 /// Creating one initialises MPI unless the program already has (asking for
 /// `MPI_THREAD_MULTIPLE`; `MPI_THREAD_SERIALIZED` is enough, because every MPI call of this
@@ -12,7 +12,7 @@ import Synchronization
 ///
 /// Each collective is a nonblocking MPI operation polled until it completes, so a rank that
 /// never arrives (it crashed, was killed, or is stuck) makes the others throw
-/// ``CheckpointError/Code/distributed`` after the timeout instead of hanging. The collective is
+/// `CheckpointError/Code/distributed` after the timeout instead of hanging. The collective is
 /// then still pending inside MPI and cannot be cancelled: the group is broken (later collectives
 /// throw at once), and MPI is not finalized at exit, which would wait for it forever.
 ///
@@ -44,11 +44,11 @@ public final class MPIProcessGroup: ProcessGroup {
     ///   - timeout: How long save and load wait in a collective (``collectiveTimeout``).
     ///   - maximumMessageBytes: The most bytes one MPI operation moves, from 1 to `Int32.max`
     ///     (MPI counts are C `int`s); 1 GiB by default.
-    /// - Throws: ``CheckpointError/Code/distributed`` if MPI fails, was already finalized,
+    /// - Throws: `CheckpointError/Code/distributed` if MPI fails, was already finalized,
     ///   grants less than `MPI_THREAD_SERIALIZED`, or if the launcher environment
-    ///   (``LaunchEnvironment/detect(from:)``) contradicts itself or names a rank or world size
+    ///   (`LaunchEnvironment/detect(from:)`) contradicts itself or names a rank or world size
     ///   other than MPI's, as stale `RANK` and `WORLD_SIZE` variables of another launch would;
-    ///   ``CheckpointError/Code/invalidArgument`` for a negative timeout or a message size out
+    ///   `CheckpointError/Code/invalidArgument` for a negative timeout or a message size out
     ///   of range.
     public init(timeout: Duration = .seconds(1800), maximumMessageBytes: Int = 1 << 30) throws(CheckpointError) {
         guard timeout >= .zero else {

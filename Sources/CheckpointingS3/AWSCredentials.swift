@@ -137,9 +137,13 @@ public struct AWSEnvironment: Sendable {
     /// in the credentials file it is `[NAME]`. A key with an empty value followed by indented
     /// lines is a sub-section: `s3 =` then `  addressing_style = path` gives `s3.addressing_style`.
     static func section(_ profile: String, in file: String, configStyle: Bool) throws(CheckpointError) -> [String: String] {
-        guard FileManager.default.fileExists(atPath: file) else { return [:] }
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw CheckpointError(.io, "cannot read the AWS settings file", path: file)
+        let data: [UInt8]
+        do {
+            data = try SystemCalls.readFile(file, limit: 16 << 20)
+        } catch where error.code == .notFound {
+            return [:]
+        } catch {
+            throw CheckpointError(.io, "cannot read the AWS settings file: \(error.message)", path: file, underlying: error.underlying)
         }
         let wanted = configStyle && profile != "default" ? "profile \(profile)" : profile
         return parseSection(wanted, text: String(decoding: data, as: UTF8.self))

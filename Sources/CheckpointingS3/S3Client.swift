@@ -49,7 +49,7 @@ struct S3Response: Sendable {
 }
 
 /// Sends S3 API calls: signs them, retries what may succeed on a second try, and turns every
-/// failure into a ``CheckpointError`` a person can act on.
+/// failure into a `CheckpointError` a person can act on.
 ///
 /// Every call blocks its thread until the response (or the last retry) is in. The HTTP work
 /// runs on AsyncHTTPClient's event loops and never on the calling thread, so blocking is safe
@@ -86,7 +86,7 @@ final class S3Client: Sendable {
     /// Sends `operation`, retrying timeouts, connection errors and 5xx answers.
     ///
     /// - Returns: The response of a 2xx answer, or of one in `operation.passThrough`.
-    /// - Throws: ``CheckpointError`` naming the object and saying what to do.
+    /// - Throws: `CheckpointError` naming the object and saying what to do.
     func send(_ operation: S3Operation) throws(CheckpointError) -> S3Response {
         guard MultiThreadedEventLoopGroup.currentEventLoop == nil else {
             throw CheckpointError(

@@ -3,10 +3,10 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// S3 and S3-compatible object storage for checkpoints (SPEC §7), on AsyncHTTPClient.
+/// S3 and S3-compatible object storage for checkpoints, on AsyncHTTPClient.
 ///
 /// Register it once, and `s3://bucket/key` works wherever a path does: `saveCheckpoint`,
-/// `loadCheckpoint`, ``CheckpointFile/open(_:)``, `CheckpointSaver`'s remote folder, and the
+/// `loadCheckpoint`, `CheckpointFile/open(_:)`, `CheckpointSaver`'s remote folder, and the
 /// `ckpt` commands:
 ///
 /// ```swift

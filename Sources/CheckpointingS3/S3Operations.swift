@@ -102,27 +102,8 @@ extension S3Client {
         let operation = S3Operation(
             name: "ListObjectsV2", method: .GET, bucket: bucket, key: nil, query: query, responseLimit: 16 << 20)
         let response = try send(operation)
-        guard let root = S3XML.parse(response.bytes), root.name == "ListBucketResult" else {
-            throw CheckpointError(
-                .objectStore, "the server's answer to ListObjectsV2 is not a listing", path: operation.location.description)
-        }
-        let encoded = root.value("EncodingType") == "url"
-        func decoded(_ text: String) -> String { encoded ? Self.urlDecode(text) : text }
-        let objects = root.all("Contents").compactMap { entry -> ObjectInfo? in
-            guard let key = entry.value("Key"), let size = entry.value("Size").flatMap(Int.init) else { return nil }
-            return ObjectInfo(
-                location: ObjectLocation(scheme: "s3", bucket: bucket, key: decoded(key)), size: size,
-                etag: entry.value("ETag")?.trimmingCharacters(in: CharacterSet(charactersIn: "\"")),
-                lastModified: entry.value("LastModified").flatMap(Self.isoDate))
-        }
-        let prefixes = root.all("CommonPrefixes").compactMap { $0.value("Prefix").map(decoded) }
-        let truncated = root.value("IsTruncated") == "true"
-        let next = root.value("NextContinuationToken")
-        if truncated && next == nil {
-            throw CheckpointError(
-                .objectStore, "the server's listing is truncated but gives no continuation token", path: operation.location.description)
-        }
-        return (objects, prefixes, truncated ? next : nil)
+        let page = try S3ListingPage(parsing: response.bytes, bucket: bucket, location: operation.location.description)
+        return (page.objects, page.prefixes, page.next)
     }
 
     func delete(_ location: ObjectLocation) throws(CheckpointError) {
@@ -184,38 +165,11 @@ extension S3Client {
 
     // MARK: Parsing
 
-    /// S3's `encoding-type=url` keys: `+` is a space, `%XX` a byte (as botocore decodes them).
-    static func urlDecode(_ text: String) -> String {
-        var bytes: [UInt8] = []
-        var utf8 = Array(text.utf8)[...]
-        while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "+") {
-                bytes.append(UInt8(ascii: " "))
-            } else if byte == UInt8(ascii: "%"), utf8.count >= 2,
-                let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
-            {
-                bytes.append(value)
-                utf8 = utf8.dropFirst(2)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
     static func httpDate(_ text: String) -> Date? {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        return formatter.date(from: text)
-    }
-
-    static func isoDate(_ text: String) -> Date? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return date }
-        formatter.formatOptions = [.withInternetDateTime]
         return formatter.date(from: text)
     }
 }

@@ -274,16 +274,13 @@ struct ReadOnlyFile: Sendable {
 
     init(path: String) throws(CheckpointError) {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw CheckpointError(.io, "cannot open the file to upload: \(String(cString: strerror(errno)))", path: path)
+        fd = try SystemCalls.open(path, O_RDONLY | O_CLOEXEC, operation: "opening the file to upload")
+        do {
+            size = try SystemCalls.fileSize(fd, path: path)
+        } catch {
+            SystemCalls.release(fd, path: path)
+            throw error
         }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            Glibc.close(fd)
-            throw CheckpointError(.io, "cannot stat the file to upload", path: path)
-        }
-        size = Int(info.st_size)
     }
 
     /// Replaces `buffer`'s contents with `count` bytes from `offset`.
@@ -291,24 +288,21 @@ struct ReadOnlyFile: Sendable {
         buffer.clear()
         var failure: CheckpointError?
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-            var done = 0
-            while done < count {
-                let read = pread(fd, raw.baseAddress! + done, count - done, off_t(offset + done))
-                if read < 0 && errno == EINTR { continue }
-                guard read > 0 else {
-                    failure = CheckpointError(
-                        .io, read == 0 ? "the file got shorter while it was being uploaded" : "read failed: \(String(cString: strerror(errno)))",
-                        path: path)
-                    return done
+            do throws(CheckpointError) {
+                let done = try SystemCalls.read(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), at: offset, path: path)
+                if done < count {
+                    failure = CheckpointError(.io, "the file got shorter while it was being uploaded", path: path)
                 }
-                done += read
+                return done
+            } catch {
+                failure = error
+                return 0
             }
-            return done
         }
         if let failure { throw failure }
     }
 
-    func close() { Glibc.close(fd) }
+    func close() { SystemCalls.release(fd, path: path) }
 }
 
 /// A new local file written by offset from several threads at once.
@@ -320,39 +314,30 @@ struct WritableFile: Sendable {
     init(path: String, size: Int) throws(CheckpointError) {
         self.path = path
         let folder = (path as NSString).deletingLastPathComponent
-        var info = statvfs()
-        if statvfs(folder.isEmpty ? "." : folder, &info) == 0 {
-            let available = Int(info.f_bavail) &* Int(info.f_frsize)
-            guard available >= size else {
-                throw CheckpointError(
-                    .io,
-                    "not enough space to download: the object has \(size) bytes and the disk has \(available) free; free space or set CHECKPOINTING_STAGING_DIR to a larger disk",
-                    path: folder)
-            }
+        if let available = SystemCalls.freeSpace(in: folder.isEmpty ? "." : folder), available < size {
+            throw CheckpointError(
+                .io,
+                "not enough space to download: the object has \(size) bytes and the disk has \(available) free; free space or set CHECKPOINTING_STAGING_DIR to a larger disk",
+                path: folder)
         }
-        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw CheckpointError(.io, "cannot create the download file: \(String(cString: strerror(errno)))", path: path)
-        }
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            let message = String(cString: strerror(errno))
-            Glibc.close(fd)
-            throw CheckpointError(.io, "cannot size the download file: \(message)", path: path)
+        fd = try SystemCalls.open(
+            path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600, operation: "creating the download file")
+        do {
+            try SystemCalls.truncate(fd, to: size, path: path)
+        } catch {
+            SystemCalls.release(fd, path: path)
+            throw error
         }
     }
 
     func write(_ buffer: ByteBuffer, at offset: Int) throws(CheckpointError) {
         let failure: CheckpointError? = buffer.withUnsafeReadableBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let written = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else {
-                    return CheckpointError(.io, "write failed: \(String(cString: strerror(errno)))", path: path)
-                }
-                done += written
+            do throws(CheckpointError) {
+                try SystemCalls.writeAll(fd, raw, at: offset, path: path)
+                return nil
+            } catch {
+                return error
             }
-            return nil
         }
         if let failure { throw failure }
     }
@@ -394,5 +379,5 @@ struct WritableFile: Sendable {
         return digests.withLock { $0 }
     }
 
-    func close() { Glibc.close(fd) }
+    func close() { SystemCalls.release(fd, path: path) }
 }

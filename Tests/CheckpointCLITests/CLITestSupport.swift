@@ -1,6 +1,11 @@
 import CheckpointingTestSupport
 import Foundation
+import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs the built `ckpt` executable and collects what it printed.
 struct CLIRun {
@@ -33,8 +38,28 @@ enum CLI {
         }
         process.standardOutput = stdout
         process.standardError = stderr
-        try process.run()
+        try launchWithEmptySignalMask(process)
         return process
+    }
+
+    /// Launches `process` from a thread that blocks no signal, so that it starts with an empty
+    /// signal mask, as from a shell: a child inherits the mask of the thread that spawns it,
+    /// and the tests' threads (Dispatch workers) block most signals, SIGTERM among them.
+    private static func launchWithEmptySignalMask(_ process: Process) throws {
+        let outcome = Mutex<Result<Void, any Error>>(.success(()))
+        let launched = DispatchSemaphore(value: 0)
+        let launch = UncheckedProcess(process: process)
+        let thread = Thread {
+            var empty = sigset_t()
+            sigemptyset(&empty)
+            pthread_sigmask(SIG_SETMASK, &empty, nil)
+            let result = Result { try launch.process.run() }
+            outcome.withLock { $0 = result }
+            launched.signal()
+        }
+        thread.start()
+        launched.wait()
+        try outcome.withLock { $0 }.get()
     }
 
     /// Runs `ckpt` with `arguments` (and `environment` added to this process's) to completion.
@@ -49,4 +74,9 @@ enum CLI {
             status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
             stderr: String(decoding: stderr, as: UTF8.self))
     }
+}
+
+/// A process handed to the launching thread, which is its only user until it returns.
+private struct UncheckedProcess: @unchecked Sendable {
+    let process: Process
 }

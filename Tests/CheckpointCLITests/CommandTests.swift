@@ -40,6 +40,19 @@ import Testing
         }
     }
 
+    /// A template variable with no value in IN (here a plain safetensors file with no run name)
+    /// is refused before anything is written, instead of writing the hidden file `out/.pt`.
+    @Test func convertRefusesARunNameTheInputDoesNotHave() throws {
+        try withTemporaryFolder { folder in
+            let output = folder + "/out/{run_name}.pt"
+            let run = try CLI.run(["convert", Fixtures.path("safetensors/all_dtypes.safetensors"), output])
+            #expect(run.status == 1)
+            #expect(run.stderr.contains("{run_name}") && run.stderr.contains("expands to nothing"), "\(run.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: folder + "/out/.pt"))
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: folder + "/out"))?.isEmpty ?? true)
+        }
+    }
+
     /// `--hashes` gives the SHA-256 that expected.json records for the safetensors fixture.
     @Test func inspectHashesMatchTheFixtureDescription() throws {
         let fixture = Fixtures.path("safetensors/all_dtypes.safetensors")
@@ -156,7 +169,7 @@ import Testing
         }
     }
 
-    /// SPEC §8: inspect shows the compression (and the tar member) of a file.
+    /// Inspect shows the compression (and the tar member) of a file.
     @Test func convertWritesACompressedTarThatInspectDescribes() throws {
         try withTemporaryFolder { folder in
             let input = try saveCheckpoint(try Self.sampleState(), filename: folder + "/in.safetensors")[0]

@@ -18,6 +18,31 @@ import Testing
         #expect((object["opens"] as? [[String: Any]])?.first?["codec"] as? String == "zstd")
     }
 
+    @Test func floatSplitBenchSetsItsSaveOpenAndLoadBesideZstd() throws {
+        let run = try CLI.run(["bench", "--scale", "0.005", "--repeat", "1", "--compression", "fsz", "--json"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        let rows = try #require(object["rows"] as? [[String: Any]])
+        #expect(
+            rows.compactMap { $0["method"] as? String }
+                == ["ours: save .safetensors.fsz", "ours: save .safetensors.zst", "ours: save .pt.zst", "zstd -1 -T0 FILE"])
+        let uncompressed = try #require(object["uncompressed_bytes"] as? Int)
+        for row in rows {
+            #expect((row["save_seconds"] as? Double ?? 0) > 0)
+            #expect((row["verified_load_seconds"] as? Double ?? 0) > 0)
+            let compressed = row["compressed_bytes"] as? Int ?? 0
+            #expect(compressed > 0 && compressed < uncompressed, "\(row)")
+        }
+        let shares = try #require(object["fsz_by_dtype"] as? [[String: Any]])
+        #expect(shares.contains { $0["dtype"] as? String == "float32" })
+    }
+
+    @Test func fileGoesOnlyWithTheFloatSplitBench() throws {
+        let run = try CLI.run(["bench", "--compression", "zst", "--file", "model.safetensors"])
+        #expect(run.status == 64)
+        #expect(run.stderr.contains("--file"))
+    }
+
     @Test func benchRefusesAnUnknownCodec() throws {
         let run = try CLI.run(["bench", "--compression", "rar"])
         #expect(run.status == 64)

@@ -7,7 +7,7 @@ import Testing
 import Glibc
 #endif
 
-/// SPEC §2.7: a process killed in the middle of a save leaves the previous file intact and
+/// A process killed in the middle of a save leaves the previous file intact and
 /// nothing under the final name that was not completely written.
 @Suite struct CrashTests {
     @Test func killedSaveLeavesThePreviousCheckpointIntact() throws {

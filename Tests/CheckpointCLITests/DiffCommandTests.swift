@@ -3,7 +3,7 @@ import CheckpointingTestSupport
 import Foundation
 import Testing
 
-/// `ckpt diff` (SPEC §8): identical checkpoints across formats, and every kind of difference.
+/// `ckpt diff`: identical checkpoints across formats, and every kind of difference.
 @Suite struct DiffCommandTests {
     @Test func theSameCheckpointInTwoContainersIsIdentical() throws {
         let run = try CLI.run(["diff", Fixtures.path("composer/ep1-ba4-rank0.pt"), Fixtures.path("composer/ep1-ba4-rank0.tar.gz")])

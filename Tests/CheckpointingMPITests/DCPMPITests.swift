@@ -24,7 +24,7 @@ extension MPIProcessGroupTests {
                 #expect(weight?.chunks.map(\.file) == ["__0_0.distcp", "__1_0.distcp", "__2_0.distcp"])
 
                 // The same as one process writes it, read whole.
-                try saveDistributedCheckpoint(tree: try loadCheckpointTree(original).tree, folder: folder + "/one")
+                try saveCheckpoint(tree: try loadCheckpointTree(original).tree, filename: folder + "/one", format: .distributedCheckpoint)
                 #expect(try loadCheckpointTree(folder + "/dcp/ep1").tree == loadCheckpointTree(folder + "/one").tree)
 
                 let join = try MPILauncher.run(["convert", folder + "/dcp/ep1", folder + "/whole.pt"], processes: 2, program: ckpt)

@@ -1,7 +1,7 @@
 import Testing
 
 extension MPIProcessGroupTests {
-    /// SPEC §6.1 against MPI: a launcher environment that contradicts MPI is refused when the
+    /// The launcher environment against MPI: a launcher environment that contradicts MPI is refused when the
     /// group is created, with an error that says which values disagree.
     @Suite struct EnvironmentContradictionTests {
         @Test(arguments: [

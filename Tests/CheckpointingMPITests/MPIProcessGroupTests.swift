@@ -1,6 +1,6 @@
 import Testing
 
-/// SPEC §6.2 over Open MPI: `mpi-worker` scenarios run under `mpirun`, each rank checking what
+/// The process group over Open MPI: `mpi-worker` scenarios run under `mpirun`, each rank checking what
 /// it sees and printing a `rank R: ...` line. One `mpirun` at a time: four ranks already
 /// oversubscribe the test machine's cores.
 @Suite(.serialized) struct MPIProcessGroupTests {}

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 extension MPIProcessGroupTests {
-    /// Sharded checkpoints across real processes (SPEC §2.3, §6.3): saved by 4 ranks, loaded
+    /// Sharded checkpoints across real processes: saved by 4 ranks, loaded
     /// on 1 to 4, resharded by `ckpt convert`, and a rank killed mid-save.
     @Suite struct ShardedMPITests {
         private static func expectEveryRank(_ run: MPIRun, of processes: Int, says phrase: String, sourceLocation: SourceLocation = #_sourceLocation) {
@@ -82,7 +82,9 @@ extension MPIProcessGroupTests {
                         "rank \(rank):\n\(killed.transcript)")
                 }
                 #expect(!killed.stdout.contains("FAILED"), "\(killed.transcript)")
-                #expect(killed.elapsed < .seconds(90), "\(killed.transcript)")
+                // Far below the 30-minute default a hang would take; generous, since 4 ranks writing
+                // 64 MB each on a loaded 2-core machine took up to 115 s.
+                #expect(killed.elapsed < .seconds(300), "\(killed.transcript)")
                 #expect(FileManager.default.fileExists(atPath: folder + "/ba4-rank0.tar" + ShardManifest.suffix))
                 #expect(!FileManager.default.fileExists(atPath: folder + "/ba8-rank0.tar" + ShardManifest.suffix))
 

@@ -153,7 +153,7 @@ import Testing
         #expect(root.value("NextContinuationToken") == "1/a+b==")
         #expect(root.all("Contents").map { $0.value("ETag") } == ["\"abc\"", nil])
         #expect(root.all("Contents").last?.value("Key") == "x&y")
-        #expect(S3Client.urlDecode("a%20b/%C3%BC+%2B.safetensors") == "a b/ü +.safetensors")
+        #expect(S3ListingPage.urlDecode("a%20b/%C3%BC+%2B.safetensors") == "a b/ü +.safetensors")
         #expect(root.child("Empty")?.text == "")
         #expect(S3XML.parse(Array("<Error><Code>NoSuchKey</Code>".utf8)) == nil)
         #expect(S3XML.parse(Array(String(repeating: "<a>", count: 100).utf8)) == nil)

@@ -5,7 +5,7 @@ import Testing
 
 @testable import CheckpointingS3
 
-/// Faults (SPEC §7, §9): a server that stops mid-upload, truncated and damaged downloads,
+/// Faults: a server that stops mid-upload, truncated and damaged downloads,
 /// 5xx answers, 403 answers and an endpoint with nothing behind it. Each gives a clear error,
 /// retries only what may pass on a second try, and never leaves a pointer to a missing object.
 @Suite(.motoServer) struct S3FaultTests {

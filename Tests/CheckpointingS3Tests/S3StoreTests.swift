@@ -6,7 +6,7 @@ import Testing
 @testable import CheckpointingS3
 
 /// Checkpoints through a real S3 server on loopback (moto): round trips, multipart uploads,
-/// listings, errors, the ckpt commands and the saver's remote folder (SPEC §3.1, §5, §7).
+/// listings, errors, the ckpt commands and the saver's remote folder.
 @Suite(.motoServer) struct S3StoreTests {
     @Test func nativeCheckpointRoundTripsThroughS3() throws {
         try withBucket { store, bucket in

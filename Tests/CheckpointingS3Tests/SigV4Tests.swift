@@ -8,7 +8,7 @@ import Testing
 
 @testable import CheckpointingS3
 
-/// SigV4 written by hand (SPEC §7) against botocore's `S3SigV4Auth`, the reference: the same
+/// SigV4 written by hand against botocore's `S3SigV4Auth`, the reference: the same
 /// requests, the same keys and the same instant must give the same `Authorization` header.
 @Suite struct SigV4Tests {
     struct Case {

@@ -20,7 +20,7 @@ import Testing
         }
     }
 
-    @Test("the codec's own tool accepts what we write and decompresses it to the same bytes", arguments: codecs)
+    @Test("the codec's own tool accepts what we write and decompresses it to the same bytes", arguments: CompressionCodec.withTools)
     func toolAcceptsOurStream(codec: CompressionCodec) throws {
         try withTemporaryFolder { folder in
             let input = weightLikeBytes(count: 2 << 20, seed: 3) + [UInt8](repeating: 7, count: 100_000)
@@ -36,7 +36,7 @@ import Testing
 
     /// The tools' variants: levels, threads (several xz blocks; zstd's multi-threaded frames).
     static let toolVariants: [(CompressionCodec, [String])] =
-        codecs.map { ($0, []) } + [
+        CompressionCodec.withTools.map { ($0, []) } + [
             (.gzip, ["-9"]), (.xz, ["-T2", "-0"]), (.zstd, ["-T2", "-19"]), (.lz4, ["-9", "--content-size"]),
             (.lzop, ["-9"]), (.lzop, ["-1"]), (.bzip2, ["-1"]),
         ]
@@ -101,7 +101,8 @@ import Testing
 
     @Test(
         "streams joined one after another read as their concatenation, as the tools read them",
-        arguments: codecs.filter { $0 != .lzma })  // lzma-alone has no framing for this
+        // lzma-alone has no framing for this; a float-split stream ends with its index.
+        arguments: codecs.filter { $0 != .lzma && $0 != .floatSplit })
     func concatenated(codec: CompressionCodec) throws {
         let first = weightLikeBytes(count: 70_000, seed: 8)
         let second = Array("second part".utf8)
@@ -167,7 +168,7 @@ import Testing
 
     @Test("file extensions name their codecs")
     func extensions() {
-        #expect(CompressionCodec.allCases.map(\.fileExtension) == ["gz", "bz2", "xz", "lzma", "zst", "lz4", "lzo"])
+        #expect(CompressionCodec.allCases.map(\.fileExtension) == ["gz", "bz2", "xz", "lzma", "zst", "lz4", "lzo", "fsz"])
         for codec in CompressionCodec.allCases {
             #expect(CompressionCodec(fileExtension: codec.fileExtension) == codec)
         }

@@ -13,6 +13,9 @@ final class CollectingSink: ByteSink {
 
 /// The tools' own names and options for each codec.
 extension CompressionCodec {
+    /// The codecs with a command-line tool of their own: all but this library's float-split.
+    static var withTools: [CompressionCodec] { allCases.filter { $0 != .floatSplit } }
+
     /// `tool -t FILE`: the tool's integrity test.
     var testCommand: [String] {
         switch self {

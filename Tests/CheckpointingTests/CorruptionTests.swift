@@ -4,7 +4,7 @@ import Testing
 
 @testable import Checkpointing
 
-/// A flipped byte is caught (SPEC §3.5, §9): in a tensor, by its checksum, naming the tensor;
+/// A flipped byte is caught: in a tensor, by its checksum, naming the tensor;
 /// in the header, by the parser. Never a crash.
 @Suite struct CorruptionTests {
     /// A state with tensors of several dtypes and sizes, some under keys that need escaping.

@@ -156,7 +156,7 @@ import Testing
     @Test func loadCheckpointReadsAComposerStyleTreeFromDCP() throws {
         try withTemporaryFolder { folder in
             let state = dcpTestState()
-            try saveDistributedCheckpoint(state, folder: folder + "/ep{epoch}")
+            try saveCheckpoint(state, filename: folder + "/ep{epoch}", format: .distributedCheckpoint)
             var resumed = TrainingState(model: state.model)
             let result = try loadCheckpoint(folder + "/ep1", into: &resumed)
             #expect(result.path == folder + "/ep1")

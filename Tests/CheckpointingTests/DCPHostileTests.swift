@@ -12,7 +12,7 @@ import Testing
     private static func savedFolder(in folder: String) throws -> (path: String, chunk: DistributedCheckpoint.Chunk) {
         let target = folder + "/victim"
         let tensor = try Tensor(shape: [4, 2], scalars: (0..<8).map(Float.init))
-        try saveDistributedCheckpoint(tree: ["w": .tensor(tensor), "step": 3], folder: target)
+        try saveCheckpoint(tree: ["w": .tensor(tensor), "step": 3], filename: target, format: .distributedCheckpoint)
         let chunk = try #require(DistributedCheckpoint.open(target).tensors.first?.chunks.first)
         return (target, chunk)
     }

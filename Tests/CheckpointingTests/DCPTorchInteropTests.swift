@@ -67,7 +67,7 @@ struct DCPTorchInteropTests {
             var state = dcpTestState()
             state.extra["dtypes"] = RandomTree.everyDType(seed: 5)
             let tree = state.tree
-            let single = try saveDistributedCheckpoint(state, folder: folder + "/single")
+            let single = try saveCheckpoint(state, filename: folder + "/single", format: .distributedCheckpoint)[0]
             _ = try DCPWriteTests.saveSplit(tree, worldSize: 3, folder: folder + "/three")
             let python = ProcessInfo.processInfo.environment["CKPT_TORCH_PYTHON"] ?? "python3"
             let run = try runTool([python, "-c", Self.script, single, folder + "/three"])

@@ -14,14 +14,14 @@ import Testing
         try ThreadWorld.run(size: worldSize) { group in
             let plan = ShardPlan.splitFirstDimension(forDistributedCheckpointOf: tree)
             let (part, sharding) = try plan.apply(to: tree, rank: group.rank, worldSize: worldSize)
-            return try saveDistributedCheckpoint(tree: part, folder: folder, sharding: sharding, processGroup: group)
-        }.map { try $0.get() }
+            return try saveCheckpoint(tree: part, filename: folder, format: .distributedCheckpoint, sharding: sharding, processGroup: group)
+        }.map { try $0.get()[0] }
     }
 
     @Test func oneProcessWritesOneDataFileThatReadsBackExactly() throws {
         try withTemporaryFolder { folder in
             let state = dcpTestState()
-            let written = try saveDistributedCheckpoint(state, folder: folder + "/{run_name}/ep{epoch}-ba{batch}")
+            let written = try saveCheckpoint(state, filename: folder + "/{run_name}/ep{epoch}-ba{batch}", format: .distributedCheckpoint)[0]
             #expect(written == folder + "/fixture-run/ep1-ba4")
             #expect(try folderContents(written) == [".metadata", "__0_0.distcp"])
 
@@ -86,7 +86,7 @@ import Testing
             let tree = dcpTestState().tree
             let target = folder + "/replicated"
             _ = try ThreadWorld.run(size: 3) { group in
-                try saveDistributedCheckpoint(tree: tree, folder: target, sharding: Sharding(), processGroup: group)
+                try saveCheckpoint(tree: tree, filename: target, format: .distributedCheckpoint, sharding: Sharding(), processGroup: group)
             }.map { try $0.get() }
             let checkpoint = try DistributedCheckpoint.open(target)
             #expect(checkpoint.tensors.allSatisfy { $0.chunks.count == 1 }, "each whole tensor once")
@@ -102,11 +102,11 @@ import Testing
             let tree = dcpTestState().tree
             let results = ThreadWorld.run(size: 3) { group in
                 // The other ranks' trees are not written: only rank 0's is.
-                try saveDistributedCheckpoint(tree: group.rank == 0 ? tree : ["ignored": 1], folder: folder + "/one", processGroup: group)
+                try saveCheckpoint(tree: group.rank == 0 ? tree : ["ignored": 1], filename: folder + "/one", format: .distributedCheckpoint, processGroup: group)
             }
             for result in results {
                 let written = try result.get()
-                #expect(written == folder + "/one")
+                #expect(written == [folder + "/one"], "one path, the folder, on every rank")
             }
             #expect(try folderContents(folder + "/one") == [".metadata", "__0_0.distcp"])
             #expect(try loadCheckpointTree(folder + "/one").tree == dcpRoundTripped(tree))
@@ -118,7 +118,7 @@ import Testing
             let target = folder + "/ckpt"
             _ = try Self.saveSplit(dcpTestState(seed: 1).tree, worldSize: 3, folder: target)
             let newer = dcpTestState(seed: 2).tree
-            try saveDistributedCheckpoint(tree: newer, folder: target)
+            try saveCheckpoint(tree: newer, filename: target, format: .distributedCheckpoint)
             #expect(try folderContents(target) == [".metadata", "__0_0.distcp"])
             #expect(try loadCheckpointTree(target).tree == dcpRoundTripped(newer))
         }
@@ -134,7 +134,7 @@ import Testing
             let results = ThreadWorld.run(size: 3) { group in
                 let plan = ShardPlan.splitFirstDimension(forDistributedCheckpointOf: tree)
                 let (part, sharding) = try plan.apply(to: tree, rank: group.rank, worldSize: 3)
-                return try saveDistributedCheckpoint(tree: part, folder: target, sharding: sharding, processGroup: group)
+                return try saveCheckpoint(tree: part, filename: target, format: .distributedCheckpoint, sharding: sharding, processGroup: group)
             }
             for result in results {
                 #expect(throws: CheckpointError.self) { try result.get() }
@@ -153,7 +153,7 @@ import Testing
             let tensor = try Tensor(shape: [2], scalars: [Float(1), 2])
             let tree: StateValue = ["a.b": .tensor(tensor), "a": ["b": .tensor(tensor)]]
             expectCheckpointError(.invalidArgument, messageContains: ["a.b", "a/b", "rename"]) {
-                try saveDistributedCheckpoint(tree: tree, folder: folder + "/x")
+                try saveCheckpoint(tree: tree, filename: folder + "/x", format: .distributedCheckpoint)
             }
             #expect(!fileExists(folder + "/x"))
         }
@@ -165,8 +165,8 @@ import Testing
             let disagree = ThreadWorld.run(size: 2) { group in
                 let tensor = group.rank == 0
                     ? try Tensor(shape: [2], scalars: [Float(1), 2]) : try Tensor(shape: [2], scalars: [Double(1), 2])
-                return try saveDistributedCheckpoint(
-                    tree: ["w": .tensor(tensor)], folder: folder + "/disagree", sharding: Sharding(), processGroup: group)
+                return try saveCheckpoint(
+                    tree: ["w": .tensor(tensor)], filename: folder + "/disagree", format: .distributedCheckpoint, sharding: Sharding(), processGroup: group)
             }
             for result in disagree {
                 #expect(throws: CheckpointError.self) { try result.get() }
@@ -177,8 +177,8 @@ import Testing
             // Both ranks claim rows 0..<2 of a 4-row tensor: rows 2..<4 are missing, and they overlap.
             let gap = ThreadWorld.run(size: 2) { group in
                 let tensor = try Tensor(shape: [2, 2], scalars: [Float](repeating: 1, count: 4))
-                return try saveDistributedCheckpoint(
-                    tree: ["w": .tensor(tensor)], folder: folder + "/gap", sharding: Sharding(slices: ["w": .rows(0..<2, of: [4, 2])]),
+                return try saveCheckpoint(
+                    tree: ["w": .tensor(tensor)], filename: folder + "/gap", format: .distributedCheckpoint, sharding: Sharding(slices: ["w": .rows(0..<2, of: [4, 2])]),
                     processGroup: group)
             }
             for result in gap {
@@ -195,7 +195,7 @@ import Testing
             let tree = dcpTestState().tree
             let results = ThreadWorld.run(size: 2) { group in
                 let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: tree, rank: group.rank, worldSize: 2)
-                return try saveDistributedCheckpoint(tree: part, folder: folder + "/x", sharding: sharding, processGroup: group)
+                return try saveCheckpoint(tree: part, filename: folder + "/x", format: .distributedCheckpoint, sharding: sharding, processGroup: group)
             }
             for result in results {
                 #expect(throws: CheckpointError.self) { try result.get() }
@@ -209,7 +209,7 @@ import Testing
 
     @Test func aFolderNamePerRankIsRefused() throws {
         expectCheckpointError(.invalidTemplate, messageContains: ["{rank}", "one folder"]) {
-            try saveDistributedCheckpoint(tree: ["a": 1], folder: "/tmp/dcp-{rank}")
+            try saveCheckpoint(tree: ["a": 1], filename: "/tmp/dcp-{rank}", format: .distributedCheckpoint)
         }
     }
 
@@ -219,7 +219,7 @@ import Testing
         try withTemporaryFolder { folder in
             let target = folder + "/broken"
             let tensor = try Tensor(shape: [4, 2], scalars: (0..<8).map(Float.init))
-            try saveDistributedCheckpoint(tree: ["w": .tensor(tensor)], folder: target)
+            try saveCheckpoint(tree: ["w": .tensor(tensor)], filename: target, format: .distributedCheckpoint)
             let location = try #require(DistributedCheckpoint.open(target).tensors.first?.chunks.first)
             let pickle = DCPMetadataPickler.pickle(
                 [("w", [.name("w")], .tensor(dtype: .float32, shape: [4, 2], chunks: [

@@ -201,6 +201,31 @@ struct FilenameTemplateTests {
         #expect(try FilenameTemplate("ep{epoch}") != template)
     }
 
+    @Test func pathsRefuseAnEmptyRunNameAndANameThatIsOnlyAnExtension() throws {
+        var values = Self.values
+        values.runName = ""
+        for pattern in ["{run_name}.pt", "{run_name}/checkpoints/ep{epoch}.pt", "ep{epoch}-{run_name}"] {
+            let error = #expect(throws: CheckpointError.self) { try FilenameTemplate(pattern).renderPath(values) }
+            #expect(error?.code == .invalidTemplate)
+            #expect(error?.message.contains("{run_name} in template \"\(pattern)\" expands to nothing") == true, "\(String(describing: error))")
+            #expect(error?.message.contains("TrainingState.runName") == true)
+        }
+        let folder = #expect(throws: CheckpointError.self) {
+            try FilenameTemplate("{run_name}/checkpoints").renderPath(values, isFolder: true)
+        }
+        #expect(folder?.code == .invalidTemplate)
+        for pattern in [".pt", "out/.safetensors", "out/.tar.gz", "ckpts/"] {
+            let error = #expect(throws: CheckpointError.self) { try FilenameTemplate(pattern).renderPath(values) }
+            #expect(error?.code == .invalidTemplate, "\(pattern)")
+        }
+        // A run name that fills the field, a folder path, and an empty name padded by its spec are fine.
+        values.runName = "r"
+        #expect(try FilenameTemplate("{run_name}/ep{epoch}.pt").renderPath(values) == "r/ep\(values.epoch).pt")
+        #expect(try FilenameTemplate("{run_name}/checkpoints").renderPath(values, isFolder: true) == "r/checkpoints")
+        values.runName = ""
+        #expect(try FilenameTemplate("x{run_name:>2}.pt").renderPath(values) == "x  .pt")
+    }
+
     @Test(
         "Random specs and values agree with python3",
         arguments: (0..<40).map(FilenameTemplateTests.RandomCase.init(seed:)))

@@ -2,7 +2,7 @@ import Testing
 
 @testable import Checkpointing
 
-/// SPEC §6.1: rank and sizes from torchrun, Open MPI, SLURM and PMI; contradictions refused.
+/// Rank and sizes from torchrun, Open MPI, SLURM and PMI; contradictions refused.
 @Suite struct LaunchEnvironmentTests {
     @Test func noLauncherIsASingleProcess() throws {
         #expect(try LaunchEnvironment.detect(from: ["HOME": "/root"]) == LaunchEnvironment())

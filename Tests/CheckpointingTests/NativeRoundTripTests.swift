@@ -5,7 +5,7 @@ import Testing
 
 @testable import Checkpointing
 
-/// What is saved in the native format comes back bit for bit (SPEC §1, §4).
+/// What is saved in the native format comes back bit for bit.
 @Suite struct NativeRoundTripTests {
     /// Saves `tree` to `<folder>/x.safetensors` and returns the path.
     private func save(_ tree: StateValue, in folder: String) throws -> String {
@@ -100,7 +100,7 @@ import Testing
         }
     }
 
-    /// SPEC §1.4: flattened paths are unambiguous, so the empty key at the root is a key like any
+    /// Flattened paths are unambiguous, so the empty key at the root is a key like any
     /// other, and every tensor is found again by the path `tensors` gives it.
     @Test func anEmptyRootKeyKeepsPathsUnambiguous() throws {
         let inner = StateValue.tensor(try Tensor(shape: [1], scalars: [Float(1)]))
@@ -183,7 +183,7 @@ import Testing
         }
     }
 
-    /// SPEC §4: tensors are ordered so each is aligned to its element size in the file.
+    /// Tensors are ordered so each is aligned to its element size in the file.
     @Test func everyTensorIsAlignedToItsElementSize() async {
         await propertyCheck(count: 20, input: Gen.uint64()) { seed in
             let tree: StateValue = seed % 4 == 0 ? RandomTree.everyDType(seed: seed) : RandomTree.make(seed: seed)

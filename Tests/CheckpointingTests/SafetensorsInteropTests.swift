@@ -5,7 +5,7 @@ import Testing
 @testable import Checkpointing
 
 /// Native files are valid safetensors files, plain safetensors files read as trees, and damaged
-/// or hostile headers are refused with a clear error (SPEC §4, §9; FORMATS.md, safetensors).
+/// or hostile headers are refused with a clear error (the reference reader's rules).
 @Suite struct SafetensorsInteropTests {
     // MARK: Swift writes, Python's safetensors reads
 

@@ -4,7 +4,7 @@ import Testing
 
 @testable import Checkpointing
 
-/// Composer's save and load semantics (SPEC §2, §3): weights-only, ignore-keys, strictness,
+/// Composer's save and load semantics: weights-only, ignore-keys, strictness,
 /// what a full load restores, file names, atomic replacement and unsupported formats.
 @Suite struct SaveLoadSemanticsTests {
     private static func f32(_ values: [Float], _ shape: [Int]? = nil) -> StateValue {
@@ -35,7 +35,7 @@ import Testing
 
     private static func open(_ path: String) throws -> StateValue { try CheckpointFile.open(path).tree }
 
-    // MARK: Weights-only (SPEC §2.4)
+    // MARK: Weights-only
 
     @Test func weightsOnlySaveKeepsModelIntegrationsAndMetadataOnly() throws {
         let state = Self.layeredState()
@@ -94,7 +94,7 @@ import Testing
         }
     }
 
-    // MARK: Ignore-keys on save (SPEC §2.5)
+    // MARK: Ignore-keys on save
 
     @Test(arguments: [
         // Composer's idiom: the optimizers' contents go, the (now empty) dict stays.
@@ -201,7 +201,7 @@ import Testing
         }
     }
 
-    // MARK: Strictness and mismatches (SPEC §3.2)
+    // MARK: Strictness and mismatches
 
     @Test func strictLoadListsMissingAndUnexpectedKeys() throws {
         let saved = composerLikeState(seed: 3)
@@ -246,7 +246,7 @@ import Testing
         }
     }
 
-    // MARK: Full resume (SPEC §3.2)
+    // MARK: Full resume
 
     @Test func fullLoadRestoresTimestampOptimizersAndRank0Rng() throws {
         var saved = composerLikeState(seed: 8)
@@ -281,7 +281,7 @@ import Testing
         }
     }
 
-    // MARK: File names (SPEC §2.2, §3.1)
+    // MARK: File names
 
     @Test func filenameTemplateCreatesMissingFolders() throws {
         let state = composerLikeState()
@@ -326,7 +326,7 @@ import Testing
         }
     }
 
-    // MARK: Atomic replacement (SPEC §2.7)
+    // MARK: Atomic replacement
 
     @Test func savingOverAFileReplacesItAtomically() throws {
         let first = composerLikeState(seed: 1)

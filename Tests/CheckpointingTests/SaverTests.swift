@@ -4,7 +4,7 @@ import Testing
 
 @testable import Checkpointing
 
-/// CheckpointSaver (SPEC §5): Composer's interval rules, retention, pointers, overwrite checks,
+/// CheckpointSaver: Composer's interval rules, retention, pointers, overwrite checks,
 /// autoresume with fallback, and asynchronous snapshots.
 @Suite struct SaverTests {
     /// A tiny state at a given point of training.
@@ -202,7 +202,7 @@ import Testing
         }
     }
 
-    /// SPEC §5.2: the training loop may change its buffers as soon as the save call returns.
+    /// The training loop may change its buffers as soon as the save call returns.
     @Test func asynchronousSnapshotIsIsolatedFromLaterChanges() throws {
         try withTemporaryFolder { folder in
             let count = 1 << 20

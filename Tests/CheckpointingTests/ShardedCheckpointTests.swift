@@ -4,7 +4,7 @@ import Testing
 
 @testable import Checkpointing
 
-/// Sharded saves and resharding loads (SPEC §2.3, §6.3), with the ranks as threads of this
+/// Sharded saves and resharding loads, with the ranks as threads of this
 /// process (``ThreadWorld``); the MPI tests run the same code across real processes.
 @Suite struct ShardedCheckpointTests {
     /// Composer's layout with tensors whose first dimension splits unevenly 4 ways, some too

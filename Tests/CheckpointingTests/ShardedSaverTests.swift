@@ -112,8 +112,9 @@ import Testing
             try Self.train(folder, worldSize: 3, batches: 2)
             let start = ContinuousClock.now
             let results = ThreadWorld.run(size: 3, timeout: .seconds(4)) { group in
-                // Autoresume takes two collectives; the save's second is the all-gather after writing.
-                let dying: any ProcessGroup = group.rank == 2 ? FailingCollective(group, number: 4) { () throws(CheckpointError) in throw CheckpointError(.io, "killed") } : group
+                // Autoresume takes three collectives (candidates, outcome, retention); the save's
+                // second is the all-gather after writing.
+                let dying: any ProcessGroup = group.rank == 2 ? FailingCollective(group, number: 5) { () throws(CheckpointError) in throw CheckpointError(.io, "killed") } : group
                 let sharding = try Self.part(batch: 0, rank: group.rank, worldSize: 3).1
                 let saver = try CheckpointSaver(options: Self.options(folder, group: dying, sharding: sharding))
                 var state = try Self.part(batch: 0, rank: group.rank, worldSize: 3).0

@@ -6,7 +6,7 @@ import Testing
 @testable import Checkpointing
 
 /// Every torch and Composer fixture loads with exactly the values `expected.json` gives; the
-/// malicious and legacy ones are refused (SPEC §3.3, FORMATS.md).
+/// malicious and legacy ones are refused.
 @Suite struct TorchFixtureTests {
     /// `expected.json`'s value trees with every scalar typed, so that Swift compares exactly:
     /// Python's json keeps 2**70 an integer and 0.1 a float, Foundation's does not.

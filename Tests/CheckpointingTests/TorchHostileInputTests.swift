@@ -6,7 +6,7 @@ import Testing
 
 /// Damaged and hostile torch files: truncated, bit-flipped, and hand-crafted zip archives and
 /// pickles. Every one gives a clear ``CheckpointError``, never a crash, a hang or an allocation
-/// larger than the file justifies (SPEC §9).
+/// larger than the file justifies.
 @Suite struct TorchHostileInputTests {
     private final class Sink: ByteSink {
         var bytes: [UInt8] = []

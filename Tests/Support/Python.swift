@@ -83,17 +83,33 @@ public enum PythonSafetensors {
 
     /// Reads every native checkpoint under `folder` (those this library opens) with Python's
     /// `safetensors` and records an issue for any tensor whose bytes differ from what this
-    /// library reads, or any file Python refuses.
+    /// library reads, or any file Python refuses. A float-split file (`.safetensors.fsz`) is
+    /// first decoded to its plain bytes (``decompressFile(_:to:decompressionLimits:)``), which
+    /// Python must read as the tensors this library reads from the encoded file.
     public static func crossCheck(folder: String) {
         var expected: [String: [String: String]] = [:]
+        let decoded = FileManager.default.temporaryDirectory.appendingPathComponent("decoded-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: decoded) }
         let walker = FileManager.default.enumerator(atPath: folder)
         while let relative = walker?.nextObject() as? String {
             let name = (relative as NSString).lastPathComponent
-            guard name.hasSuffix(".safetensors"), !name.hasPrefix(".") else { continue }
-            let path = folder + "/" + relative
+            let encoded = name.hasSuffix(".safetensors.fsz")
+            guard name.hasSuffix(".safetensors") || encoded, !name.hasPrefix(".") else { continue }
+            var path = folder + "/" + relative
             guard let file = try? CheckpointFile.open(path), file.isNative else { continue }
-            expected[path] = Dictionary(
+            let tensors = Dictionary(
                 uniqueKeysWithValues: file.tree.tensors.map { ($0.path, $0.tensor.withUnsafeBytes { sha256Hex($0) }) })
+            if encoded {
+                try? FileManager.default.createDirectory(atPath: decoded, withIntermediateDirectories: true)
+                path = decoded + "/\(expected.count)-" + name.dropLast(".fsz".count)
+                do {
+                    try decompressFile(folder + "/" + relative, to: path)
+                } catch {
+                    Issue.record("\(relative) does not decode to a plain file: \(error)")
+                    continue
+                }
+            }
+            expected[path] = tensors
         }
         guard !expected.isEmpty else { return }
         do {

@@ -13,6 +13,9 @@ struct DemoRun {
     var timestamp = Timestamp()
     /// (batch, loss) at the batches the report shows.
     var losses: [(batch: Int, loss: Float)] = []
+    /// Bytes saved with every checkpoint and never read back into training (`ckpt demo-run
+    /// --ballast`): they make a save last long enough to be killed in the middle.
+    var ballast: Tensor?
     private let seed: UInt64
     private let reportedBatches: Set<Int>
 
@@ -85,6 +88,7 @@ struct DemoRun {
             model: model,
             optimizers: ["AdamW": .dict(["state": .dict(moments), "param_groups": .list([group])])],
             schedulers: ["LambdaLR": .dict(["last_epoch": .int(self.model.step), "base_lrs": .list([.float(Double(self.model.learningRate))])])],
+            callbacks: ballast.map { ["Ballast": .tensor($0)] } ?? [:],
             timestamp: timestamp,
             rankZeroSeed: Int(seed),
             runName: Self.runName,

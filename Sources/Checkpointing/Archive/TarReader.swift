@@ -11,7 +11,7 @@ struct TarMember: Equatable {
 }
 
 /// Reads a tar archive as it arrives (a sink: give it the archive's bytes in pieces of any size),
-/// treating it as hostile (SPEC §9).
+/// treating it as hostile.
 ///
 /// Reads POSIX ustar, pax extended headers (`path`, `size`) and GNU long names and base-256
 /// sizes. Refuses, naming the member: an absolute path (except the root folder entry `/` or

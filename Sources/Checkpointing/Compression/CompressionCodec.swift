@@ -4,15 +4,20 @@ import Glibc
 import Darwin
 #endif
 
-/// A compressed-stream format of SPEC §2.6: chosen by the file name's last extension on save,
+/// A compressed-stream format: chosen by the file name's last extension on save,
 /// recognised by its magic number on load.
 ///
-/// Every codec writes the plain stream that its command-line tool reads (`gzip -d`,
+/// Every codec but one writes the plain stream that its command-line tool reads (`gzip -d`,
 /// `bzip2 -d`, `xz -d`, `lzma -d`, `zstd -d`, `lz4 -d`, `lzop -d`), in-process and streaming.
+/// The exception is this library's own float-split codec (`.fsz`, see the FloatSplitFormat
+/// article): it entropy-codes the exponents of each float tensor and stores the mantissas as
+/// they are, chunked with an index, so a load decodes only the tensors it needs; `ckpt convert`
+/// turns it back into the plain file.
 public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConvertible {
     case gzip, bzip2, xz, lzma, zstd, lz4, lzop
+    case floatSplit = "float-split"
 
-    /// The file extension, without its dot: `gz`, `bz2`, `xz`, `lzma`, `zst`, `lz4`, `lzo`.
+    /// The file extension, without its dot: `gz`, `bz2`, `xz`, `lzma`, `zst`, `lz4`, `lzo`, `fsz`.
     public var fileExtension: String {
         switch self {
         case .gzip: "gz"
@@ -22,6 +27,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .zstd: "zst"
         case .lz4: "lz4"
         case .lzop: "lzo"
+        case .floatSplit: "fsz"
         }
     }
 
@@ -41,6 +47,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .zstd: self = .zstd
         case .lz4: self = .lz4
         case .lzop: self = .lzop
+        case .floatSplit: self = .floatSplit
         case .safetensors, .torchZip, .torchLegacy, .tar, .distributedCheckpoint: return nil
         }
     }
@@ -55,14 +62,22 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .zstd: .zstd
         case .lz4: .lz4
         case .lzop: .lzop
+        case .floatSplit: .floatSplit
         }
     }
 
-    /// The command-line tool that reads and writes this codec's files.
-    public var toolName: String { self == .gzip ? "gzip" : rawValue }
+    /// The command-line tool that reads and writes this codec's files (`ckpt convert` for
+    /// the float-split codec, which has no tool of its own).
+    public var toolName: String {
+        switch self {
+        case .gzip: "gzip"
+        case .floatSplit: "ckpt convert"
+        default: rawValue
+        }
+    }
 
     /// Whether the codec compresses on several threads (``CompressionOptions/threads``).
-    public var isMultithreaded: Bool { self == .zstd || self == .xz }
+    public var isMultithreaded: Bool { self == .zstd || self == .xz || self == .floatSplit }
 
     /// The level used when ``CompressionOptions/level`` is `nil`: fast, since a checkpoint is
     /// mostly weights, which compress little at any level. Measured on float32 weights like the
@@ -76,6 +91,9 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .zstd: 1
         case .lz4: 0
         case .lzop: 3  // lzop's default, -3.
+        // The zstd level of what is not a float (the header, integer tensors): the floats'
+        // exponents are Huffman-coded whatever the level.
+        case .floatSplit: 1
         }
     }
 
@@ -85,7 +103,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .gzip: 0...9
         case .bzip2: 1...9
         case .xz, .lzma: 0...9
-        case .zstd: -7...22
+        case .zstd, .floatSplit: -7...22
         case .lz4: 0...12
         // lzop's -2 to -6, which all mean LZO1X-1, the only method written here.
         case .lzop: 2...6
@@ -104,6 +122,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .zstd: ZstdCodec.self
         case .lz4: LZ4Codec.self
         case .lzop: LzopCodec.self
+        case .floatSplit: FloatSplitCodec.self
         }
     }
 
@@ -136,7 +155,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
 public struct CompressionOptions: Sendable, Equatable {
     /// The codec's level; `nil` is the codec's fast default (``CompressionCodec/defaultLevel``).
     public var level: Int?
-    /// Threads for the codecs that can use several (zstd, xz); `nil` uses every core, up to
+    /// Threads for the codecs that can use several (zstd, xz, float-split); `nil` uses every core, up to
     /// 16 (each thread holds a few tens of MB of buffers, and 16 cores of zstd outrun any
     /// disk). Other codecs compress on the calling thread.
     public var threads: Int?
@@ -153,7 +172,7 @@ public struct CompressionOptions: Sendable, Equatable {
     static var defaultThreads: Int { min(processorCount, 16) }
 }
 
-/// Bounds on decompression, so a small hostile file cannot fill the disk or memory (SPEC §9).
+/// Bounds on decompression, so a small hostile file cannot fill the disk or memory.
 ///
 /// A decompressed checkpoint is written to an anonymous temporary file and mapped: these
 /// limits stop that file from growing without bound.

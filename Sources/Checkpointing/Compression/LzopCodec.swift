@@ -3,7 +3,7 @@ internal import CZlib
 
 /// The `lzop` file format over liblzo2's LZO1X-1.
 ///
-/// No library writes lzop's container, so it is written here by hand from FORMATS.md, with
+/// No library writes lzop's container, so it is written here by hand (its layout is in the DocC article "The formats on disk"), with
 /// the header rules checked against lzop 1.04's reader: magic, a big-endian header (version,
 /// library version, version needed to extract, method, level, flags, mode, mtime, name) whose
 /// Adler-32 (or CRC-32, with flag `F_H_CRC32`) covers every header byte after the magic, then

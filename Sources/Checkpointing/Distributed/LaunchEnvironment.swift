@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// A process's place in a run, read from its launcher's environment (SPEC §6.1): torchrun,
+/// A process's place in a run, read from its launcher's environment: torchrun,
 /// Open MPI, SLURM or PMI.
 ///
 /// Several launchers may set their variables at once (`srun` under SLURM with PMI, `mpirun`

@@ -29,13 +29,23 @@ public struct CheckpointFile: Sendable {
     public internal(set) var layers: [ContainerLayer] = []
     /// What the checkpoint inside the layers is, when there are layers.
     var innerKind: FileKind? = nil
+    /// The float-split stream the tensors are decoded from, for a `.fsz` file.
+    var floatSplit: FloatSplitArchive? = nil
+
+    /// For a float-split (`.fsz`) file, how well each dtype compressed (`ckpt inspect` shows
+    /// it); empty for other files.
+    public var compressionShares: [CompressionShare] { floatSplit?.shares ?? [] }
+
+    /// For a Hugging Face sharded checkpoint (opened from its folder or index), its shards and
+    /// where each tensor is; ``path`` is then the index and ``kind`` `.safetensors`.
+    public internal(set) var huggingFaceShards: HuggingFaceShards? = nil
     /// For a DCP folder, its metadata: data files, and every tensor's chunks.
     public internal(set) var distributedCheckpoint: DistributedCheckpoint? = nil
 
     /// What the checkpoint inside any layers is: ``kind`` itself for a plain file.
     public var formatKind: FileKind { innerKind ?? kind }
 
-    /// The compression of the file, if it is compressed (SPEC §8: `ckpt inspect` shows it).
+    /// The compression of the file, if it is compressed (`ckpt inspect` shows it).
     public var compression: CompressionCodec? {
         for case .compressed(let codec) in layers { return codec }
         return nil
@@ -44,9 +54,15 @@ public struct CheckpointFile: Sendable {
     /// Opens the checkpoint at `path`, recognising its format from its bytes; a PyTorch
     /// Distributed Checkpoint folder (or its `.metadata`) opens as one checkpoint too.
     ///
+    /// A Hugging Face sharded checkpoint opens as one: its folder, or its index
+    /// (`model.safetensors.index.json`), with every shard mapped and the index checked against
+    /// the shards' headers (see <doc:HuggingFaceCheckpoints>).
+    ///
     /// Compressed streams and tar archives around it are opened first, whatever the name
     /// says: a compressed file is decompressed (within the default ``DecompressionLimits``)
-    /// into an anonymous temporary file that is then mapped.
+    /// into an anonymous temporary file that is then mapped. A float-split (`.fsz`) file is
+    /// opened by its index: only its header is decoded, and each tensor's chunks are decoded
+    /// when the tensor is first read, or all at once on every core by ``decode(tensorsWhere:)``.
     ///
     /// - Throws: ``CheckpointError``: `.notFound`; `.malformed` for a damaged file;
     ///   `.unsupportedFormat` for a kind of file this build does not read, naming what it is;
@@ -59,9 +75,11 @@ public struct CheckpointFile: Sendable {
     /// decompression (raise them for a checkpoint that compresses extremely well).
     public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
         if let folder = try DistributedCheckpoint.locate(path) { return try open(distributedCheckpoint: folder) }
+        if let index = try HuggingFaceReader.locateIndex(path) { return try HuggingFaceReader.open(indexAt: index) }
         let outer = try MappedFile(path: path)
         let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: decompressionLimits)
         var opened = try read(file, path: path)
+        opened.floatSplit = file.lazyContents as? FloatSplitArchive
         if let first = layers.first {
             opened.innerKind = opened.kind
             opened.kind = first.fileKind
@@ -109,9 +127,10 @@ public struct CheckpointFile: Sendable {
         }
     }
 
-    /// The format name for reports: `native`, `safetensors`, ...
+    /// The format name for reports: `native`, `safetensors`, `hf-sharded`, ...
     public var formatName: String {
-        switch formatKind {
+        if huggingFaceShards != nil { return "hf-sharded" }
+        return switch formatKind {
         case .safetensors: isNative ? "native" : "safetensors"
         case .torchZip: "torch"
         default: formatKind.rawValue
@@ -138,6 +157,7 @@ public struct CheckpointFile: Sendable {
         } catch {
             throw error.at(path: path)
         }
+        try decode(tensorsWhere: include)
         guard !checksums.isEmpty else { return }
         var failure: CheckpointError?
         tree.forEachTensor { name, tensor in
@@ -145,6 +165,26 @@ public struct CheckpointFile: Sendable {
             failure = verify(tensor, named: name)
         }
         if let failure { throw failure }
+    }
+
+    /// Decodes now, on every core, the tensors whose flattened paths `include` accepts, in a
+    /// file whose tensors are decoded when first read (a float-split `.fsz` file); does
+    /// nothing for other files.
+    ///
+    /// Loads call it for the tensors they keep, so damage is reported as an error: a tensor
+    /// read directly whose chunk fails to decode reads as zeros (and the failure is logged).
+    ///
+    /// - Throws: ``CheckpointError``: `.malformed` for a damaged chunk (each records the
+    ///   XXH3-64 of its decoded bytes), `.io` when the temporary file of decoded bytes has no room.
+    public func decode(tensorsWhere include: (String) -> Bool) throws(CheckpointError) {
+        var ranges: [UnsafeRawBufferPointer] = []
+        var contents: (any LazyContents)?
+        tree.forEachTensor { name, tensor in
+            guard include(name), let view = tensor.buffer.encodedView else { return }
+            ranges.append(view.bytes)
+            contents = view.contents
+        }
+        try contents?.decode(ranges)
     }
 
     /// Checks one tensor of this file against its recorded checksum; `nil` when it matches.
@@ -157,6 +197,6 @@ public struct CheckpointFile: Sendable {
         return CheckpointError(
             .checksumMismatch,
             "tensor \"\(name)\" is corrupt: its bytes hash to \(TensorChecksum.hex(actual)) but \(TensorChecksum.hex(recorded)) was recorded when it was saved; restore the file from another copy or resume from an earlier checkpoint",
-            path: path)
+            path: huggingFaceShards?.shardPath(ofTensor: name) ?? path)
     }
 }

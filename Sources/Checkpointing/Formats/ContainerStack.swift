@@ -1,4 +1,4 @@
-/// A layer around a checkpoint's format: a compressed stream or a tar archive (SPEC §2.6).
+/// A layer around a checkpoint's format: a compressed stream or a tar archive.
 public enum ContainerLayer: Sendable, Equatable, CustomStringConvertible {
     /// A compressed stream of the inner bytes.
     case compressed(CompressionCodec)
@@ -22,7 +22,7 @@ public enum ContainerLayer: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Opening the layers around a checkpoint, each recognised by its magic number, never its
-/// name (SPEC §3.1): a compressed stream is decompressed into an anonymous temporary file and
+/// name: a compressed stream is decompressed into an anonymous temporary file and
 /// mapped; a tar member is a slice of its archive's mapping. Composer's `.tar.lzma` (which
 /// holds xz) and any other stack (a `.tar.gz` of a `.pt.zst`, ...) open the same way.
 enum ContainerStack {
@@ -44,14 +44,19 @@ enum ContainerStack {
         while true {
             let prefix = UnsafeRawBufferPointer(rebasing: current.bytes.prefix(512))
             guard let kind = FileKind.sniff(prefix, fileSize: current.bytes.count) else { return (current, layers) }
-            if kind != .tar && CompressionCodec(kind: kind) == nil { return (current, layers) }
+            let codec = CompressionCodec(kind: kind)
+            if kind != .tar && codec == nil { return (current, layers) }
             guard layers.count < maximumDepth else {
                 throw CheckpointError(
                     .limitExceeded,
                     "is nested more than \(maximumDepth) containers deep (\(layers.map(\.description).joined(separator: " in "))); a checkpoint has at most a tar and a compression",
                     path: path)
             }
-            if let codec = CompressionCodec(kind: kind) {
+            if codec == .floatSplit {
+                // Indexed: only the chunks a load needs are decoded, when it needs them.
+                current = try FloatSplitArchive.open(current, limits: limits, path: path)
+                layers.append(.compressed(.floatSplit))
+            } else if let codec {
                 current.adviseSequentialRead()
                 current = try Decompression.decompress(current.bytes, codec: codec, limits: limits, path: path)
                 layers.append(.compressed(codec))
@@ -92,7 +97,7 @@ enum ContainerStack {
 }
 
 extension SaveTarget.Format {
-    /// The member a tar of this format holds (SPEC §2.6).
+    /// The member a tar of this format holds.
     var tarMemberName: String {
         switch self {
         case .native: ContainerStack.nativeMember

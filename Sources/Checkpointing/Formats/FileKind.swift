@@ -1,4 +1,4 @@
-/// What a file is, recognised from its first bytes (SPEC §3.1), never from its name.
+/// What a file is, recognised from its first bytes, never from its name.
 public enum FileKind: String, Sendable, CaseIterable {
     /// A safetensors file: this library's native format, or a plain one.
     case safetensors
@@ -9,6 +9,8 @@ public enum FileKind: String, Sendable, CaseIterable {
     /// A tar archive.
     case tar
     case gzip, bzip2, xz, lzma, zstd, lz4, lzop
+    /// This library's float-split stream (`.fsz`).
+    case floatSplit = "float-split"
     /// A PyTorch Distributed Checkpoint folder (``DistributedCheckpoint``): recognised by its
     /// `.metadata`, never sniffed from a file's bytes.
     case distributedCheckpoint = "dcp"
@@ -36,6 +38,7 @@ public enum FileKind: String, Sendable, CaseIterable {
         if starts(with: [0x28, 0xB5, 0x2F, 0xFD]) { return .zstd }
         if starts(with: [0x04, 0x22, 0x4D, 0x18]) { return .lz4 }
         if starts(with: [0x89, 0x4C, 0x5A, 0x4F, 0x00, 0x0D, 0x0A, 0x1A, 0x0A]) { return .lzop }
+        if starts(with: FloatSplitFormat.magic) { return .floatSplit }
         // torch's legacy stream: pickle protocol 2, then the magic number 0x1950a86a20f9469cfc6c.
         if starts(with: [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]) {
             return .torchLegacy
@@ -66,6 +69,7 @@ public enum FileKind: String, Sendable, CaseIterable {
         case .zstd: "a zstd stream"
         case .lz4: "an lz4 frame"
         case .lzop: "an lzop file"
+        case .floatSplit: "a float-split (.fsz) stream"
         case .distributedCheckpoint: "a PyTorch Distributed Checkpoint folder"
         }
     }

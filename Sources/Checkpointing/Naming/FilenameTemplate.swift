@@ -78,7 +78,8 @@ public struct FilenameTemplate: Sendable, Hashable, CustomStringConvertible {
     ///   quotes the offending text: an unknown or disallowed variable (listing the allowed ones),
     ///   a bad spec or one that does not suit the variable's type, a single `{` or `}`, an empty
     ///   `{}`, a positional field such as `{0}`, attribute or index access such as `{epoch.x}`, a
-    ///   conversion such as `{run_name!r}`, or a nested field such as `{epoch:{width}}`.
+    ///   conversion such as `{run_name!r}`, a nested field such as `{epoch:{width}}`, or a `/`
+    ///   fill such as `{epoch:/>5}` (Python pads with it; here it would pad with folders).
     public init(
         _ pattern: String, allowedVariables: Set<Variable> = Set(Variable.allCases)
     ) throws(CheckpointError) {
@@ -102,6 +103,38 @@ public struct FilenameTemplate: Sendable, Hashable, CustomStringConvertible {
             case .field(let variable, let spec): spec.format(values[variable])
             }
         }.joined()
+    }
+
+    /// The path for `values`, as ``render(_:)`` gives it, refusing one that cannot name a
+    /// checkpoint: a field that expands to nothing (an empty `{run_name}`, which would turn
+    /// `{run_name}/checkpoints` into `/checkpoints` or `{run_name}.pt` into the hidden `.pt`),
+    /// and, for a file, a last component that is empty or starts with `.` (only an extension,
+    /// such as `.pt`, or a hidden name that the library's own temporaries could take).
+    ///
+    /// - Parameters:
+    ///   - values: The values of the template's variables.
+    ///   - isFolder: Whether the path names a folder, whose last component is not checked.
+    /// - Throws: ``CheckpointError`` with code ``CheckpointError/Code/invalidTemplate`` naming the
+    ///   field or the name, and what to change.
+    public func renderPath(_ values: FilenameValues, isFolder: Bool = false) throws(CheckpointError) -> String {
+        for case .field(let variable, let spec) in segments where spec.format(values[variable]).isEmpty {
+            let advice =
+                variable == .runName
+                ? "the run has no name: set the state's run name (TrainingState.runName) or leave {run_name} out of the template"
+                : "give it a value or leave it out of the template"
+            throw Self.invalid("{\(variable.rawValue)} in template \"\(pattern)\" expands to nothing: \(advice)")
+        }
+        let path = render(values)
+        guard !isFolder else { return path }
+        let name = path.split(separator: "/", omittingEmptySubsequences: false).last.map(String.init) ?? ""
+        if name.isEmpty {
+            throw Self.invalid("template \"\(pattern)\" renders to \"\(path)\", which names a folder, not a file: add a file name")
+        }
+        if name.hasPrefix(".") {
+            throw Self.invalid(
+                "template \"\(pattern)\" renders to the file name \"\(name)\", which is only an extension or a hidden name: put a name before the extension, such as ep{epoch}-ba{batch}\(name)")
+        }
+        return path
     }
 
     /// The pattern, so that a template prints as it was written.

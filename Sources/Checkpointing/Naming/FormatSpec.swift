@@ -60,6 +60,9 @@ struct FormatSpec: Hashable, Sendable {
             align = rest.removeFirst()
             fillSpecified = true
             alignSpecified = true
+            // Python pads with it; in a file name its padding would be folders, which the
+            // saver, looking for a run's files field by field, would never find again.
+            guard fill != "/" else { throw Invalid(reason: "Fill character '/' is not allowed in file names") }
         } else if let first = rest.first, alignments.contains(first) {
             align = rest.removeFirst()
             alignSpecified = true

@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 
 /// Saves checkpoints on a schedule during training, keeps the right ones, and resumes a run
-/// where it stopped: Composer's `CheckpointSaver` callback (SPEC §5), for any Swift training loop.
+/// where it stopped: Composer's `CheckpointSaver` callback, for any Swift training loop.
 ///
 /// Call ``fitStart(_:)`` (or ``autoresume(into:)``) before training, ``batchEnd(_:)`` after each
 /// batch, ``epochEnd(_:)`` after each epoch and ``fitEnd(_:)`` when training ends:
@@ -20,8 +20,46 @@ import Synchronization
 ///
 /// Beyond Composer: the list of kept checkpoints is stored beside them, so rotation continues
 /// after a resume; the latest pointer is a relative symlink and a pointer file; autoresume skips
-/// a damaged newest checkpoint for the one before it; saves can run in the background; and a
-/// SIGTERM makes the next event save before the run stops.
+/// a damaged newest checkpoint for the one before it; saves can run in the background; and, when
+/// asked, a SIGTERM makes the next event save before the run stops.
+///
+/// ## Retention after a kill
+///
+/// A process can be killed at any moment, including between committing a checkpoint and
+/// recording it in the list of kept checkpoints, or between dropping one from the list and
+/// deleting it. So when a run starts (``autoresume(into:)``, or ``fitStart(_:)`` without it) the
+/// saver reconciles the list with the folder: it adopts every checkpoint of this run the list
+/// lacks (a file the file name template could have made whose header names this run), puts the
+/// list in training order and prunes it to ``Options/checkpointsToKeep``, and removes the
+/// temporary files of writers that no longer run, whatever file they were writing. It never
+/// deletes the checkpoint it resumed from, a newer checkpoint in place of an older one, another
+/// run's checkpoint, or a file the template could not have made; with a remote folder, it
+/// deletes a local copy only once the remote folder has it, and reconciles the remote folder
+/// the same way. A sharded saver does this on every rank at autoresume: rank 0 decides from
+/// the manifests, and each rank prunes its own shards, including those of saves never
+/// committed. Reading a header is cheap for an uncompressed file; a compressed one is
+/// decompressed, which autoresume does anyway, and which reconciliation does only for files
+/// the list lacks. Weights-only checkpoints record no run, so they are not adopted.
+///
+/// ## Saving on SIGTERM
+///
+/// Schedulers send SIGTERM before they preempt a job. With ``Options/saveOnTermination`` the
+/// saver catches it: the next ``batchEnd(_:)`` or ``epochEnd(_:)`` saves and throws a
+/// ``CheckpointError`` with code `.terminated`, and the training loop should stop. It is off
+/// by default, because a library must not change its process's signal handling unasked. When
+/// on:
+/// - the handler is installed with `sigaction` while the saver is active: from its creation
+///   (and again at ``fitStart(_:)`` or ``autoresume(into:)`` after it ended) until
+///   ``fitEnd(_:)``, ``close()``, the save on SIGTERM or the saver's release, whichever comes
+///   first. Savers share it; the last one to end restores the disposition it replaced, unless
+///   something else has replaced the handler since;
+/// - a signal is recorded, then passed on to the handler that was there before when that is a
+///   function, so the program's own handling keeps working. The default disposition, which
+///   ends the process, is held back until the save: that is the point of the option. A SIGTERM
+///   that arrives after the last event and that no save acted on is raised again when the
+///   default disposition is restored, so the process still ends;
+/// - after the save on SIGTERM the handler is given back at once: a second SIGTERM acts as it
+///   would have without the saver.
 public final class CheckpointSaver {
     /// How the saver names, schedules and keeps checkpoints.
     public struct Options: Sendable {
@@ -47,7 +85,7 @@ public final class CheckpointSaver {
         public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
-        /// Save only the model (see ``saveCheckpoint(_:filename:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``).
+        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``).
         public var weightsOnly = false
         /// Parts of the state to leave out of every checkpoint.
         public var ignoreKeys: IgnoreKeys?
@@ -56,9 +94,11 @@ public final class CheckpointSaver {
         /// The most bytes a snapshot may copy (borrowed tensors); a larger save runs in the
         /// foreground instead.
         public var snapshotMemoryBudget = 8 << 30
-        /// Save at the next event after a SIGTERM, then throw `.terminated`.
-        public var saveOnTermination = true
-        /// Save every checkpoint sharded (SPEC §2.3): each rank writes its part of the state
+        /// Catch SIGTERM while the saver is active: the next event saves, then throws a
+        /// ``CheckpointError`` with code `.terminated`. Off unless asked for, since it changes
+        /// the process's signal handling: see "Saving on SIGTERM" in ``CheckpointSaver``.
+        public var saveOnTermination = false
+        /// Save every checkpoint sharded: each rank writes its part of the state
         /// (these slices; tensors not listed are whole) and rank 0 commits a manifest. The
         /// file name must contain `{rank}`; weights-only and remote folders are refused.
         /// Autoresume then loads on every rank the pieces it saved.
@@ -77,7 +117,7 @@ public final class CheckpointSaver {
             maxDuration: TrainingTime? = nil, checkpointsToKeep: Int = -1, remoteFolder: String? = nil,
             remoteCheckpointsToKeep: Int? = nil, overwrite: Bool = false,
             weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
-            snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = true, sharding: Sharding? = nil,
+            snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = false, sharding: Sharding? = nil,
             compression: CompressionOptions = CompressionOptions(), decompressionLimits: DecompressionLimits = DecompressionLimits(),
             processGroup: any ProcessGroup = SingleProcessGroup()
         ) {
@@ -115,21 +155,25 @@ public final class CheckpointSaver {
     }
 
     public let options: Options
-    private let folderTemplate: FilenameTemplate
-    private let fileTemplate: FilenameTemplate
-    private let latestTemplate: FilenameTemplate?
+    let folderTemplate: FilenameTemplate
+    let fileTemplate: FilenameTemplate
+    let latestTemplate: FilenameTemplate?
     private let remoteFolderTemplate: FilenameTemplate?
     private var schedule: IntervalSchedule
     private let background = BackgroundSaves()
     /// Snapshot memory, reused across asynchronous saves.
     private let arena = SnapshotArena()
     /// Shared with background saves, which update it after each commit.
-    private let book: Bookkeeping
+    let book: Bookkeeping
     /// The folder, once known (it may hold `{run_name}`, known from the state).
     private var folder: String?
     /// The remote copies, once the remote folder is known.
-    private var remote: RemoteCheckpoints?
+    var remote: RemoteCheckpoints?
     private var started = false
+    /// Whether the ledger was reconciled with the folder (once per saver, at its start).
+    var reconciled = false
+    /// This saver's claim on the SIGTERM handler while it is active (``Options/saveOnTermination``).
+    private var termination: TerminationSignal.Registration?
 
     /// Checks every template and option now, so a typo fails before training starts.
     public init(options: Options = Options()) throws(CheckpointError) {
@@ -163,7 +207,7 @@ public final class CheckpointSaver {
         }
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: Timestamp())
         book = Bookkeeping()
-        if options.saveOnTermination { TerminationSignal.install() }
+        try claimTerminationSignal()
     }
 
     /// The saver's statistics (after waiting for a save in flight).
@@ -192,7 +236,9 @@ public final class CheckpointSaver {
     // MARK: Events
 
     /// Starts a new run: checks that the folder holds no checkpoints of this run unless
-    /// overwriting is allowed, and starts the schedule at `state`'s timestamp.
+    /// overwriting is allowed, reconciles the list of kept checkpoints with the folder unless
+    /// ``autoresume(into:)`` has (see "Retention after a kill" above), and starts the schedule
+    /// at `state`'s timestamp.
     public func fitStart(_ state: TrainingState) throws {
         let folder = try resolveFolder(for: state)
         if !options.overwrite {
@@ -204,6 +250,8 @@ public final class CheckpointSaver {
                     path: folder)
             }
         }
+        if !reconciled { reconcileAtFitStart(folder: folder, state: state) }
+        try claimTerminationSignal()
         try schedule = IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
         started = true
     }
@@ -215,12 +263,23 @@ public final class CheckpointSaver {
     public func epochEnd(_ state: TrainingState) throws { try handle(.epochEnd, state) }
 
     /// When training ends: saves the final checkpoint (unless this batch was just saved) and
-    /// waits for every save to finish, throwing the error of any that failed.
+    /// waits for every save to finish, throwing the error of any that failed. Gives SIGTERM
+    /// back (see ``close()``).
     public func fitEnd(_ state: TrainingState) throws {
+        defer { releaseTerminationSignal() }
         try ensureStarted(state)
         if schedule.shouldSave(at: .fitEnd, timestamp: state.timestamp) {
             try save(state, waitForCompletion: true)
         }
+        try background.wait()
+    }
+
+    /// Ends the saver without a final save, for a training loop that stops early: waits for a
+    /// save in flight (throwing its error, if it failed) and gives SIGTERM back, as
+    /// ``fitEnd(_:)`` and the saver's release also do. Calling it again does nothing more;
+    /// a later ``fitStart(_:)`` or ``autoresume(into:)`` makes the saver active again.
+    public func close() throws {
+        defer { releaseTerminationSignal() }
         try background.wait()
     }
 
@@ -229,8 +288,11 @@ public final class CheckpointSaver {
 
     private func handle(_ event: TrainingEvent, _ state: TrainingState) throws {
         try ensureStarted(state)
-        if options.saveOnTermination && TerminationSignal.isPending {
+        if termination != nil && TerminationSignal.isPending {
             TerminationSignal.consume()
+            // Given back at once: a second SIGTERM, while the loop winds down, acts as it
+            // would without the saver.
+            defer { releaseTerminationSignal() }
             let path = try save(state, waitForCompletion: true)
             throw CheckpointError(
                 .terminated, "SIGTERM received: saved \(path ?? "the checkpoint") at batch \(state.timestamp.batch); stop training")
@@ -244,6 +306,16 @@ public final class CheckpointSaver {
         if !started { try fitStart(state) }
     }
 
+    /// Installs (or shares) the SIGTERM handler, when asked for and not held already.
+    private func claimTerminationSignal() throws(CheckpointError) {
+        if options.saveOnTermination && termination == nil { termination = try TerminationSignal.register() }
+    }
+
+    private func releaseTerminationSignal() {
+        termination?.release()
+        termination = nil
+    }
+
     // MARK: Saving
 
     /// Saves `state` now; returns the path (for rank 0).
@@ -253,13 +325,14 @@ public final class CheckpointSaver {
         let folder = try resolveFolder(for: state)
         let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
         let sharded = options.sharding != nil
-        let rendered = fileTemplate.render(values)
+        let rendered = try fileTemplate.renderPath(values)
         let relative = sharded ? ShardedSave.shardPath(rendered) : rendered
         let path = FilePaths.join(folder, relative)
         // What the ledger and the latest pointer name: a sharded checkpoint is its manifest on
         // rank 0 (who commits and prunes it) and its shard on the other ranks.
         let recorded = sharded && options.processGroup.rank == 0 ? relative + ShardManifest.suffix : relative
         let latest = latestTemplate.map { FilePaths.join(folder, $0.render(values)) }
+        let position = CheckpointPosition(state.timestamp)
         schedule.didSave(at: state.timestamp)
 
         try background.wait()
@@ -294,12 +367,12 @@ public final class CheckpointSaver {
             // safe remotely; after a failed upload it is kept.
             var uploadFailure: CheckpointError?
             do throws(CheckpointError) {
-                try remote?.didSave(localPath: path, relative: relative)
+                try remote?.didSave(localPath: path, relative: relative, position: position)
             } catch {
                 uploadFailure = error
             }
             try book.didSave(
-                relative: recorded, written: path, folder: folder, latest: latest,
+                relative: recorded, position: position, written: path, folder: folder, latest: latest,
                 keep: uploadFailure == nil ? options.checkpointsToKeep : -1,
                 rank: options.processGroup.rank, duration: ContinuousClock.now - writeStart)
             if let uploadFailure { throw uploadFailure }
@@ -318,8 +391,10 @@ public final class CheckpointSaver {
     /// Resumes from the newest complete checkpoint of this run, if there is one.
     ///
     /// The candidates are the kept checkpoints, the latest pointer's target and any file in the
-    /// folder the file name template could have made, newest batch first. Each is verified; a
-    /// damaged one is skipped with a warning (and may be overwritten later). `state` must carry
+    /// folder the file name template could have made, newest batch first; a file whose header
+    /// names another run is not one. Each is verified; a damaged one is skipped with a warning
+    /// (and may be overwritten later). Then the list of kept checkpoints is reconciled with the
+    /// folder (see "Retention after a kill" above); the checkpoint resumed from is never pruned. `state` must carry
     /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
     ///
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
@@ -327,8 +402,10 @@ public final class CheckpointSaver {
     @discardableResult
     public func autoresume(into state: inout TrainingState) throws -> LoadResult? {
         let folder = try resolveFolder(for: state)
+        try claimTerminationSignal()
         if options.sharding != nil { return try autoresumeSharded(from: folder, into: &state) }
         var candidates: [(path: String, batch: Int)] = []
+        var identities: [String: CheckpointIdentity] = [:]
         for path in Set(resumeCandidates(in: folder, state: state)) {
             let file: CheckpointFile
             do {
@@ -341,19 +418,26 @@ public final class CheckpointSaver {
                 markReplaceable(path)
                 continue
             }
-            let batch = (try? TrainingState(tree: file.tree))?.timestamp.batch ?? -1
-            candidates.append((path, batch))
+            let identity = CheckpointIdentity(tree: file.tree)
+            identities[path] = identity
+            // Another run's checkpoint, in a folder runs share, is not this run's to resume.
+            if let runName = identity.runName, !runName.isEmpty, !state.runName.isEmpty, runName != state.runName { continue }
+            candidates.append((path, identity.position?.batch ?? -1))
         }
         candidates.sort { ($0.batch, $0.path) > ($1.batch, $1.path) }
         for candidate in candidates {
             do {
-                return try resume(from: candidate.path, into: &state)
+                let result = try resume(from: candidate.path, into: &state)
+                reconcile(folder: folder, state: state, identities: identities, resumedFrom: candidate.path)
+                return result
             } catch let error as CheckpointError where Self.damage.contains(error.code) {
                 logger.warning("autoresume: \(candidate.path) is damaged, trying an earlier checkpoint: \(error)")
                 markReplaceable(candidate.path)
             }
         }
-        return try autoresumeFromRemote(into: &state)
+        let result = try autoresumeFromRemote(into: &state)
+        reconcile(folder: folder, state: state, identities: identities, resumedFrom: result?.path)
+        return result
     }
 
     /// Loads `path` into `state` (which changes only on success) and restarts the schedule
@@ -443,12 +527,12 @@ public final class CheckpointSaver {
     /// Renders the folder for this run and rank, and loads the retention ledger the first time.
     private func resolveFolder(for state: TrainingState) throws(CheckpointError) -> String {
         if let folder { return folder }
-        let rendered = folderTemplate.render(
-            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup))
+        let rendered = try folderTemplate.renderPath(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup), isFolder: true)
         let ledger = try RetentionLedger.load(from: RetentionLedger.path(folder: rendered, rank: options.processGroup.rank))
         book.withLock { $0.ledger = ledger }
-        if let remoteFolderTemplate, let location = ObjectLocation(remoteFolderTemplate.render(
-            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)))
+        if let remoteFolderTemplate, let location = ObjectLocation(try remoteFolderTemplate.renderPath(
+            FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup), isFolder: true))
         {
             let keep = options.remoteCheckpointsToKeep ?? (options.checkpointsToKeep > 0 ? options.checkpointsToKeep : -1)
             let latest = latestTemplate?.render(
@@ -461,7 +545,7 @@ public final class CheckpointSaver {
 }
 
 /// The saver's records, updated by background saves after each commit.
-private final class Bookkeeping: Sendable {
+final class Bookkeeping: Sendable {
     struct Records {
         var ledger = RetentionLedger()
         var statistics = CheckpointSaver.Statistics()
@@ -477,9 +561,10 @@ private final class Bookkeeping: Sendable {
 
     /// After a committed save: record it, prune old checkpoints, persist the list, move the
     /// latest pointer. Deletion comes after the new file is durable, so a crash here leaves at
-    /// worst one checkpoint too many.
+    /// worst one checkpoint too many, which the next run's reconciliation prunes.
     func didSave(
-        relative: String, written: String, folder: String, latest: String?, keep: Int, rank: Int, duration: Duration
+        relative: String, position: CheckpointPosition, written: String, folder: String, latest: String?, keep: Int,
+        rank: Int, duration: Duration
     ) throws {
         let path = FilePaths.join(folder, relative)
         let size = (try? FileManager.default.attributesOfItem(atPath: written)[.size] as? Int) ?? 0
@@ -488,23 +573,16 @@ private final class Bookkeeping: Sendable {
             records.statistics.bytesWritten += size
             records.statistics.writing += duration
             records.replaceable.remove(path)
-            records.ledger.checkpoints.removeAll { $0 == relative }
-            records.ledger.checkpoints.append(relative)
-            var removed: [String] = []
-            if keep >= 0 {
-                while records.ledger.checkpoints.count > keep {
-                    removed.append(records.ledger.checkpoints.removeFirst())
-                }
-            }
+            let removed = records.ledger.record(relative, at: position, keep: keep)
             return (records.ledger, removed)
         }
         if let latest, keep != 0 { try LatestPointer.update(latest, to: path) }
         try ledger.save(to: RetentionLedger.path(folder: folder, rank: rank))
         for old in removed {
-            try? FileManager.default.removeItem(atPath: FilePaths.join(folder, old))
+            SystemCalls.discard(FilePaths.join(folder, old))
             if old.hasSuffix(ShardManifest.suffix) {
                 // The manifest went first, so the checkpoint is no longer committed; then rank 0's shard.
-                try? FileManager.default.removeItem(atPath: FilePaths.join(folder, String(old.dropLast(ShardManifest.suffix.count))))
+                SystemCalls.discard(FilePaths.join(folder, String(old.dropLast(ShardManifest.suffix.count))))
             }
         }
     }

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Foundation
 
-/// The pointer to a run's newest checkpoint (SPEC §5.2), kept two ways so it works everywhere:
+/// The pointer to a run's newest checkpoint, kept two ways so it works everywhere:
 /// a relative symlink (what Composer and people use) and a small pointer file `NAME.pointer`
 /// holding the same relative path (for file systems and copies that lose symlinks). Both are
 /// replaced atomically: a reader sees the old target or the new one, never neither.
@@ -15,12 +15,15 @@ enum LatestPointer {
         let relative = FilePaths.relative(target, from: FilePaths.split(linkPath).folder)
         let (folder, name) = FilePaths.split(linkPath)
         try FilePaths.createFolders(folder)
-        let temporary = FilePaths.join(folder, ".\(name).link-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try SystemCalls.retrying("symlink", path: temporary) { symlink(relative, temporary) }
+        // Named as the atomic writer names its temporaries, so one killed here is found and
+        // removed by the saver's next start (``AbandonedTemporaries``).
+        let temporary = FilePaths.join(
+            folder, ".\(name).link-\(AtomicFileWriter.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try SystemCalls.symlink(relative, at: temporary)
         do {
-            try SystemCalls.retrying("rename", path: linkPath) { rename(temporary, linkPath) }
+            try SystemCalls.rename(temporary, to: linkPath)
         } catch {
-            unlink(temporary)
+            SystemCalls.discard(temporary)
             throw error
         }
         try writeFileAtomically(Array((relative + "\n").utf8), to: linkPath + pointerSuffix)
@@ -31,10 +34,10 @@ enum LatestPointer {
     /// there is neither.
     static func target(of linkPath: String) -> String? {
         let folder = FilePaths.split(linkPath).folder
-        if let relative = try? FileManager.default.destinationOfSymbolicLink(atPath: linkPath) {
+        if let relative = Syscall.readlink(linkPath) {
             return relative.hasPrefix("/") ? relative : FilePaths.join(folder, relative)
         }
-        if let data = FileManager.default.contents(atPath: linkPath + pointerSuffix) {
+        if let data = try? SystemCalls.readFile(linkPath + pointerSuffix, limit: 1 << 20) {
             let relative = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard !relative.isEmpty else { return nil }
             return relative.hasPrefix("/") ? relative : FilePaths.join(folder, relative)

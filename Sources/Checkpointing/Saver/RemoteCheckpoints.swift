@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 
-/// A saver's copies in an object store (SPEC §5.2, §7): each checkpoint is uploaded after its
+/// A saver's copies in an object store: each checkpoint is uploaded after its
 /// local commit; then the latest pointer, a `NAME.symlink` object holding the checkpoint's key
 /// (as Composer writes it), moves to it, but only once the store confirms the checkpoint is
 /// there in full; then the remote list of kept checkpoints is updated and the oldest pruned.
@@ -34,7 +34,7 @@ final class RemoteCheckpoints: Sendable {
 
     /// Uploads a committed local checkpoint as `relative` in the folder, then moves the pointer,
     /// records it and prunes. A failure leaves the pointer on the previous checkpoint.
-    func didSave(localPath: String, relative: String) throws(CheckpointError) {
+    func didSave(localPath: String, relative: String, position: CheckpointPosition) throws(CheckpointError) {
         let store = try ObjectStores.store(for: folder)
         let target = folder.appending(relative)
         let uploaded = try store.upload(file: localPath, to: target)
@@ -48,12 +48,7 @@ final class RemoteCheckpoints: Sendable {
             try store.write(Array(target.key.utf8), to: pointerLocation)
         }
         var list = try currentLedger(store)
-        list.checkpoints.removeAll { $0 == relative }
-        list.checkpoints.append(relative)
-        var pruned: [String] = []
-        if keep >= 0 {
-            while list.checkpoints.count > keep { pruned.append(list.checkpoints.removeFirst()) }
-        }
+        let pruned = list.record(relative, at: position, keep: keep)
         try store.write(try Self.encode(list, at: ledgerLocation), to: ledgerLocation)
         ledger.withLock { $0 = list }
         // Deleted after the list no longer names them: a crash here leaves an object too many.
@@ -64,6 +59,62 @@ final class RemoteCheckpoints: Sendable {
                 logger.warning("could not delete the pruned remote checkpoint \(folder.appending(old)): \(error)")
             }
         }
+    }
+
+    /// Reconciles the remote list with the folder's objects when a run starts, as the saver does
+    /// locally: objects the file name template could have made (`matches`) whose header names
+    /// this run and that the list lacks (a kill between an upload and the list's update) are
+    /// adopted, the list is put in training order and pruned to ``keep`` (never
+    /// `resumedFrom`), and the pointer moved to the newest kept checkpoint if a kill left it
+    /// behind.
+    ///
+    /// - Parameter identity: reads an object's identity, given its path relative to the
+    ///   folder and its size (from the local copy when it has that size, else by download).
+    /// - Returns: Every object in the folder after pruning, by relative path, with its size.
+    func reconcile(
+        runName: String, matches: (String) -> Bool, resumedFrom: ObjectLocation?,
+        identity: (String, Int) -> CheckpointIdentity?
+    ) throws(CheckpointError) -> [String: Int] {
+        let store = try ObjectStores.store(for: folder)
+        let prefix = folder.appending("")
+        var copies: [String: Int] = [:]
+        for object in try store.list(prefix, delimiter: nil).objects where object.location.key.hasPrefix(prefix.key) {
+            copies[String(object.location.key.dropFirst(prefix.key.count))] = object.size
+        }
+        var list = try currentLedger(store)
+        let before = list
+        list.forgetMissing { copies[$0] != nil }
+        var adopted: [String: CheckpointPosition] = [:]
+        for (relative, size) in copies where !list.checkpoints.contains(relative) && matches(relative) {
+            guard !relative.split(separator: "/").contains(where: { $0.hasPrefix(".") }),
+                let found = identity(relative, size), found.runName == runName, let position = found.position
+            else { continue }
+            adopted[relative] = position
+        }
+        var protected: Set<String> = []
+        if let resumedFrom, resumedFrom.bucket == folder.bucket, resumedFrom.key.hasPrefix(prefix.key) {
+            protected.insert(String(resumedFrom.key.dropFirst(prefix.key.count)))
+        }
+        let pruned = list.reconcile(
+            adopting: adopted, keep: keep, protected: protected, mayPrune: { _ in true },
+            position: { relative in copies[relative].flatMap { identity(relative, $0)?.position } })
+        if list != before { try store.write(try Self.encode(list, at: ledgerLocation), to: ledgerLocation) }
+        ledger.withLock { $0 = list }
+        for old in pruned {
+            try store.delete(folder.appending(old))
+            copies[old] = nil
+        }
+        if let pointerLocation, let newest = list.checkpoints.last {
+            let key = folder.appending(newest).key
+            let current = try? store.read(pointerLocation, range: nil)
+            if current.map({ String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }) != key {
+                try store.write(Array(key.utf8), to: pointerLocation)
+            }
+        }
+        if !adopted.isEmpty || !pruned.isEmpty {
+            logger.notice("retention: adopted \(adopted.keys.sorted()), pruned \(pruned) in \(folder)")
+        }
+        return copies
     }
 
     /// The remote checkpoints to resume from, best first: the pointer's target, then the kept

@@ -6,6 +6,7 @@ extension CheckpointSaver {
     /// this run, newest batch first) and shares the list; every rank then tries the same
     /// candidate, loading the pieces it saved, and the ranks move on together to an earlier
     /// one when any rank finds theirs damaged. Shards without a manifest are never candidates.
+    /// Then the ranks reconcile their ledgers with the folder (``reconcileSharded(folder:state:resumedFrom:)``).
     func autoresumeSharded(from folder: String, into state: inout TrainingState) throws -> LoadResult? {
         let group = options.processGroup
         var candidates: [String] = []
@@ -45,6 +46,7 @@ extension CheckpointSaver {
             if statuses.allSatisfy({ $0 == 0 }), case .success(let result) = outcome {
                 state = resumed
                 try didResume(from: candidate, state: state)
+                try reconcileSharded(folder: folder, state: state, resumedFrom: candidate)
                 return result
             }
             if let fatal = statuses.firstIndex(of: 2) {
@@ -58,6 +60,7 @@ extension CheckpointSaver {
             }
             markReplaceable(candidate)
         }
+        try reconcileSharded(folder: folder, state: state, resumedFrom: nil)
         return nil
     }
 

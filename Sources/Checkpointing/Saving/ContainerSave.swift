@@ -1,5 +1,5 @@
 extension CheckpointFormat {
-    /// Writes `tree` to `path` as its extension chain says (SPEC §2.6): in this format, inside
+    /// Writes `tree` to `path` as its extension chain says: in this format, inside
     /// a tar archive when the name says `.tar` or `.tgz`, compressed when it ends in a codec's
     /// extension; atomically and durably.
     ///

@@ -1,4 +1,4 @@
-/// Parts of a checkpoint to leave out when saving or loading (SPEC §2.5).
+/// Parts of a checkpoint to leave out when saving or loading.
 ///
 /// Either glob patterns over flattened paths from the checkpoint's root
 /// (`"state/optimizers/*"`, `"rng"`), as Python's `fnmatch` reads them (`*` also matches `/`,

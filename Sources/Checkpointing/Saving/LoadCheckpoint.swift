@@ -14,7 +14,7 @@ public struct LoadResult: Sendable {
     public var unmatchedIgnoreKeys: [String]
 }
 
-/// Loads a checkpoint into a training state (SPEC §3), as Composer's `load_checkpoint` does.
+/// Loads a checkpoint into a training state, as Composer's `load_checkpoint` does.
 ///
 /// The format is recognised from the file's bytes. Native files are memory-mapped and their
 /// checksums verified before anything is applied. `state` changes only when the whole load
@@ -33,18 +33,22 @@ public struct LoadResult: Sendable {
 ///   - weightsOnly: Load only the model.
 ///   - strict: Refuse missing or unexpected model keys.
 ///   - ignoreKeys: Parts of the checkpoint to leave out (paths from its root, `state/...`).
-///   - verifyChecksums: Check every tensor against its recorded checksum (native files).
+///   - verifyChecksums: Check every tensor loaded (in a weights-only load, the model's)
+///     against its recorded checksum (native files).
 ///   - decompressionLimits: Bounds on decompressing a compressed checkpoint; raise them for
 ///     one that is almost all zeros (it then expands more than the default 1000-fold).
 ///   - shardPlan: For a sharded checkpoint, which part of each tensor this rank loads
 ///     (default: rows split evenly across the ranks, which is every tensor whole on one rank).
 ///   - processGroup: The processes of the run.
 ///
-/// A sharded checkpoint (SPEC §6.3) is named by its manifest or by the folder that holds it;
+/// A sharded checkpoint is named by its manifest or by the folder that holds it;
 /// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and
 /// each rank reads only the parts of the shards its plan asks for. A PyTorch Distributed
 /// Checkpoint folder (or its `.metadata`) loads the same way, each rank reading only the
 /// chunks its plan's boxes overlap (see ``DistributedCheckpoint``).
+///
+/// A Hugging Face sharded checkpoint (its folder or index) holds a model's tensors only: they
+/// load into `state.model` under their names, and the rest of the state is left as it is.
 @discardableResult
 public func loadCheckpoint(
     _ path: String,
@@ -58,7 +62,8 @@ public func loadCheckpoint(
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> LoadResult {
     let (file, loaded, tree, unmatched) = try readTrainingState(
-        path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
+        path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys,
+        verifyChecksums: verifyChecksums,
         decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup)
 
     var result = state
@@ -141,7 +146,8 @@ public func loadCheckpoint(
     var state = TrainingState()
     // No state, so no run name: a path that names {run_name} is refused, not filled with "".
     let (_, loaded, _, _) = try readTrainingState(
-        path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), ignoreKeys: ignoreKeys,
+        path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), weightsOnly: weightsOnly,
+        ignoreKeys: ignoreKeys,
         verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits, shardPlan: shardPlan,
         processGroup: processGroup)
     if weightsOnly {
@@ -153,9 +159,10 @@ public func loadCheckpoint(
 }
 
 /// Opens, verifies and filters a checkpoint (one file, or the shards a manifest lists), and
-/// reads its training state. Returns the path read (a file or a manifest).
+/// reads its training state. Returns the path read (a file or a manifest). A weights-only
+/// load decodes and verifies only the model's tensors (of a Composer-layout tree).
 private func readTrainingState(
-    _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>,
+    _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>, weightsOnly: Bool,
     ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, decompressionLimits: DecompressionLimits, shardPlan: ShardPlan,
     processGroup: any ProcessGroup
 ) throws -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
@@ -172,8 +179,12 @@ private func readTrainingState(
             processGroup: processGroup).tree
     } else {
         let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
-        if verifyChecksums { try file.verify() }
-        tree = file.tree
+        let modelOnly = weightsOnly && file.tree.dictValue?["state"]?.dictValue?["model"] != nil
+        let loads: (String) -> Bool = { !modelOnly || $0.hasPrefix("state/model/") }
+        try file.decode(tensorsWhere: loads)
+        if verifyChecksums { try file.verify(tensorsWhere: loads) }
+        path = file.path
+        tree = file.trainingTree
     }
     var unmatched: [String] = []
     if let ignoreKeys {

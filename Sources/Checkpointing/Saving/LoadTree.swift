@@ -40,10 +40,14 @@ public func loadCheckpointTree(
         return LoadedTree(path: manifestPath, tree: tree, sharding: sharding)
     }
     let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
-    let (tree, sharding) = try shardPlan.apply(to: file.tree, rank: processGroup.rank, worldSize: processGroup.worldSize)
-    if verifyChecksums {
-        // Only the tensors this rank takes a part of: N ranks splitting one file read it once in all.
-        try file.verify { tree[path: $0]?.tensorValue != nil }
+    let (rank, worldSize) = (processGroup.rank, processGroup.worldSize)
+    // Only the tensors this rank takes a part of: N ranks splitting one file read it once in all.
+    let takes: (String) -> Bool = { path in
+        guard let tensor = file.tree[path: path]?.tensorValue else { return false }
+        return shardPlan.slice(path, tensor.shape, rank, worldSize) != nil
     }
+    try file.decode(tensorsWhere: takes)
+    let (tree, sharding) = try shardPlan.apply(to: file.tree, rank: rank, worldSize: worldSize)
+    if verifyChecksums { try file.verify(tensorsWhere: takes) }
     return LoadedTree(path: path, tree: tree, sharding: sharding)
 }

@@ -2,20 +2,27 @@ import Logging
 
 let logger = Logger(label: "swift-checkpointing")
 
-/// Saves a training state (SPEC §2), as Composer's `save_checkpoint` does.
+/// Saves a training state, as Composer's `save_checkpoint` does.
 ///
 /// The file name is a ``FilenameTemplate`` filled from the state's timestamp and run name and
 /// the process's rank; its extension chain chooses the format (`.safetensors` or none: the
 /// native format; `.pt`: torch), a tar container (`.tar`, `.tgz`) and a compression (`.gz`,
-/// `.bz2`, `.xz`, `.lzma`, `.zst`, `.lz4`, `.lzo`), written in-process in one streaming pass
-/// (SPEC §2.6). Missing folders are created. Only global rank 0 writes; every rank returns the
+/// `.bz2`, `.xz`, `.lzma`, `.zst`, `.lz4`, `.lzo`), written in-process in one streaming pass.
+/// Missing folders are created. Only global rank 0 writes; every rank returns the
 /// same paths. The write is atomic and durable: the file appears under its name complete and
 /// flushed to disk, or not at all, and a file it replaces stays intact until then.
 ///
 /// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
-/// commits the checkpoint with a ``ShardManifest`` once every rank has written (SPEC §2.3,
-/// §6.3); the template must contain `{rank}`, and weights-only is refused. Load it on any
+/// commits the checkpoint with a ``ShardManifest`` once every rank has written; the template must contain `{rank}`, and weights-only is refused. Load it on any
 /// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
+///
+/// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
+/// model's tensors as a Hugging Face sharded checkpoint, the index written last (see
+/// <doc:HuggingFaceCheckpoints>); the rest of the state has no place in it.
+///
+/// With `format: .distributedCheckpoint`, the name is a PyTorch Distributed Checkpoint folder
+/// that gets the whole tree: rank 0's data file alone, or with `sharding` every rank's, and
+/// `.metadata` written last by rank 0 once every rank has written (see <doc:DistributedCheckpoint>).
 ///
 /// ```swift
 /// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")
@@ -24,6 +31,7 @@ let logger = Logger(label: "swift-checkpointing")
 /// - Parameters:
 ///   - state: The state to save.
 ///   - filename: The file name template (default `ep{epoch}-ba{batch}-rank{rank}`).
+///   - format: One file (the default), a Hugging Face sharded folder, or a DCP folder.
 ///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`, no rng.
 ///   - ignoreKeys: Parts to leave out; a pattern that matches nothing is logged as a warning.
 ///   - compression: The level and threads when the name asks for compression (fast defaults).
@@ -31,11 +39,13 @@ let logger = Logger(label: "swift-checkpointing")
 ///     (`Sharding()` when every tensor is whole). `nil` (the default): rank 0 saves alone.
 ///   - processGroup: The processes of the run (default: this process alone, which is refused
 ///     when the launcher's environment says the run has several processes).
-/// - Returns: The saved paths, indexed by rank: one path, or with `sharding` every rank's shard.
+/// - Returns: The saved paths, indexed by rank: one path (a Hugging Face checkpoint's index, a
+///   DCP folder), or with `sharding` every rank's shard.
 @discardableResult
 public func saveCheckpoint(
     _ state: TrainingState,
     filename: String = "ep{epoch}-ba{batch}-rank{rank}",
+    format: SaveFormat = .file,
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
@@ -43,7 +53,7 @@ public func saveCheckpoint(
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> [String] {
     try saveCheckpoint(
-        tree: state.tree, filename: filename, runName: state.runName, timestamp: state.timestamp,
+        tree: state.tree, filename: filename, format: format, runName: state.runName, timestamp: state.timestamp,
         weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, sharding: sharding,
         processGroup: processGroup)
 }
@@ -51,11 +61,14 @@ public func saveCheckpoint(
 /// Saves any checkpoint tree, with the template's variables taken from `runName` and `timestamp`.
 ///
 /// This is what `ckpt convert` uses: it keeps every part of a tree, Composer layout or not.
-/// `weightsOnly` needs a tree in Composer's layout (a `"state"` dict at its root).
+/// `weightsOnly` needs a tree in Composer's layout (a `"state"` dict at its root). A Hugging
+/// Face `format` takes `state/model`'s tensors from a tree in Composer's layout, and every tensor
+/// of any other tree (named by their keys joined with dots).
 @discardableResult
 public func saveCheckpoint(
     tree: StateValue,
     filename: String,
+    format: SaveFormat = .file,
     runName: String = "",
     timestamp: Timestamp = Timestamp(),
     weightsOnly: Bool = false,
@@ -67,13 +80,27 @@ public func saveCheckpoint(
     let template = try FilenameTemplate(filename)
     try refuseLoneProcessInMultiProcessRun(processGroup)
     let values = FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup)
+    if format == .distributedCheckpoint {
+        return [
+            try saveDistributedCheckpoint(
+                tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, sharding: sharding,
+                processGroup: processGroup)
+        ]
+    }
+    if case .huggingFaceSharded = format, sharding != nil {
+        throw CheckpointError(
+            .invalidArgument,
+            "a Hugging Face checkpoint is written whole, by rank 0: load the tensors whole (shardPlan: .wholeOnRankZero) and save without sharding")
+    }
     if let sharding {
         try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
-            tree, rendered: template.render(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
+            tree, rendered: try template.renderPath(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
             sharding: sharding, processGroup: processGroup)
     }
-    let path = template.render(values)
+    // A Hugging Face checkpoint is a folder, unless the name is its index.
+    let isFolder = format != .file && !template.render(values).hasSuffix(HuggingFaceSharded.indexSuffix)
+    let path = try template.renderPath(values, isFolder: isFolder)
     let target = SaveTarget(path: path)
 
     var outcome: Result<String, any Error> = .success(path)
@@ -85,12 +112,17 @@ public func saveCheckpoint(
                     logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in the checkpoint being saved")
                 }
             }
-            switch target.format {
-            case .native: try NativeFormat.save(selected, to: path, compression: compression)
-            case .torch: try TorchFormat.save(selected, to: path, compression: compression)
+            var saved = path
+            switch (format, target.format) {
+            case (.file, .native): try NativeFormat.save(selected, to: path, compression: compression)
+            case (.file, .torch): try TorchFormat.save(selected, to: path, compression: compression)
+            case (.huggingFaceSharded(let maxShardSize), _):
+                saved = try HuggingFaceWriter.save(selected, to: path, maxShardSize: maxShardSize)
+            case (.distributedCheckpoint, _):
+                preconditionFailure("every rank takes part in a DCP save, which returned above")
             }
-            logger.debug("saved checkpoint", metadata: ["path": "\(path)"])
-            return path
+            logger.debug("saved checkpoint", metadata: ["path": "\(saved)"])
+            return saved
         }
     }
     // Every rank learns rank 0's outcome, so no rank reports success for a file that failed.
@@ -122,7 +154,7 @@ func refuseLoneProcessInMultiProcessRun(
     }
 }
 
-/// `{"state": {"model", "integrations", "metadata"}}`: what a weights-only checkpoint keeps (SPEC §2.4).
+/// `{"state": {"model", "integrations", "metadata"}}`: what a weights-only checkpoint keeps.
 func weightsOnlyTree(_ tree: StateValue) throws(CheckpointError) -> StateValue {
     guard let state = tree.dictValue?["state"]?.dictValue else {
         throw CheckpointError(

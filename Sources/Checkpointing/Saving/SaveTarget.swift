@@ -1,5 +1,5 @@
-/// How a checkpoint is stored, read from its file name's extension chain right to left
-/// (SPEC §2.6): an optional compression, an optional tar container, then the format.
+/// How a checkpoint is stored, read from its file name's extension chain right to left:
+/// an optional compression, an optional tar container, then the format.
 struct SaveTarget: Equatable {
     enum Format: Equatable {
         /// `.safetensors`, no extension, or any extension this library does not know.

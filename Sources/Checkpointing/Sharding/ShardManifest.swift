@@ -1,6 +1,6 @@
 import Foundation
 
-/// The commit record of a sharded checkpoint (SPEC §6.3), written by rank 0 after every rank
+/// The commit record of a sharded checkpoint, written by rank 0 after every rank
 /// reported its shard written: the shards (path, size, digest) and, for every tensor, its
 /// dtype, global shape and the box each shard holds.
 ///
@@ -32,7 +32,7 @@ public struct ShardManifest: Codable, Sendable, Equatable {
 
     /// A tensor of the checkpoint and where its pieces are.
     public struct TensorEntry: Codable, Sendable, Equatable {
-        /// The flattened path (SPEC §1.4).
+        /// The flattened path.
         public var path: String
         /// The keys from the root, with their types (a dict's integer keys stay integers).
         public var keys: [ManifestKey]
@@ -75,14 +75,15 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     ///
     /// `path` may be a manifest, or a folder that holds exactly one manifest (the folder of a
     /// sharded checkpoint). A folder with several is ambiguous and an error that lists them;
-    /// a folder with none is an error saying the save was never committed.
+    /// a folder with none is an error saying the save was never committed, unless it is a
+    /// Hugging Face checkpoint's folder (which ``CheckpointFile/open(_:)`` opens).
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         if path.hasSuffix(suffix) { return path }
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else { return nil }
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(suffix) }.sorted()
+        guard try SystemCalls.isFolder(path) == true else { return nil }
+        let names = try SystemCalls.folderEntries(path).filter { $0.hasSuffix(suffix) }.sorted()
         switch names.count {
         case 0:
+            if try HuggingFaceReader.locateIndex(path) != nil || DistributedCheckpoint.locate(path) != nil { return nil }
             throw CheckpointError(
                 .notFound,
                 "is a folder without a commit manifest (*\(suffix)): it holds no committed sharded checkpoint (an unfinished save leaves shards and no manifest)",
@@ -102,15 +103,11 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     public static func read(_ path: String) throws(CheckpointError) -> ShardManifest {
         let data: Data
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            if !FileManager.default.fileExists(atPath: path) {
-                throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
-            }
-            throw CheckpointError(.io, "cannot read the manifest: \(error)", path: path)
-        }
-        guard data.count <= 256 << 20 else {
-            throw CheckpointError(.limitExceeded, "the manifest is \(data.count) bytes, more than 256 MiB", path: path)
+            data = Data(try SystemCalls.readFile(path, limit: 256 << 20))
+        } catch where error.code == .notFound {
+            throw CheckpointError(.notFound, "no such sharded-checkpoint manifest", path: path)
+        } catch where error.code == .io {
+            throw CheckpointError(.io, "cannot read the manifest: \(error.message)", path: path, underlying: error.underlying)
         }
         let manifest: ShardManifest
         do {

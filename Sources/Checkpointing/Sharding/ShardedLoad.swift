@@ -1,4 +1,4 @@
-/// Loading a sharded checkpoint on any number of ranks (SPEC §6.3).
+/// Loading a sharded checkpoint on any number of ranks.
 ///
 /// Every rank reads the manifest, takes the tree of non-tensor values from rank 0's shard, and
 /// for every tensor asks the ``ShardPlan`` which box it needs; it then opens only the shards

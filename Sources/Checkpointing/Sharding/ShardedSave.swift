@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 
-/// A sharded save (SPEC §2.3, §6.3): every rank writes its own tarball in parallel, then rank 0
+/// A sharded save: every rank writes its own tarball in parallel, then rank 0
 /// commits the checkpoint by writing its manifest once every rank has reported success.
 ///
 /// Three collectives, each bounded by the group's timeout:
@@ -120,7 +120,7 @@ enum ShardedSave {
         let shared = try group.broadcast(outcome, from: 0, timeout: timeout)
         guard shared.first == 1 else {
             // Known not committed: this rank's shard is garbage.
-            if report.error == nil { unlink(path) }
+            if report.error == nil { SystemCalls.discard(path) }
             throw CheckpointError(
                 .distributed, "the sharded checkpoint was not committed: \(String(decoding: shared.dropFirst(), as: UTF8.self))",
                 path: manifestPath)
@@ -130,7 +130,7 @@ enum ShardedSave {
     }
 
     /// A shard's path: the rendered name, with `.tar` added before any compression when the
-    /// name names no tar (SPEC §2.3): `rank0` → `rank0.tar`, `rank0.pt.zst` → `rank0.pt.tar.zst`.
+    /// name names no tar: `rank0` → `rank0.tar`, `rank0.pt.zst` → `rank0.pt.tar.zst`.
     static func shardPath(_ rendered: String) -> String {
         let target = SaveTarget(path: rendered)
         guard !target.tar else { return rendered }
@@ -205,10 +205,7 @@ enum ShardedSave {
     }
 
     private static func removeStaleManifest(_ path: String) throws(CheckpointError) {
-        guard unlink(path) == 0 else {
-            if errno == ENOENT { return }
-            throw SystemCalls.error("removing the previous manifest", path: path, errno: errno)
-        }
+        guard try SystemCalls.unlink(path) else { return }
         try SystemCalls.fsyncDirectory(FilePaths.split(path).folder)
     }
 

@@ -1,5 +1,5 @@
 /// The part of a global tensor that one rank holds: a box given by its offset and shape in
-/// every dimension (SPEC §6.3).
+/// every dimension.
 public struct TensorSlice: Hashable, Sendable, Codable, CustomStringConvertible {
     /// The shape of the whole tensor.
     public var globalShape: [Int]

@@ -20,7 +20,7 @@ public enum StateKey: Hashable, Sendable, CustomStringConvertible, ExpressibleBy
     public var pathComponent: String { StatePath.escape(description) }
 }
 
-/// Flattened paths (SPEC §1.4): keys joined by `/` from the root, each key escaped so that
+/// Flattened paths: keys joined by `/` from the root, each key escaped so that
 /// a key containing `/` or `\` cannot be mistaken for two levels.
 public enum StatePath {
     /// Escapes `/` and `\` in one key with a `\`.

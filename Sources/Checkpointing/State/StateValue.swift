@@ -1,6 +1,6 @@
 public import BigInt
 
-/// A node of a checkpoint's value tree (SPEC §1.1).
+/// A node of a checkpoint's value tree.
 ///
 /// The tree holds what Python's pickle and torch's `state_dict` hold: ordered dictionaries,
 /// lists, tuples, strings, integers of any size, floats, booleans, none, bytes, durations

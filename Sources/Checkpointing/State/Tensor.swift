@@ -195,26 +195,25 @@ extension Double: TensorScalar { public static var dtype: DType { .float64 } }
 /// The memory behind a tensor.
 ///
 /// `@unchecked Sendable`: the bytes are never written after the initialiser that fills them
-/// returns (for deferred bytes, after the fill that runs once under a lock), so sharing them
-/// across threads is safe; owned memory is freed in `deinit`, and a mapping is kept alive by
-/// `owner`.
+/// returns (or, in a mapping with ``MappedFile/lazyContents``, after they are first decoded,
+/// which ``bytes`` waits for; or, for deferred bytes, after the fill that runs once under a
+/// lock), so sharing them across threads is safe; owned memory is freed in `deinit`, and a
+/// mapping is kept alive by `owner`.
 final class TensorBuffer: @unchecked Sendable {
-    private enum Source {
-        case ready(UnsafeRawBufferPointer)
-        case deferred(DeferredBytes)
-    }
-
-    private let source: Source
+    private let storedBytes: UnsafeRawBufferPointer
     let storage: Tensor.Storage
-    /// The number of bytes, known without making deferred bytes.
-    let byteCount: Int
     private let owner: AnyObject?
+    /// Set when the bytes are in a mapping that decodes them on first read.
+    private let lazy: LazyBytes?
+    /// Set when the bytes are made on first use (then `storedBytes` is empty).
+    private let deferred: DeferredBytes?
 
-    private init(bytes: UnsafeRawBufferPointer, storage: Tensor.Storage, owner: AnyObject?) {
-        source = .ready(bytes)
-        byteCount = bytes.count
+    private init(bytes: UnsafeRawBufferPointer, storage: Tensor.Storage, owner: AnyObject?, lazy: LazyBytes? = nil) {
+        storedBytes = bytes
         self.storage = storage
         self.owner = owner
+        self.lazy = lazy
+        deferred = nil
     }
 
     /// Bytes that `fill` writes the first time they are used, into memory the buffer owns.
@@ -223,18 +222,28 @@ final class TensorBuffer: @unchecked Sendable {
     /// this way, so opening the checkpoint reads none of it. `fill` must not fail: everything it
     /// reads was checked before the buffer was made.
     init(deferredByteCount byteCount: Int, fill: @escaping @Sendable (UnsafeMutableRawBufferPointer) -> Void) {
-        source = .deferred(DeferredBytes(count: byteCount, fill: fill))
-        self.byteCount = byteCount
+        storedBytes = UnsafeRawBufferPointer(start: nil, count: 0)
         storage = .owned
         owner = nil
+        lazy = nil
+        deferred = DeferredBytes(count: byteCount, fill: fill)
     }
 
-    /// The bytes, made first if they are deferred.
+    /// The bytes, decoded first if they are a float-split stream's and not decoded yet (a
+    /// chunk that fails to decode reads as zeros; ``CheckpointFile/decode(tensorsWhere:)``
+    /// and every load report the failure), or made first if they are deferred.
     var bytes: UnsafeRawBufferPointer {
-        switch source {
-        case .ready(let bytes): bytes
-        case .deferred(let deferred): deferred.bytes
-        }
+        if let deferred { return deferred.bytes }
+        lazy?.prepare(storedBytes)
+        return storedBytes
+    }
+
+    /// The size, without decoding or making anything.
+    var byteCount: Int { deferred?.count ?? storedBytes.count }
+
+    /// The bytes as they are, whether or not they are decoded yet, with what decodes them.
+    var encodedView: (bytes: UnsafeRawBufferPointer, contents: any LazyContents)? {
+        lazy.map { (storedBytes, $0.contents) }
     }
 
     /// Memory aligned for every dtype, zeroed unless the caller overwrites all of it at once;
@@ -251,11 +260,11 @@ final class TensorBuffer: @unchecked Sendable {
     }
 
     convenience init(mapped bytes: UnsafeRawBufferPointer, mapping: MappedFile) {
-        self.init(bytes: bytes, storage: .mapped, owner: mapping)
+        self.init(bytes: bytes, storage: .mapped, owner: mapping, lazy: mapping.lazyContents.map(LazyBytes.init))
     }
 
     deinit {
-        if case .ready(let bytes) = source, storage == .owned, let base = bytes.baseAddress {
+        if deferred == nil, storage == .owned, let base = storedBytes.baseAddress {
             UnsafeMutableRawPointer(mutating: base).deallocate()
         }
     }
@@ -269,7 +278,7 @@ private final class DeferredBytes: Sendable {
         case ready(UnsafeMutableRawBufferPointer)
     }
 
-    private let count: Int
+    let count: Int
     private let state: Mutex<State>
 
     init(count: Int, fill: @escaping @Sendable (UnsafeMutableRawBufferPointer) -> Void) {
@@ -298,5 +307,18 @@ private final class DeferredBytes: Sendable {
         state.withLock { state in
             if case .ready(let bytes) = state { bytes.baseAddress?.deallocate() }
         }
+    }
+}
+
+/// The decode-on-first-read state of one tensor's bytes.
+final class LazyBytes: Sendable {
+    let contents: any LazyContents
+    private let ready = Atomic<Bool>(false)
+
+    init(_ contents: any LazyContents) { self.contents = contents }
+
+    func prepare(_ bytes: UnsafeRawBufferPointer) {
+        guard !ready.load(ordering: .acquiring) else { return }
+        if contents.prepare(bytes) { ready.store(true, ordering: .releasing) }
     }
 }

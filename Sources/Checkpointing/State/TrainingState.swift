@@ -1,4 +1,4 @@
-/// The training state of a run, with Composer's fields (SPEC §1.3).
+/// The training state of a run, with Composer's fields.
 ///
 /// Convert it to and from the checkpoint tree with ``tree`` and ``init(tree:)``; the tree is
 /// what every checkpoint format stores:

@@ -34,42 +34,42 @@ final class AnonymousFile: ByteSink {
         }
     }
 
-    private static var diskFolder: String {
+    static var diskFolder: String {
         guard let value = getenv("TMPDIR").map({ String(cString: $0) }), !value.isEmpty else { return "/tmp" }
         return value
     }
 
     /// A new unlinked file in `folder`, or `nil` (with `errno` set).
-    private static func create(in folder: String) -> Int32? {
+    static func create(in folder: String) -> Int32? {
         var template = Array(FilePaths.join(folder, ".ckpt-decompressed-XXXXXX").utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { name in
-            let fd = mkstemp(name.baseAddress!)
-            if fd >= 0 { unlink(name.baseAddress!) }
-            return fd
-        }
+        let fd = Syscall.mkstemp(&template, folder: folder)
         guard fd >= 0 else { return nil }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        SystemCalls.discard(path)
+        guard Syscall.setCloseOnExec(fd, path: path) == 0 else {
+            let code = errno
+            SystemCalls.release(fd, path: path)
+            errno = code
+            return nil
+        }
         return fd
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         var done = 0
         while done < bytes.count {
-            let written = Glibc.write(fd, bytes.baseAddress! + done, min(bytes.count - done, 1 << 30))
-            if written >= 0 {
+            do {
+                let written = try SystemCalls.writeSome(fd, UnsafeRawBufferPointer(rebasing: bytes[done...]), path: folder)
                 done += written
                 position += written
-                continue
-            }
-            let code = errno
-            if code == EINTR { continue }
-            if code == ENOSPC && folder == Self.memoryFolder {
+            } catch where error.systemErrno == ENOSPC && folder == Self.memoryFolder {
                 try moveToDisk()
-                continue
+            } catch {
+                throw CheckpointError(
+                    .io,
+                    "writing the decompressed checkpoint to a temporary file in \(folder) failed (\(error.message)); set TMPDIR to a folder with room for the uncompressed checkpoint",
+                    underlying: error.underlying)
             }
-            throw CheckpointError(
-                .io,
-                "writing the decompressed checkpoint to a temporary file in \(folder) failed (\(SystemCalls.error("write", path: folder, errno: code).message)); set TMPDIR to a folder with room for the uncompressed checkpoint")
         }
     }
 
@@ -82,21 +82,21 @@ final class AnonymousFile: ByteSink {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         var offset = 0
-        while offset < position {
-            let count = pread(fd, buffer.baseAddress!, min(buffer.count, position - offset), off_t(offset))
-            guard count > 0 else {
-                close(disk)
-                throw SystemCalls.error("reading back the decompressed checkpoint", path: folder, errno: errno)
+        do throws(CheckpointError) {
+            while offset < position {
+                let wanted = UnsafeMutableRawBufferPointer(rebasing: buffer[..<min(buffer.count, position - offset)])
+                let count = try SystemCalls.read(fd, into: wanted, at: offset, path: folder)
+                guard count == wanted.count else {
+                    throw CheckpointError(.io, "the decompressed checkpoint got shorter while it was moved to disk", path: folder)
+                }
+                try SystemCalls.writeAll(disk, UnsafeRawBufferPointer(wanted), path: target)
+                offset += count
             }
-            do {
-                try SystemCalls.writeAll(disk, UnsafeRawBufferPointer(rebasing: buffer[..<count]), path: target)
-            } catch {
-                close(disk)
-                throw error
-            }
-            offset += count
+        } catch {
+            SystemCalls.release(disk, path: target)
+            throw error
         }
-        close(fd)
+        SystemCalls.release(fd, path: folder)
         fd = disk
         folder = target
     }
@@ -106,5 +106,5 @@ final class AnonymousFile: ByteSink {
         try MappedFile(descriptor: fd, path: path)
     }
 
-    deinit { close(fd) }
+    deinit { SystemCalls.release(fd, path: folder) }
 }

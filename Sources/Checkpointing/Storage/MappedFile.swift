@@ -20,6 +20,9 @@ public final class MappedFile: @unchecked Sendable {
     private let mapped: Bool
     /// The mapping this one is a part of, kept alive by it.
     private let parent: MappedFile?
+    /// What decodes the bytes when they are first read (a float-split stream's decoded
+    /// file, whose chunks are decoded on demand); `nil` for bytes that are all there.
+    let lazyContents: (any LazyContents)?
 
     /// Maps the file at `path`: a local path, a `file://` URL, or an object in a registered
     /// object store (`s3://...`), which is first downloaded, verified, to a staging file whose
@@ -30,9 +33,9 @@ public final class MappedFile: @unchecked Sendable {
         case .local(let file): (local, staged) = (file, false)
         case .remote(let location): (local, staged) = (try RemoteStaging.download(location), true)
         }
-        defer { if staged { unlink(local) } }
-        let fd = try SystemCalls.retrying("open", path: local) { open(local, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
+        defer { if staged { SystemCalls.discard(local) } }
+        let fd = try SystemCalls.open(local, O_RDONLY | O_CLOEXEC)
+        defer { SystemCalls.release(fd, path: local) }
         try self.init(descriptor: fd, path: path)
     }
 
@@ -43,13 +46,15 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
         mapped = false
         self.parent = parent
+        lazyContents = parent.lazyContents
     }
 
     /// Maps the open file `fd` (a decompressed temporary), named `path` in messages; `fd` may
     /// be closed afterwards.
-    init(descriptor fd: Int32, path: String) throws(CheckpointError) {
+    init(descriptor fd: Int32, path: String, lazyContents: (any LazyContents)? = nil) throws(CheckpointError) {
         self.path = path
         parent = nil
+        self.lazyContents = lazyContents
         let size = try SystemCalls.fileSize(fd, path: path)
         guard size > 0 else {
             // mmap refuses length 0; an empty file still needs a valid, empty view.
@@ -57,20 +62,17 @@ public final class MappedFile: @unchecked Sendable {
             mapped = false
             return
         }
-        guard let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
-            throw SystemCalls.error("mmap", path: path, errno: errno)
-        }
-        bytes = UnsafeRawBufferPointer(start: base, count: size)
+        bytes = UnsafeRawBufferPointer(start: try SystemCalls.map(fd, size: size, path: path), count: size)
         mapped = true
     }
 
     /// Hints that the whole file is about to be read in order, so the kernel reads ahead.
     public func adviseSequentialRead() {
         guard mapped else { return }
-        _ = madvise(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count, MADV_SEQUENTIAL | MADV_WILLNEED)
+        Syscall.madvise(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, MADV_SEQUENTIAL | MADV_WILLNEED, path: path)
     }
 
     deinit {
-        if mapped { munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress), bytes.count) }
+        if mapped { Syscall.munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, path: path) }
     }
 }

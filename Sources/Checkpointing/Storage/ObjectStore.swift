@@ -80,7 +80,7 @@ public struct ObjectListing: Sendable {
     }
 }
 
-/// An object store that checkpoints can be saved to and loaded from by URL (SPEC §7).
+/// An object store that checkpoints can be saved to and loaded from by URL.
 ///
 /// The core library knows object stores only through this protocol, so it builds and works
 /// without any of them; a module such as `CheckpointingS3` implements it and registers itself

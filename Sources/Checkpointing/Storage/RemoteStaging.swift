@@ -6,7 +6,7 @@ import Darwin
 import Foundation
 
 /// Where a path given to the storage layer points: a local file (a plain path or a `file://`
-/// URL, SPEC §3.1) or an object in a registered object store (`s3://bucket/key`).
+/// URL) or an object in a registered object store (`s3://bucket/key`).
 enum StoragePath {
     case local(String)
     case remote(ObjectLocation)
@@ -22,7 +22,7 @@ enum StoragePath {
     }
 }
 
-/// Uploads and downloads through local staging files (SPEC §7).
+/// Uploads and downloads through local staging files.
 ///
 /// A save to an object store is written whole to a staging file by the usual atomic writer and
 /// uploaded when it commits; the object appears whole or not at all, as the store guarantees.
@@ -49,15 +49,19 @@ enum RemoteStaging {
         do {
             try store.download(location, to: path)
         } catch {
-            unlink(path)
-            throw error.at(path: location.description)
+            SystemCalls.discard(path)
+            guard error.path == path else { throw error.at(path: location.description) }
+            throw CheckpointError(
+                error.code,
+                "downloading to the staging file \(path) failed (\(error.message)); free space there, or set CHECKPOINTING_STAGING_DIR to a folder with room for the checkpoint",
+                path: location.description, underlying: error.underlying)
         }
         return path
     }
 
     /// Uploads a committed staging file and removes it, whether the upload succeeds or not.
     static func upload(_ path: String, to location: ObjectLocation) throws(CheckpointError) {
-        defer { unlink(path) }
+        defer { SystemCalls.discard(path) }
         do {
             try ObjectStores.store(for: location).upload(file: path, to: location)
         } catch {

@@ -56,9 +56,11 @@ enum S3Stub {
                 self.send_header("Content-Length", str(len(body) if mode == "close" else len(sent)))
                 self.send_header("ETag", etag)
                 self.end_headers()
+                # Logged before the body goes out, so the client cannot finish (and a test read
+                # the log) before the line is there.
+                self.note(206)
                 self.wfile.write(bytes(sent))
                 self.wfile.flush()
-                self.note(206)
                 if mode == "close":
                     self.close_connection = True
         ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()

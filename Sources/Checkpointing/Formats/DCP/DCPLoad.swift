@@ -1,4 +1,3 @@
-import Foundation
 
 /// Loading a DCP checkpoint on any number of ranks: DCP's chunks are boxes of global tensors,
 /// so the ``ShardPlan`` that reshards this library's own sharded checkpoints reshards them too.
@@ -90,7 +89,7 @@ enum DCPLoad {
                 ranks[file.name] = rank
             }
             // Ranks that wrote nothing still leave an empty data file.
-            let present = ((try? FileManager.default.contentsOfDirectory(atPath: checkpoint.folder)) ?? []).compactMap(Self.writerRank)
+            let present = try SystemCalls.folderEntries(checkpoint.folder).compactMap(Self.writerRank)
             let savedWorldSize = (Array(ranks.values) + present).reduce(0) { max($0, $1 + 1) }
             guard savedWorldSize == worldSize else {
                 throw CheckpointError(

@@ -48,20 +48,22 @@ final class DCPReader {
             let file = try mapping(name)
             guard let base = file.bytes.baseAddress, Int(bitPattern: base) % page == 0 else { continue }
             let mapping = UnsafeMutableRawPointer(mutating: base)
-            _ = madvise(mapping, file.bytes.count, MADV_RANDOM)
+            Syscall.madvise(mapping, file.bytes.count, MADV_RANDOM, path: file.path)
             advised.append(file)
             for location in inFile where location.offset + location.length <= file.bytes.count {
                 // Two pages from each end: the first records, and the zip directory and end records.
                 let end = location.offset + location.length
                 let head = location.offset / page * page
-                _ = madvise(mapping + head, min(end, location.offset + 2 * page) - head, MADV_WILLNEED)
+                Syscall.madvise(mapping + head, min(end, location.offset + 2 * page) - head, MADV_WILLNEED, path: file.path)
                 let tail = max(location.offset, end - 2 * page) / page * page
-                _ = madvise(mapping + tail, end - tail, MADV_WILLNEED)
+                Syscall.madvise(mapping + tail, end - tail, MADV_WILLNEED, path: file.path)
             }
         }
         defer {
             for file in advised {
-                if let base = file.bytes.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), file.bytes.count, MADV_NORMAL) }
+                if let base = file.bytes.baseAddress {
+                    Syscall.madvise(UnsafeMutableRawPointer(mutating: base), file.bytes.count, MADV_NORMAL, path: file.path)
+                }
             }
         }
         return try body()

@@ -6,37 +6,9 @@ import Glibc
 import Darwin
 #endif
 
-/// Saves a training state as a PyTorch Distributed Checkpoint (DCP) folder, which
-/// `torch.distributed.checkpoint.load` reads (into a state dict of the same layout) and
-/// `torch.distributed.checkpoint.format_utils.dcp_to_torch_save` turns into a `.pt` file.
-///
-/// The tree is flattened as DCP's default planner flattens a nested state dict (see
-/// ``saveDistributedCheckpoint(tree:folder:runName:timestamp:weightsOnly:ignoreKeys:sharding:processGroup:)``).
-///
-/// ```swift
-/// // One process: __0_0.distcp and .metadata.
-/// try saveDistributedCheckpoint(state, folder: "checkpoints/ep{epoch}-ba{batch}")
-/// // Every rank writes its part: __<rank>_0.distcp each, and rank 0 the .metadata.
-/// try saveDistributedCheckpoint(state, folder: "checkpoints/ep{epoch}", sharding: sharding, processGroup: group)
-/// ```
-///
-/// - Returns: The folder written (the template rendered), on every rank.
-@discardableResult
-public func saveDistributedCheckpoint(
-    _ state: TrainingState,
-    folder: String = "ep{epoch}-ba{batch}",
-    weightsOnly: Bool = false,
-    ignoreKeys: IgnoreKeys? = nil,
-    sharding: Sharding? = nil,
-    processGroup: any ProcessGroup = SingleProcessGroup()
-) throws -> String {
-    try saveDistributedCheckpoint(
-        tree: state.tree, folder: folder, runName: state.runName, timestamp: state.timestamp, weightsOnly: weightsOnly,
-        ignoreKeys: ignoreKeys, sharding: sharding, processGroup: processGroup)
-}
-
-/// Saves any checkpoint tree as a PyTorch Distributed Checkpoint (DCP) folder, with the
-/// folder template's variables taken from `runName` and `timestamp`.
+/// Saves `tree` as a PyTorch Distributed Checkpoint (DCP) folder: what
+/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``
+/// does for ``SaveFormat/distributedCheckpoint``. Returns the folder, on every rank.
 ///
 /// The folder gets one data file per writing rank, `__<rank>_0.distcp`, a run of `torch.save`
 /// archives (one per tensor chunk and one per other value, each starting on a 64-byte
@@ -49,48 +21,17 @@ public func saveDistributedCheckpoint(
 /// every rank contributes its tree: a tensor whose flattened path `sharding` lists is that box
 /// of a global tensor, any other tensor is whole; the boxes of every tensor must tile it. A
 /// tensor several ranks hold whole is written once, by the rank with the fewest bytes to write
-/// so far; a value that is not a tensor, by the lowest rank that holds it. DCP stores a tuple
-/// whole, as one value, so a tensor inside a tuple cannot be a box of a larger one: every rank
-/// must hold it whole (``ShardPlan/splitFirstDimension(forDistributedCheckpointOf:)`` cuts a
-/// tree that way).
-///
-/// The FQN of a leaf is its key path joined by dots, as DCP's default planner makes it, and
-/// `planner_data` records the path. Integer dict keys are written as their strings (DCP calls
-/// `str` on every key), so they come back as strings; empty dicts are not saved (DCP saves
-/// leaves only), so they do not come back.
-///
-/// - Parameters:
-///   - tree: The tree to save; its root must be a dict.
-///   - folder: The folder's name, a ``FilenameTemplate``; `{rank}`, `{local_rank}` and
-///     `{node_rank}` are refused (every rank writes into the one folder).
-///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`.
-///   - ignoreKeys: Parts to leave out.
-///   - sharding: Every rank writes its part; `nil`: rank 0 writes alone.
-///   - processGroup: The processes of the run.
-/// - Returns: The folder written, on every rank.
-/// - Throws: ``CheckpointError``: `.invalidArgument` before anything is written, when two keys
-///   flatten to one FQN, the boxes of a tensor do not tile it, or ranks disagree on a tensor's
-///   dtype or shape; `.distributed` when a rank failed to write, after which no `.metadata`
-///   exists.
-@discardableResult
-public func saveDistributedCheckpoint(
-    tree: StateValue,
-    folder: String,
-    runName: String = "",
-    timestamp: Timestamp = Timestamp(),
-    weightsOnly: Bool = false,
-    ignoreKeys: IgnoreKeys? = nil,
-    sharding: Sharding? = nil,
-    processGroup: any ProcessGroup = SingleProcessGroup()
+/// so far; a value that is not a tensor, by the lowest rank that holds it.
+func saveDistributedCheckpoint(
+    _ tree: StateValue, template: FilenameTemplate, values: FilenameValues, weightsOnly: Bool, ignoreKeys: IgnoreKeys?,
+    sharding: Sharding?, processGroup: any ProcessGroup
 ) throws -> String {
-    let template = try FilenameTemplate(folder)
     for variable in [FilenameTemplate.Variable.rank, .localRank, .nodeRank] where template.contains(variable) {
         throw CheckpointError(
             .invalidTemplate,
-            "a DCP checkpoint is one folder that every rank writes into, so its name cannot contain {\(variable.rawValue)}: \"\(folder)\"")
+            "a DCP checkpoint is one folder that every rank writes into, so its name cannot contain {\(variable.rawValue)}: \"\(template.pattern)\"")
     }
-    try refuseLoneProcessInMultiProcessRun(processGroup)
-    let rendered = template.render(FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup))
+    let rendered = try template.renderPath(values, isFolder: true)
     guard case .local = StoragePath(rendered) else {
         throw CheckpointError(
             .invalidArgument,
@@ -244,7 +185,7 @@ struct DCPSave {
         let shared = try group.broadcast(outcome, from: 0, timeout: timeout)
         guard shared.first == 1 else {
             // Known not committed: this rank's data file is garbage.
-            if writesFile, report.error == nil { unlink(dataPath) }
+            if writesFile, report.error == nil { SystemCalls.discard(dataPath) }
             throw CheckpointError(
                 .distributed, "the DCP checkpoint was not committed: \(String(decoding: shared.dropFirst(), as: UTF8.self))", path: folder)
         }
@@ -384,17 +325,14 @@ struct DCPSave {
     /// Removes the folder's `.metadata` first (from then on it holds no checkpoint), then the
     /// data files of ranks this save does not have, which nothing could read any more.
     private func removeStaleFiles(keepingRanks worldSize: Int) throws(CheckpointError) {
-        let metadataPath = FilePaths.join(folder, DistributedCheckpoint.metadataName)
-        guard unlink(metadataPath) == 0 || errno == ENOENT else {
-            throw SystemCalls.error("removing the previous .metadata", path: metadataPath, errno: errno)
-        }
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
-        for name in names where name.hasSuffix(DistributedCheckpoint.dataFileExtension) {
+        guard try SystemCalls.isFolder(folder) == true else { return }
+        try SystemCalls.unlink(FilePaths.join(folder, DistributedCheckpoint.metadataName))
+        for name in try SystemCalls.folderEntries(folder) where name.hasSuffix(DistributedCheckpoint.dataFileExtension) {
             let parts = name.dropFirst(2).dropLast(DistributedCheckpoint.dataFileExtension.count).split(separator: "_")
             guard name.hasPrefix("__"), parts.count == 2, let rank = Int(parts[0]), let index = Int(parts[1]) else { continue }
-            if rank >= worldSize || index != 0 { unlink(FilePaths.join(folder, name)) }
+            if rank >= worldSize || index != 0 { try SystemCalls.unlink(FilePaths.join(folder, name)) }
         }
-        if FileManager.default.fileExists(atPath: folder) { try SystemCalls.fsyncDirectory(folder) }
+        try SystemCalls.fsyncDirectory(folder)
     }
 
     // MARK: 3. Writing

@@ -80,15 +80,12 @@ public struct DistributedCheckpoint: Sendable {
     /// `.metadata` is an error: the save that wrote them never committed.
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         guard case .local(let local) = StoragePath(path) else { return nil }
-        var isFolder: ObjCBool = false
-        let manager = FileManager.default
-        if FilePaths.split(local).name == metadataName, manager.fileExists(atPath: local, isDirectory: &isFolder), !isFolder.boolValue {
+        if FilePaths.split(local).name == metadataName, try SystemCalls.isFolder(local) == false {
             return FilePaths.split(local).folder
         }
-        guard manager.fileExists(atPath: local, isDirectory: &isFolder), isFolder.boolValue else { return nil }
-        if manager.fileExists(atPath: FilePaths.join(local, metadataName)) { return local }
-        let names = (try? manager.contentsOfDirectory(atPath: local)) ?? []
-        let data = names.filter { $0.hasSuffix(dataFileExtension) }.sorted()
+        guard try SystemCalls.isFolder(local) == true else { return nil }
+        if try SystemCalls.isFolder(FilePaths.join(local, metadataName)) == false { return local }
+        let data = try SystemCalls.folderEntries(local).filter { $0.hasSuffix(dataFileExtension) }.sorted()
         guard data.isEmpty else {
             throw CheckpointError(
                 .notFound,
@@ -131,14 +128,18 @@ public struct DistributedCheckpoint: Sendable {
         var sizes: [String: Int] = [:]
         for name in metadata.files {
             let filePath = FilePaths.join(folder, name)
-            var info = stat()
-            guard stat(filePath, &info) == 0 else {
+            let size: Int
+            do {
+                let fd = try SystemCalls.open(filePath, O_RDONLY | O_CLOEXEC)
+                defer { SystemCalls.release(fd, path: filePath) }
+                size = try SystemCalls.fileSize(fd, path: filePath)
+            } catch where error.code == .notFound {
                 throw CheckpointError(
                     .notFound, "the data file \(name), which \(metadataName) lists, is missing: the checkpoint is incomplete",
                     path: filePath)
             }
-            sizes[name] = Int(info.st_size)
-            files.append(DataFile(name: name, size: Int(info.st_size)))
+            sizes[name] = size
+            files.append(DataFile(name: name, size: size))
         }
         for fqn in metadata.fqns {
             for location in metadata.locations(of: fqn) where location.offset + location.length > sizes[location.file, default: 0] {

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The native format (SPEC §4): a valid safetensors file whose `__metadata__` also holds the
+/// The native format: a valid safetensors file whose `__metadata__` also holds the
 /// rest of the tree and an XXH3-64 checksum per tensor.
 ///
 /// Any safetensors reader loads its tensors, named by their flattened paths; this library
@@ -25,7 +25,9 @@ enum NativeFormat: CheckpointFormat {
     /// A tree laid out for writing: tensor order and offsets, and the header's exact length.
     struct Layout {
         var tensors: [(path: String, tensor: Tensor, begin: Int)]
-        var tree: String
+        /// The tree's JSON; `nil` for a plain safetensors file of named tensors (a Hugging Face
+        /// shard), whose metadata then holds only the framework and the checksums.
+        var tree: String?
         /// The header's length including padding, the same before and after checksumming.
         var headerLength: Int
         var dataLength: Int
@@ -49,6 +51,29 @@ enum NativeFormat: CheckpointFormat {
             }
             tensors.append((path, tensor))
         }
+        let encoder = JSONEncoder()
+        // Sorted keys: the same tree gives the same bytes in every process.
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
+        let treeJSON: String
+        do {
+            treeJSON = String(decoding: try encoder.encode(node), as: UTF8.self)
+        } catch {
+            // The error's description holds the whole tree: too long to be of use.
+            throw CheckpointError(.invalidArgument, "the tree cannot be described as JSON")
+        }
+        return layout(tensors, tree: treeJSON)
+    }
+
+    /// Lays out a plain safetensors file of `tensors` under their names (unique, none
+    /// `__metadata__`), with a checksum for each in its metadata but no tree.
+    static func layout(plain tensors: [(name: String, tensor: Tensor)]) -> Layout {
+        layout(tensors.map { ($0.name, $0.tensor) }, tree: nil)
+    }
+
+    /// Orders tensors so that each is aligned to its element size (largest elements first, then
+    /// by name), places them, and sizes the header.
+    private static func layout(_ tensors: [(path: String, tensor: Tensor)], tree: String?) -> Layout {
+        var tensors = tensors
         tensors.sort { a, b in
             a.tensor.dtype.byteSize != b.tensor.dtype.byteSize
                 ? a.tensor.dtype.byteSize > b.tensor.dtype.byteSize : a.path < b.path
@@ -60,17 +85,7 @@ enum NativeFormat: CheckpointFormat {
             placed.append((path, tensor, offset))
             offset += tensor.byteCount
         }
-        let encoder = JSONEncoder()
-        // Sorted keys: the same tree gives the same bytes in every process.
-        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
-        let treeJSON: String
-        do {
-            treeJSON = String(decoding: try encoder.encode(node), as: UTF8.self)
-        } catch {
-            // The error's description holds the whole tree: too long to be of use.
-            throw CheckpointError(.invalidArgument, "the tree cannot be described as JSON")
-        }
-        var layout = Layout(tensors: placed, tree: treeJSON, headerLength: 0, dataLength: offset)
+        var layout = Layout(tensors: placed, tree: tree, headerLength: 0, dataLength: offset)
         layout.headerLength = header(layout, checksums: nil).count
         return layout
     }
@@ -86,12 +101,17 @@ enum NativeFormat: CheckpointFormat {
         sums += "}"
         var text = "{\"__metadata__\":{"
         text += JSONText.quoted(MetadataKey.framework) + ":\"pt\","
-        text += JSONText.quoted(MetadataKey.format) + ":" + JSONText.quoted(formatName) + ","
-        text += JSONText.quoted(MetadataKey.version) + ":" + JSONText.quoted(version) + ","
+        if layout.tree != nil {
+            text += JSONText.quoted(MetadataKey.format) + ":" + JSONText.quoted(formatName) + ","
+            text += JSONText.quoted(MetadataKey.version) + ":" + JSONText.quoted(version) + ","
+        }
         text += JSONText.quoted(MetadataKey.checksumAlgorithm) + ":" + JSONText.quoted(TensorChecksum.algorithm) + ","
-        text += JSONText.quoted(MetadataKey.checksums) + ":" + JSONText.quoted(sums) + ","
-        text += JSONText.quoted(MetadataKey.treeChecksum) + ":\"" + TensorChecksum.hex(of: layout.tree) + "\","
-        text += JSONText.quoted(MetadataKey.tree) + ":" + JSONText.quoted(layout.tree) + "}"
+        text += JSONText.quoted(MetadataKey.checksums) + ":" + JSONText.quoted(sums)
+        if let tree = layout.tree {
+            text += "," + JSONText.quoted(MetadataKey.treeChecksum) + ":\"" + TensorChecksum.hex(of: tree) + "\","
+            text += JSONText.quoted(MetadataKey.tree) + ":" + JSONText.quoted(tree)
+        }
+        text += "}"
         for entry in layout.tensors {
             text += "," + JSONText.quoted(entry.path) + ":{\"dtype\":\"" + entry.tensor.dtype.safetensorsName
             text += "\",\"shape\":[" + entry.tensor.shape.map(String.init).joined(separator: ",")
@@ -155,7 +175,9 @@ enum NativeFormat: CheckpointFormat {
     static let chunkSize = 4 << 20
 
     /// Reads a safetensors file: the tree and checksums of a native file, or a tree whose root
-    /// holds a plain file's tensors under their names, in file order. Tensor bytes stay mapped.
+    /// holds a plain file's tensors under their names, in file order, with the checksums a plain
+    /// file records when it records them as this library does (a Hugging Face shard it wrote).
+    /// Tensor bytes stay mapped.
     static func read(_ file: MappedFile) throws(CheckpointError) -> FormatContents {
         do throws(CheckpointError) {
             let header = try SafetensorsHeader(parsing: file.bytes)
@@ -168,8 +190,18 @@ enum NativeFormat: CheckpointFormat {
             }
             guard header.metadata[MetadataKey.format] == formatName else {
                 let root = StateDict(header.entries.map { (StateKey.string($0.name), StateValue.tensor(tensors[$0.name]!)) })
+                let recordsChecksums =
+                    header.metadata[MetadataKey.checksumAlgorithm] == TensorChecksum.algorithm
+                    && header.metadata[MetadataKey.checksums] != nil
+                var checksums: [String: UInt64] = [:]
+                if recordsChecksums {
+                    // Recorded by name; kept, as everywhere, by flattened path (a name's `/` escaped).
+                    for (name, checksum) in try decodeChecksums(header.metadata[MetadataKey.checksums], tensorNames: Set(tensors.keys)) {
+                        checksums[StatePath.escape(name)] = checksum
+                    }
+                }
                 return FormatContents(
-                    tree: .dict(root), checksums: [:], metadata: header.metadata, isNative: false,
+                    tree: .dict(root), checksums: checksums, metadata: header.metadata, isNative: false,
                     integrityDigest: indexDigest(file, header))
             }
             guard header.metadata[MetadataKey.version] == version else {

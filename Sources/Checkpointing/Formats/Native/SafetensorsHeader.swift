@@ -1,7 +1,7 @@
 import Foundation
 
 /// The header of a safetensors file, validated by every rule of the reference reader before
-/// any offset in it is trusted (FORMATS.md, safetensors).
+/// any offset in it is trusted (listed in the DocC article "The formats on disk").
 struct SafetensorsHeader {
     /// One tensor's entry; offsets are relative to the start of the data buffer.
     struct Entry {
@@ -47,19 +47,26 @@ struct SafetensorsHeader {
                 "the header claims \(length) bytes but the file has only \(bytes.count - 8) after the length; the file is truncated",
                 offset: 0)
         }
-        guard length > 0, bytes[8] == UInt8(ascii: "{") else {
+        try self.init(json: UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + length)]), dataLength: bytes.count - 8 - length)
+    }
+
+    /// Parses the header's JSON alone (`json`, which starts at byte 8 of its file), for a data
+    /// buffer of `dataLength` bytes, or one that ends where its last tensor does when `nil`
+    /// (a stream whose end has not been seen yet).
+    init(json: UnsafeRawBufferPointer, dataLength: Int?) throws(CheckpointError) {
+        guard json.count > 0, json[0] == UInt8(ascii: "{") else {
             throw CheckpointError(.malformed, "the header does not start with a JSON object '{'", offset: 8)
         }
         let raw: RawHeader
         do {
-            raw = try JSONDecoder().decode(RawHeader.self, from: Data(bytes[8..<(8 + length)]))
+            raw = try JSONDecoder().decode(RawHeader.self, from: Data(json))
         } catch {
             throw CheckpointError(
                 .malformed, "the header is not a valid safetensors JSON object: \(Self.describe(error))", offset: 8)
         }
-        dataStart = 8 + length
+        dataStart = 8 + json.count
         metadata = raw.metadata
-        let dataLength = bytes.count - dataStart
+        let dataLength = dataLength ?? raw.tensors.reduce(0) { Swift.max($0, Int(clamping: $1.1.data_offsets.last ?? 0)) }
 
         var entries: [Entry] = []
         entries.reserveCapacity(raw.tensors.count)

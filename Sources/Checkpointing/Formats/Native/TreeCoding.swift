@@ -2,7 +2,7 @@ import BigInt
 import Foundation
 
 /// The non-tensor part of a checkpoint tree as JSON, stored in the native format's
-/// `__metadata__` (SPEC §4). Tensors appear as references to their safetensors entries.
+/// `__metadata__`. Tensors appear as references to their safetensors entries.
 ///
 /// Every value round-trips bit-exactly: integers of any size as decimal strings, floats in
 /// their shortest exact decimal form (or their bit pattern when a NaN carries a payload),

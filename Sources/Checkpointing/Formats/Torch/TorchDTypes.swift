@@ -1,4 +1,4 @@
-/// How torch names dtypes and storage classes in a pickle (FORMATS.md).
+/// How torch names dtypes and storage classes in a pickle.
 enum TorchDTypes {
     /// The legacy typed storage class of each dtype that has one (`torch.FloatStorage`).
     static func storageClass(_ dtype: DType) -> String? {

@@ -2,7 +2,7 @@ import Foundation
 
 /// PyTorch's zip format (`torch.save`, default since torch 1.6; Composer's format): a zip
 /// archive holding a protocol-2 pickle of the tree (`data.pkl`) and one record of raw bytes
-/// per tensor storage (FORMATS.md).
+/// per tensor storage (its layout is in the DocC article "The formats on disk").
 ///
 /// Reading maps the file, checks the zip structure, and runs the safe ``Unpickler``; tensors
 /// that are contiguous views of their storage stay in the mapping. Writing produces what

@@ -1,4 +1,4 @@
-/// Explicit limits on what reading a torch file may cost (SPEC §9): every count and length
+/// Explicit limits on what reading a torch file may cost: every count and length
 /// read from the file is checked against the bytes that remain and against these.
 struct TorchLimits: Sendable {
     /// Nesting of containers in the pickle (and of its MARKs). Real checkpoints nest about 10

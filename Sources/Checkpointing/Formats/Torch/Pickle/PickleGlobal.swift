@@ -1,5 +1,5 @@
 /// The Python classes and functions a pickle may name: torch's weights-only allow-list plus
-/// what Composer checkpoints hold (FORMATS.md). Any other global is refused when the pickle
+/// what Composer checkpoints hold (see the DocC article "The formats on disk"). Any other global is refused when the pickle
 /// names it, before anything is built from it.
 enum PickleGlobal: Equatable {
     case orderedDict, counter

@@ -2,7 +2,7 @@ import BigInt
 import Logging
 import OrderedCollections
 
-/// A pickle reader that builds a value tree and never runs code (SPEC §3.3).
+/// A pickle reader that builds a value tree and never runs code.
 ///
 /// It accepts exactly the opcodes and globals of its ``PickleVocabulary``: for a torch file,
 /// what torch's weights-only unpickler accepts, with the globals of ``PickleGlobal``; for a DCP
@@ -470,7 +470,7 @@ final class Unpickler {
         switch target {
         case .dict:
             // An OrderedDict's instance attributes, such as a state_dict's `_metadata` (module
-            // versions). A checkpoint tree has no place for attributes of a dict (SPEC §1.1);
+            // versions). A checkpoint tree has no place for attributes of a dict;
             // torch's load_state_dict works without them.
             switch state {
             case .dict, .value(.none), .tuple: logger.debug("dropping the attributes of a pickled OrderedDict")

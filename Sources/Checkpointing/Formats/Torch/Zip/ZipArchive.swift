@@ -4,8 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-/// A zip archive as torch writes it, read from a memory-mapped file (FORMATS.md, "PyTorch zip
-/// format").
+/// A zip archive as torch writes it, read from a memory-mapped file (its layout is in the DocC
+/// article "The formats on disk").
 ///
 /// Sizes and offsets come from the central directory (zip64 where needed), never from local
 /// headers or data descriptors; every offset and length is checked against the file before it
@@ -204,7 +204,8 @@ final class ZipArchive: Sendable {
             guard recordDisk == 0, disks <= 1 else {
                 throw CheckpointError(.unsupportedFormat, "the zip archive is split across several disks", offset: locator)
             }
-            guard recordOffset <= UInt64(locator - ZipLayout.zip64EndRecordSize) else {
+            // A locator too near the start of the file leaves no room for the record it points to.
+            guard locator >= ZipLayout.zip64EndRecordSize, recordOffset <= UInt64(locator - ZipLayout.zip64EndRecordSize) else {
                 throw CheckpointError(
                     .malformed, "the zip64 end record offset \(recordOffset) points outside the file", offset: locator)
             }
@@ -296,18 +297,18 @@ final class ZipArchive: Sendable {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let mapping = UnsafeMutableRawPointer(mutating: base)
         // No read-around while the headers are touched; normal read-ahead again afterwards.
-        _ = madvise(mapping, bytes.count, MADV_RANDOM)
+        Syscall.madvise(mapping, bytes.count, MADV_RANDOM)
         var lastPage = -1
         for offset in offsets.sorted() where offset < UInt64(limit) {
             let start = Int(offset) / page * page
             guard start != lastPage else { continue }
             lastPage = start
-            _ = madvise(mapping + start, min(2 * page, bytes.count - start), MADV_WILLNEED)
+            Syscall.madvise(mapping + start, min(2 * page, bytes.count - start), MADV_WILLNEED)
         }
         for offset in offsets where offset < UInt64(limit) {
             _ = bytes.load(fromByteOffset: Int(offset), as: UInt8.self)
         }
-        _ = madvise(mapping, bytes.count, MADV_NORMAL)
+        Syscall.madvise(mapping, bytes.count, MADV_NORMAL)
     }
 
     /// Entries may not share bytes: a record's data ends before the next local header.

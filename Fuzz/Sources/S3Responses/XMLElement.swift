@@ -1,0 +1,1 @@
+../../../Sources/CheckpointingS3/XMLElement.swift

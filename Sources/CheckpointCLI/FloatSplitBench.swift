@@ -1,0 +1,148 @@
+import Checkpointing
+import Foundation
+
+/// The float-split codec beside zstd (`ckpt bench --compression fsz [--file MODEL]`).
+///
+/// On the same tree, in the same run, each method taking its turn: our durable save of
+/// `.safetensors.fsz`, `.safetensors.zst` and `.pt.zst` at their default settings, each file's
+/// open and full verified load (decoding every tensor and checking its checksum), and
+/// `zstd -1 -T0` and `zstd -d` on the bytes of the plain native file.
+struct FloatSplitBench {
+    struct Row {
+        var method: String
+        var save: Double
+        var cpu: Double
+        var compressedBytes: Int
+        var durable: Bool
+        var open: Double?
+        /// Open, decode or decompress everything, verify every checksum; for the tool, `zstd -d`.
+        var load: Double?
+    }
+
+    struct Result {
+        var source: String
+        var uncompressedBytes: Int
+        var threads: Int
+        var rows: [Row]
+        /// Per dtype, as `ckpt inspect` shows it.
+        var shares: [CompressionShare]
+        /// Opening the `.fsz` file and decoding every tensor, without verifying checksums.
+        var decode: Double
+    }
+
+    let tree: StateValue
+    /// What the tree is, for the report: the bench state or the file given.
+    let source: String
+    let folder: String
+    let options: CompressionOptions
+    let repetitions: Int
+
+    func run() throws -> Result {
+        let plain = folder + "/bench.safetensors"
+        try saveCheckpoint(tree: tree, filename: plain)
+        let uncompressed = try FileManager.default.attributesOfItem(atPath: plain)[.size] as? Int ?? 0
+        struct Method {
+            var row: Row
+            var output: String
+            var save: () throws -> Void
+            var load: (() throws -> Void)?
+        }
+        var methods: [Method] = []
+        for name in ["bench.safetensors.fsz", "bench.safetensors.zst", "bench.pt.zst"] {
+            let path = folder + "/" + name
+            methods.append(Method(
+                row: Row(method: "ours: save ." + name.split(separator: ".").dropFirst().joined(separator: "."), save: 0, cpu: 0, compressedBytes: 0, durable: true),
+                output: path, save: { try saveCheckpoint(tree: tree, filename: path, compression: options) },
+                load: { try CheckpointFile.open(path).verify() }))
+        }
+        let toolOutput = folder + "/tool.zst"
+        let decoded = folder + "/tool.out"
+        methods.append(Method(
+            row: Row(method: "zstd -1 -T0 FILE", save: 0, cpu: 0, compressedBytes: 0, durable: false), output: toolOutput,
+            save: { _ = try CompressionBench.runTool(["zstd", "-q", "-1", "-T0", "-c", plain], output: toolOutput) },
+            load: {
+                _ = try CompressionBench.runTool(["zstd", "-q", "-d", "-c", toolOutput], output: decoded)
+                try FileManager.default.removeItem(atPath: decoded)
+            }))
+
+        var saves = Array(repeating: [Double](), count: methods.count)
+        var cpus = saves, opens = saves, loads = saves
+        var shares: [CompressionShare] = []
+        var decodes: [Double] = []
+        for _ in 0..<repetitions {
+            for (number, method) in methods.enumerated() {
+                let cpu = CompressionBench.cpuSeconds()
+                saves[number].append(try time(method.save))
+                cpus[number].append(CompressionBench.cpuSeconds() - cpu)
+                methods[number].row.compressedBytes = try FileManager.default.attributesOfItem(atPath: method.output)[.size] as? Int ?? 0
+                if method.row.durable {
+                    opens[number].append(try time { _ = try CheckpointFile.open(method.output) })
+                    if method.output.hasSuffix(".fsz") {
+                        shares = try CheckpointFile.open(method.output).compressionShares
+                        decodes.append(try time { try CheckpointFile.open(method.output).decode { _ in true } })
+                    }
+                }
+                if let load = method.load { loads[number].append(try time(load)) }
+                try FileManager.default.removeItem(atPath: method.output)
+            }
+        }
+        try FileManager.default.removeItem(atPath: plain)
+        let rows = methods.enumerated().map { number, method in
+            var row = method.row
+            row.save = median(saves[number])
+            row.cpu = median(cpus[number])
+            row.open = opens[number].isEmpty ? nil : median(opens[number])
+            row.load = loads[number].isEmpty ? nil : median(loads[number])
+            return row
+        }
+        return Result(
+            source: source, uncompressedBytes: uncompressed, threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount,
+            rows: rows, shares: shares, decode: median(decodes))
+    }
+}
+
+extension FloatSplitBench.Result: BenchReport {
+    func text() -> String {
+        var table = [["method", "save", "cpu", "save rate", "ratio", "size", "open", "verified load", "load rate"]]
+        for row in rows {
+            table.append([
+                row.method + (row.durable ? " (fsync)" : ""), String(format: "%.3f s", row.save), String(format: "%.2f s", row.cpu),
+                Units.rate(bytes: uncompressedBytes, seconds: row.save),
+                String(format: "%.3f", Double(uncompressedBytes) / Double(max(row.compressedBytes, 1))),
+                Units.bytes(row.compressedBytes),
+                row.open.map { String(format: "%.1f ms", $0 * 1000) } ?? "-",
+                row.load.map { String(format: "%.3f s", $0) } ?? "-",
+                row.load.map { Units.rate(bytes: uncompressedBytes, seconds: $0) } ?? "-",
+            ])
+        }
+        var shareTable = [["dtype", "bytes", "compressed", "ratio"]]
+        for share in shares {
+            shareTable.append([share.dtype?.rawValue ?? "(header)", Units.bytes(share.bytes), Units.bytes(share.compressedBytes), String(format: "%.3f", share.ratio)])
+        }
+        return """
+            \(source): \(Units.bytes(uncompressedBytes)) as a native .safetensors file; \(threads) threads; \
+            rates count uncompressed bytes; the tool's load is `zstd -d` into a file
+            \(Units.table(table, rightAligned: [1, 2, 3, 4, 5, 6, 7, 8]))
+            .fsz open + decode of every tensor (no checksums): \(String(format: "%.3f s", decode)), \(Units.rate(bytes: uncompressedBytes, seconds: decode))
+
+            .fsz by dtype:
+            \(Units.table(shareTable, rightAligned: [1, 2, 3]))
+            """
+    }
+
+    func json() -> [String: Any] {
+        [
+            "source": source, "uncompressed_bytes": uncompressedBytes, "threads": threads, "fsz_decode_seconds": decode,
+            "rows": rows.map { row -> [String: Any] in
+                var object: [String: Any] = [
+                    "method": row.method, "save_seconds": row.save, "cpu_seconds": row.cpu, "compressed_bytes": row.compressedBytes,
+                    "durable": row.durable,
+                ]
+                if let open = row.open { object["open_seconds"] = open }
+                if let load = row.load { object["verified_load_seconds"] = load }
+                return object
+            },
+            "fsz_by_dtype": shares.map { ["dtype": $0.dtype?.rawValue ?? "header", "bytes": $0.bytes, "compressed_bytes": $0.compressedBytes] as [String: Any] },
+        ]
+    }
+}
