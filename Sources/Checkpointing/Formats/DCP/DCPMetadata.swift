@@ -18,20 +18,20 @@ struct DCPMetadata: Sendable {
     }
 
     /// One box of a tensor and where its archive is.
-    struct Chunk: Sendable {
+    struct Chunk: Sendable, Equatable {
         var box: TensorSlice
         var location: Location
     }
 
     /// A saved tensor: its dtype, global shape and chunks.
-    struct TensorItem: Sendable {
+    struct TensorItem: Sendable, Equatable {
         var dtype: DType
         var shape: [Int]
         var chunks: [Chunk]
     }
 
     /// An entry of the state dict.
-    enum Item: Sendable {
+    enum Item: Sendable, Equatable {
         case tensor(TensorItem)
         /// A value that is not a tensor, pickled on its own (`BytesStorageMetadata`).
         case value(Location)
