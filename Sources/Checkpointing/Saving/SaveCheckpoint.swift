@@ -22,7 +22,7 @@ let logger = Logger(label: "swift-checkpointing")
 ///
 /// With `format: .distributedCheckpoint`, the name is a PyTorch Distributed Checkpoint folder
 /// that gets the whole tree: rank 0's data file alone, or with `sharding` every rank's, and
-/// `.metadata` written last by rank 0 once every rank has written (see <doc:DistributedCheckpoint>).
+/// `.metadata` written last by rank 0 once every rank has written (see <doc:PyTorchDistributedCheckpoints>).
 ///
 /// ```swift
 /// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")

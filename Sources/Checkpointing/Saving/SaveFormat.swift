@@ -15,7 +15,7 @@ public enum SaveFormat: Sendable, Equatable {
     /// contain `{rank}`), which gets a `__<rank>_0.distcp` data file per writing rank (rank 0's
     /// alone without `sharding`; every rank's with it) and `.metadata`, written last by rank 0
     /// once every rank has written. `torch.distributed.checkpoint.load` and `dcp_to_torch_save`
-    /// read it; see <doc:DistributedCheckpoint>. The whole tree is saved, flattened as DCP's
+    /// read it; see <doc:PyTorchDistributedCheckpoints>. The whole tree is saved, flattened as DCP's
     /// default planner flattens a state dict: integer dict keys become strings, and empty dicts
     /// are not saved.
     case distributedCheckpoint

@@ -30,11 +30,13 @@ public struct DistributedCheckpoint: Sendable {
 
     /// One chunk of a tensor: the box of the global tensor it holds, and where its archive is.
     public struct Chunk: Sendable, Equatable {
+        /// The part of the global tensor the chunk holds.
         public var box: TensorSlice
         /// The data file that holds the chunk's archive.
         public var file: String
-        /// Where the archive starts in the file, and its length in bytes.
+        /// Where the archive starts in the file.
         public var offset: Int
+        /// The archive's length in bytes.
         public var length: Int
     }
 
@@ -44,9 +46,11 @@ public struct DistributedCheckpoint: Sendable {
         public var path: String
         /// DCP's name for it (`model.embed.weight`).
         public var fqn: String
+        /// The element type.
         public var dtype: DType
         /// The global shape.
         public var shape: [Int]
+        /// The chunks, which tile the global tensor.
         public var chunks: [Chunk]
     }
 
