@@ -44,7 +44,8 @@ struct BenchCommand: ParsableCommand {
 
     @Option(help: """
         pt: also save the same state as a PyTorch .pt file, and set its save, open and verified read beside the native ones; \
-        hf: also save every tensor as a Hugging Face sharded folder, and set its save, open and verified read beside them.
+        hf: also save every tensor as a Hugging Face sharded folder, and set its save, open and verified read beside them; \
+        dcp: the same with a PyTorch Distributed Checkpoint folder.
         """)
     var format: String = "native"
 
@@ -72,7 +73,7 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard scale > 0 else { throw ValidationError("--scale must be positive") }
         guard repetitions >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        guard ["native", "pt", "hf"].contains(format) else { throw ValidationError("--format takes native, pt or hf") }
+        guard ["native", "pt", "hf", "dcp"].contains(format) else { throw ValidationError("--format takes native, pt, hf or dcp") }
         do {
             _ = try HuggingFaceSharded.parseSize(maxShardSize)
         } catch {
@@ -149,6 +150,11 @@ struct BenchCommand: ParsableCommand {
         }
         if format == "pt" {
             let result = try TorchBench(state: state, folder: directory, repetitions: repetitions).run()
+            try report(result)
+            return
+        }
+        if format == "dcp" {
+            let result = try DCPBench(state: state, folder: directory, repetitions: repetitions).run()
             try report(result)
             return
         }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Checkpointing
 import Foundation
 
-/// `ckpt convert IN OUT [--weights-only] [--ignore-keys GLOB]... [--sharded] [--timeout SECONDS] [--json]`.
+/// `ckpt convert IN OUT [--weights-only] [--ignore-keys GLOB]... [--sharded] [--format hf|dcp] [--timeout SECONDS] [--json]`.
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
@@ -12,8 +12,8 @@ struct ConvertCommand: ParsableCommand {
             are filled from IN's timestamp and run name and this process's rank, and its extension \
             chooses the format. Prints each saved path on its own line.
 
-            IN may be a sharded checkpoint (its manifest, or the folder that holds it), read on \
-            any number of ranks. Under mpirun -np N, --sharded writes an N-way sharded checkpoint: \
+            IN may be a sharded checkpoint (its manifest, or the folder that holds it) or a PyTorch \
+            Distributed Checkpoint (DCP) folder, read on any number of ranks. Under mpirun -np N, --sharded writes an N-way sharded checkpoint: \
             every tensor split along its first dimension (tensors with fewer rows than ranks go \
             to rank 0), OUT containing {rank}; without it, rank 0 writes one file.
 
@@ -23,6 +23,10 @@ struct ConvertCommand: ParsableCommand {
             --max-shard-size bytes of tensors each (default 5GB, decimal as Hugging Face counts) \
             and the index, written last. It holds IN's model (state/model of a training \
             checkpoint, named by the model's keys), or every tensor of any other checkpoint.
+
+            --format dcp writes a DCP folder named OUT (which torch.distributed.checkpoint.load \
+            reads): __0_0.distcp and .metadata; with --sharded under mpirun -np N, every rank \
+            writes its rows to __<rank>_0.distcp and rank 0 the .metadata once all have written.
 
             IN and OUT may be in an object store (s3://bucket/prefix/...): every rank uploads \
             its own shard and rank 0 uploads the manifest last, so the nodes need no shared \
@@ -46,7 +50,7 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Write a sharded checkpoint, one shard per rank (run under mpirun -np N).")
     var sharded = false
 
-    @Option(help: "hf: write a Hugging Face sharded checkpoint into the folder OUT.")
+    @Option(help: "hf: write a Hugging Face sharded checkpoint into the folder OUT; dcp: a PyTorch Distributed Checkpoint folder.")
     var format: ConvertFormat?
 
     @Option(help: "With --format hf: the largest shard, as 5GB, 500MB, 40KB (decimal), 2GiB or a byte count.")
@@ -63,10 +67,11 @@ struct ConvertCommand: ParsableCommand {
     /// What `--format` takes.
     enum ConvertFormat: String, ExpressibleByArgument, CaseIterable {
         case hf
+        case dcp
     }
 
     /// Whether OUT is written as a Hugging Face sharded checkpoint.
-    var writesHuggingFace: Bool { format == .hf || output.hasSuffix(HuggingFaceSharded.indexSuffix) }
+    var writesHuggingFace: Bool { format == .hf || (format == nil && output.hasSuffix(HuggingFaceSharded.indexSuffix)) }
 
     func validate() throws {
         if maxShardSize != nil, !writesHuggingFace {
@@ -88,12 +93,17 @@ struct ConvertCommand: ParsableCommand {
         let before = ObjectStores.transfers.snapshot
         let group = try commandProcessGroup(timeout: timeout)
         var saveFormat = SaveFormat.file
+        var plan: ShardPlan = sharded ? .splitFirstDimension : .wholeOnRankZero
         if writesHuggingFace {
             saveFormat = .huggingFaceSharded(
                 maxShardSize: try maxShardSize.map(HuggingFaceSharded.parseSize) ?? HuggingFaceSharded.defaultMaxShardSize)
+        } else if format == .dcp {
+            saveFormat = .distributedCheckpoint
+            // DCP stores a tuple whole: the tensors in tuples must not be split.
+            if sharded { plan = .splitFirstDimension(forDistributedCheckpointOf: try structure(of: input)) }
         }
         let loaded = try loadCheckpointTree(
-            input, verifyChecksums: true, decompressionLimits: decompression.limits, shardPlan: sharded ? .splitFirstDimension : .wholeOnRankZero, processGroup: group)
+            input, verifyChecksums: true, decompressionLimits: decompression.limits, shardPlan: plan, processGroup: group)
         let state = try? TrainingState(tree: loaded.tree)
         let paths = try saveCheckpoint(
             tree: loaded.tree, filename: output, format: saveFormat, runName: state?.runName ?? "",
@@ -122,6 +132,16 @@ struct ConvertCommand: ParsableCommand {
         } else if group.rank == 0 {
             for path in paths { print(path) }
         }
+    }
+
+    /// The tree of `path` for its structure, without reading its tensors: the file (or DCP
+    /// folder) opened, or rank 0's shard of a sharded checkpoint.
+    private func structure(of path: String) throws -> StateValue {
+        if let manifestPath = try ShardManifest.locate(path) {
+            let manifest = try ShardManifest.read(manifestPath)
+            return try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: decompression.limits).tree
+        }
+        return try CheckpointFile.open(path, decompressionLimits: decompression.limits).tree
     }
 
     /// The parts of a training checkpoint besides its model that hold something (dicts and

@@ -12,14 +12,16 @@ struct InspectCommand: ParsableCommand {
             For a sharded checkpoint (its manifest, or the folder that holds it), shows its shards \
             and every tensor's global shape and number of pieces. For a Hugging Face sharded \
             checkpoint (its folder or model.safetensors.index.json), shows its shards (size, \
-            tensors, header digest, whether they record checksums) and the shard of every tensor.
+            tensors, header digest, whether they record checksums) and the shard of every tensor. \
+            For a PyTorch Distributed Checkpoint (DCP) folder, shows its data files and every \
+            tensor's chunks.
 
             In an object store (s3://...), only the index is fetched, with ranged requests (a \
             compressed file is downloaded whole, and so is any file with --hashes); --json \
             reports the bytes downloaded.
             """)
 
-    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a Hugging Face checkpoint's folder or index.")
+    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, a Hugging Face checkpoint's folder or index, or a DCP folder.")
     var path: String
 
     @Flag(help: "Print one JSON object instead of a table.")
@@ -50,6 +52,8 @@ struct InspectReport {
         var pieces: Int?
         /// For a Hugging Face checkpoint, the shard that holds the tensor whole (its one chunk).
         var shard: HuggingFaceShardRef?
+        /// For a DCP checkpoint, the boxes of the tensor's chunks and the data file of each.
+        var chunks: [(box: TensorSlice, file: String)]? = nil
     }
 
     /// Where a tensor of a Hugging Face checkpoint is: shard `number` (1-based), named `name`.
@@ -101,6 +105,9 @@ struct InspectReport {
     private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
         let file = try hashes ? CheckpointFile.open(path, decompressionLimits: limits) : CheckpointFile.openIndex(path, decompressionLimits: limits)
         let hf = file.huggingFaceShards
+        let dcp = file.distributedCheckpoint
+        let chunks = Dictionary(
+            dcp?.tensors.map { ($0.path, $0.chunks.map { (box: $0.box, file: $0.file) }) } ?? [], uniquingKeysWith: { first, _ in first })
         let tensors = file.tree.tensors.map { entry in
             // A Hugging Face checkpoint's tree holds its tensors at the root, by name.
             let shard = hf.flatMap { hf in
@@ -109,9 +116,18 @@ struct InspectReport {
             return TensorRow(
                 path: entry.path, dtype: entry.tensor.dtype.rawValue, shape: entry.tensor.shape,
                 bytes: entry.tensor.byteCount,
-                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil, shard: shard)
+                sha256: hashes ? entry.tensor.withUnsafeBytes { SHA256.hash(data: $0).hexString } : nil, shard: shard,
+                chunks: dcp == nil ? nil : chunks[entry.path] ?? [])
         }
-        self.init(path: file.path, describing: file, format: file.formatName, fileBytes: file.byteCount, tensors: tensors)
+        var format = file.formatName
+        if let dcp { format += ", \(dcp.files.count) data file\(dcp.files.count == 1 ? "" : "s")" }
+        self.init(path: file.path, describing: file, format: format, fileBytes: file.byteCount, tensors: tensors)
+        if let dcp {
+            // DCP names each data file after the rank that wrote it; it records no digest.
+            shards = dcp.files.enumerated().map { index, data in
+                ShardRow(rank: Self.writerRank(data.name) ?? index, path: data.name, bytes: data.size, digest: "-")
+            }
+        }
         if let hf {
             shards = hf.shards.enumerated().map { position, shard in
                 ShardRow(
@@ -120,6 +136,12 @@ struct InspectReport {
             }
             huggingFace = (hf.isCommitRecorded, hf.statedTotalSize)
         }
+    }
+
+    /// The rank in a DCP data file's name, `__<rank>_<n>.distcp`.
+    private static func writerRank(_ name: String) -> Int? {
+        guard name.hasPrefix("__") else { return nil }
+        return name.dropFirst(2).split(separator: "_").first.flatMap { Int($0) }
     }
 
     /// A sharded checkpoint: the manifest, and rank 0's shard for the run name and timestamp.
@@ -159,6 +181,18 @@ struct InspectReport {
 
     var totalTensorBytes: Int { tensors.reduce(0) { $0 + $1.bytes } }
 
+    /// Whether the tensors are a DCP checkpoint's, with chunks.
+    private var chunked: Bool { tensors.contains { $0.chunks != nil } }
+
+    /// A tensor's chunks in a cell: their count, and each box's ranges when there are several.
+    private static func describe(_ chunks: [(box: TensorSlice, file: String)]) -> String {
+        guard chunks.count > 1 else { return String(chunks.count) }
+        let ranges = chunks.map { chunk in
+            chunk.box.offset.indices.map { "\(chunk.box.offset[$0])..<\(chunk.box.offset[$0] + chunk.box.shape[$0])" }.joined(separator: ",")
+        }
+        return "\(chunks.count): " + ranges.joined(separator: " ")
+    }
+
     func text() -> String {
         var lines = [
             "path:      \(path)",
@@ -196,14 +230,14 @@ struct InspectReport {
             lines.append(Units.table(table, rightAligned: [0, 2, 3]))
             lines.append("")
         } else if let shards {
-            var table = [["rank", "shard", "bytes", "digest"]]
+            var table = [["rank", chunked ? "data file" : "shard", "bytes", "digest"]]
             for shard in shards { table.append([String(shard.rank), shard.path, String(shard.bytes), shard.digest]) }
             lines.append(Units.table(table, rightAligned: [0, 2]))
             lines.append("")
         }
         let sharded = shards != nil && huggingFace == nil
         var header = ["tensor", "dtype", sharded ? "global shape" : "shape", "bytes"]
-        if sharded { header.append("shards") }
+        if sharded { header.append(chunked ? "chunks" : "shards") }
         if huggingFace != nil { header.append("shard") }
         if tensors.first?.sha256 != nil { header.append("sha256") }
         var table = [header]
@@ -212,10 +246,11 @@ struct InspectReport {
             var cells = [row.path, row.dtype, shape, String(row.bytes)]
             if let pieces = row.pieces { cells.append(String(pieces)) }
             if let shard = row.shard { cells.append(String(shard.number)) }
+            if let chunks = row.chunks { cells.append(Self.describe(chunks)) }
             if let sha256 = row.sha256 { cells.append(sha256) }
             table.append(cells)
         }
-        lines.append(Units.table(table, rightAligned: shards != nil ? [3, 4] : [3]))
+        lines.append(Units.table(table, rightAligned: shards != nil && !chunked ? [3, 4] : [3]))
         lines.append("")
         lines.append("total: \(tensors.count) tensors, \(Units.bytes(totalTensorBytes)) of tensor data")
         if !compressionShares.isEmpty {
@@ -248,6 +283,9 @@ struct InspectReport {
                 if let sha = row.sha256 { entry["sha256"] = sha }
                 if let pieces = row.pieces { entry["shards"] = pieces }
                 if let shard = row.shard { entry["shard"] = shard.name }
+                if let chunks = row.chunks {
+                    entry["chunks"] = chunks.map { ["offset": $0.box.offset, "shape": $0.box.shape, "file": $0.file] as [String: Any] }
+                }
                 return entry
             },
         ]

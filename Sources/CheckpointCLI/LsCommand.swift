@@ -15,6 +15,9 @@ struct LsCommand: ParsableCommand {
             there with its recorded size (--verify: checksums too); its shards are not listed. \
             So is a Hugging Face sharded checkpoint, by its index (or by its folder, for one in a \
             subfolder), complete when the index agrees with every shard's header. \
+            A PyTorch Distributed Checkpoint (DCP) folder is one row, complete when its .metadata \
+            and every archive it lists are intact (--verify: every archive's CRC-32 too); one \
+            without .metadata is listed as incomplete. \
             An s3:// prefix lists one level of objects (and the folders below it); each object's \
             index is read with ranged requests, a sharded checkpoint is complete when every shard \
             object is there at its recorded size, and --verify downloads each whole; --json \
@@ -93,6 +96,11 @@ struct LsCommand: ParsableCommand {
         guard manager.fileExists(atPath: folder, isDirectory: &isFolder), isFolder.boolValue else {
             throw CheckpointError(.notFound, "is not a folder", path: folder)
         }
+        if (try? DistributedCheckpoint.locate(folder)) != nil {
+            // The folder is itself a DCP checkpoint.
+            let name = (folder as NSString).lastPathComponent
+            return [distributedEntry(name, path: folder, latest: false)]
+        }
         let names = try manager.contentsOfDirectory(atPath: folder).sorted()
         // Every symlink (and pointer file) in the folder counts as a latest pointer.
         var latestTargets = Set<String>()
@@ -126,8 +134,14 @@ struct LsCommand: ParsableCommand {
             let path = folder + "/" + name
             guard !shardsOfManifests.contains(Self.standardized(path)) else { continue }
             guard (try? manager.destinationOfSymbolicLink(atPath: path)) == nil,
-                manager.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue
+                manager.fileExists(atPath: path, isDirectory: &isFolder)
             else { continue }
+            if isFolder.boolValue {
+                let located = Result { () throws(CheckpointError) in try DistributedCheckpoint.locate(path) }
+                if case .success(nil) = located { continue }
+                entries.append(distributedEntry(name, path: path, latest: latestTargets.contains(name)))
+                continue
+            }
             let bytes = (try? manager.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             var entry = Entry(name: name, bytes: bytes, complete: false, latest: latestTargets.contains(name))
             do throws(CheckpointError) {
@@ -148,6 +162,25 @@ struct LsCommand: ParsableCommand {
     }
 
     private static func standardized(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+
+    /// A DCP folder's row: complete when it opens (every archive read in place), and with
+    /// `--verify` when every archive's CRC-32 matches.
+    private func distributedEntry(_ name: String, path: String, latest: Bool) -> Entry {
+        var entry = Entry(name: name, bytes: 0, format: "dcp", complete: false, latest: latest)
+        do throws(CheckpointError) {
+            let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
+            entry.bytes = file.byteCount
+            if let state = try? TrainingState(tree: file.tree) {
+                entry.epoch = state.timestamp.epoch
+                entry.batch = state.timestamp.batch
+            }
+            if verify { try file.verify() }
+            entry.complete = true
+        } catch {
+            entry.problem = error.message
+        }
+        return entry
+    }
 
     /// Whether `path` is a folder (not a symlink) that holds a Hugging Face index.
     private static func holdsHuggingFaceIndex(_ path: String) -> Bool {

@@ -11,12 +11,14 @@ struct VerifyCommand: ParsableCommand {
             Exits 0 when the file is intact, 1 with a message naming what is wrong. A Hugging Face \
             sharded checkpoint (its folder or index) is checked as far as it records: the index \
             against every shard's header always, every tensor's checksum and every shard's \
-            identity when swift-checkpointing wrote it; the message says which. Every byte is \
-            read: a checkpoint in an object store is downloaded whole, each shard of a sharded \
-            one (--json reports the bytes downloaded).
+            identity when swift-checkpointing wrote it; the message says which. A PyTorch \
+            Distributed Checkpoint (DCP) folder is checked for structure (its .metadata against its \
+            data files, every archive holding what .metadata says) and every archive's CRC-32s: \
+            DCP records no other checksums. Every byte is read: a checkpoint in an object store \
+            is downloaded whole, each shard of a sharded one (--json reports the bytes downloaded).
             """)
 
-    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, or a Hugging Face checkpoint's folder or index.")
+    @Argument(help: "The checkpoint file, a sharded checkpoint's manifest or folder, a Hugging Face checkpoint's folder or index, or a DCP folder.")
     var path: String
 
     @Flag(help: "Print one JSON object instead of a line.")
@@ -42,6 +44,10 @@ struct VerifyCommand: ParsableCommand {
             let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }
             if let shards = file.huggingFaceShards {
                 summary = "ok: \(file.path): \(Self.summary(of: shards, tensors: tensors.count, bytes: bytes))"
+            } else if let dcp = file.distributedCheckpoint {
+                let chunks = dcp.tensors.reduce(0) { $0 + $1.chunks.count }
+                summary =
+                    "ok: \(file.path): dcp, \(dcp.files.count) data file\(dcp.files.count == 1 ? "" : "s") (\(Units.bytes(dcp.byteCount))), \(dcp.tensors.count) tensors in \(chunks) chunks, \(dcp.valueCount) other values, \(Units.bytes(bytes)); structure valid and every archive's CRC-32 matches (DCP records no other checksums)"
             } else {
                 let checked = file.hasChecksums ? "checksums match" : "structure valid (the file records no checksums)"
                 summary = "ok: \(path): \(file.formatName), \(tensors.count) tensors, \(Units.bytes(bytes)); \(checked)"

@@ -29,9 +29,8 @@ struct FuzzTarget: @unchecked Sendable {
 
 /// Every target, in the order `scripts/fuzz.sh` runs them.
 ///
-/// To add one (the DCP `.metadata` reader, say): write a `static let` in a file of its own
-/// beside the others, with its fixtures (`sharded/dcp/*/.metadata`), and list it here; the
-/// script finds it by name.
+/// To add one: write a `static let` in a file of its own beside the others, with its fixtures
+/// (paths under `Tests/Fixtures`), and list it here; the script finds it by name.
 enum FuzzTargets {
     static let all: [FuzzTarget] = [
         NativeTargets.safetensorsHeader,
@@ -43,6 +42,7 @@ enum FuzzTargets {
     ] + CompressionTargets.all + [
         FloatSplitTargets.chunk,
         HuggingFaceTargets.index,
+        DCPTargets.metadata,
         ShardingTargets.shardManifest,
         NamingTargets.filenameTemplate,
         S3Targets.s3XML,

@@ -48,7 +48,7 @@ public enum CompressionCodec: String, Sendable, CaseIterable, CustomStringConver
         case .lz4: self = .lz4
         case .lzop: self = .lzop
         case .floatSplit: self = .floatSplit
-        case .safetensors, .torchZip, .torchLegacy, .tar: return nil
+        case .safetensors, .torchZip, .torchLegacy, .tar, .distributedCheckpoint: return nil
         }
     }
 

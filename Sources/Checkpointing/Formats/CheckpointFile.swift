@@ -39,6 +39,8 @@ public struct CheckpointFile: Sendable {
     /// For a Hugging Face sharded checkpoint (opened from its folder or index), its shards and
     /// where each tensor is; ``path`` is then the index and ``kind`` `.safetensors`.
     public internal(set) var huggingFaceShards: HuggingFaceShards? = nil
+    /// For a DCP folder, its metadata: data files, and every tensor's chunks.
+    public internal(set) var distributedCheckpoint: DistributedCheckpoint? = nil
 
     /// What the checkpoint inside any layers is: ``kind`` itself for a plain file.
     public var formatKind: FileKind { innerKind ?? kind }
@@ -49,7 +51,8 @@ public struct CheckpointFile: Sendable {
         return nil
     }
 
-    /// Opens the checkpoint at `path`, recognising its format from its bytes.
+    /// Opens the checkpoint at `path`, recognising its format from its bytes; a PyTorch
+    /// Distributed Checkpoint folder (or its `.metadata`) opens as one checkpoint too.
     ///
     /// A Hugging Face sharded checkpoint opens as one: its folder, or its index
     /// (`model.safetensors.index.json`), with every shard mapped and the index checked against
@@ -71,6 +74,7 @@ public struct CheckpointFile: Sendable {
     /// Opens the checkpoint at `path` as ``open(_:)`` does, with explicit bounds on
     /// decompression (raise them for a checkpoint that compresses extremely well).
     public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
+        if let folder = try DistributedCheckpoint.locate(path) { return try open(distributedCheckpoint: folder) }
         if let index = try HuggingFaceReader.locateIndex(path) { return try HuggingFaceReader.open(indexAt: index) }
         return try open(mapped: try MappedFile(path: path), path: path, decompressionLimits: decompressionLimits)
     }

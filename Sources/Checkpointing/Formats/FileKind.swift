@@ -11,6 +11,9 @@ public enum FileKind: String, Sendable, CaseIterable {
     case gzip, bzip2, xz, lzma, zstd, lz4, lzop
     /// This library's float-split stream (`.fsz`).
     case floatSplit = "float-split"
+    /// A PyTorch Distributed Checkpoint folder (``DistributedCheckpoint``): recognised by its
+    /// `.metadata`, never sniffed from a file's bytes.
+    case distributedCheckpoint = "dcp"
 
     /// Recognises a file of `fileSize` bytes from its first bytes (512 are enough for a tar header).
     static func sniff(_ bytes: UnsafeRawBufferPointer, fileSize: Int) -> FileKind? {
@@ -67,6 +70,7 @@ public enum FileKind: String, Sendable, CaseIterable {
         case .lz4: "an lz4 frame"
         case .lzop: "an lzop file"
         case .floatSplit: "a float-split (.fsz) stream"
+        case .distributedCheckpoint: "a PyTorch Distributed Checkpoint folder"
         }
     }
 }

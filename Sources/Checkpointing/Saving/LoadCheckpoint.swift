@@ -43,7 +43,9 @@ public struct LoadResult: Sendable {
 ///
 /// A sharded checkpoint is named by its manifest or by the folder that holds it;
 /// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and
-/// each rank reads only the parts of the shards its plan asks for.
+/// each rank reads only the parts of the shards its plan asks for. A PyTorch Distributed
+/// Checkpoint folder (or its `.metadata`) loads the same way, each rank reading only the
+/// chunks its plan's boxes overlap (see ``DistributedCheckpoint``).
 ///
 /// A Hugging Face sharded checkpoint (its folder or index) holds a model's tensors only: they
 /// load into `state.model` under their names, and the rest of the state is left as it is.
@@ -172,7 +174,10 @@ private func readTrainingState(
     var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
     var tree: StateValue
     var ranged: RangedCheckpoint?
-    if let manifest = try ShardManifest.locate(path) {
+    if let folder = try DistributedCheckpoint.locate(path) {
+        path = folder
+        tree = try DCPLoad.read(folder: folder, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup).tree
+    } else if let manifest = try ShardManifest.locate(path) {
         path = manifest
         tree = try ShardedLoad.read(
             manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,

@@ -1,6 +1,6 @@
 /// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` read it.
 public struct LoadedTree: Sendable {
-    /// The file read, or the manifest of a sharded checkpoint.
+    /// The file read, the manifest of a sharded checkpoint, or a DCP folder.
     public var path: String
     /// The tree, with this rank's part of every tensor.
     public var tree: StateValue
@@ -16,7 +16,8 @@ public struct LoadedTree: Sendable {
 /// one from any number of ranks to N.
 ///
 /// - Parameters:
-///   - path: A checkpoint file, a sharded checkpoint's manifest, or the folder that holds it.
+///   - path: A checkpoint file, a sharded checkpoint's manifest or the folder that holds it, or
+///     a PyTorch Distributed Checkpoint folder (or its `.metadata`).
 ///   - verifyChecksums: Check every tensor read (and every record of a torch file).
 ///   - decompressionLimits: Bounds on decompressing a compressed checkpoint.
 ///   - shardPlan: Which part of each tensor this rank gets (default: rows split evenly).
@@ -28,6 +29,10 @@ public func loadCheckpointTree(
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws -> LoadedTree {
+    if let folder = try DistributedCheckpoint.locate(path) {
+        let (tree, sharding) = try DCPLoad.read(folder: folder, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
+        return LoadedTree(path: folder, tree: tree, sharding: sharding)
+    }
     if let manifestPath = try ShardManifest.locate(path) {
         let (tree, sharding) = try ShardedLoad.read(
             manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,

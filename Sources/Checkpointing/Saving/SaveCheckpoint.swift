@@ -20,6 +20,10 @@ let logger = Logger(label: "swift-checkpointing")
 /// model's tensors as a Hugging Face sharded checkpoint, the index written last (see
 /// <doc:HuggingFaceCheckpoints>); the rest of the state has no place in it.
 ///
+/// With `format: .distributedCheckpoint`, the name is a PyTorch Distributed Checkpoint folder
+/// that gets the whole tree: rank 0's data file alone, or with `sharding` every rank's, and
+/// `.metadata` written last by rank 0 once every rank has written (see <doc:PyTorchDistributedCheckpoints>).
+///
 /// ```swift
 /// let paths = try saveCheckpoint(state, filename: "{run_name}/ep{epoch}-ba{batch}.safetensors")
 /// ```
@@ -27,7 +31,7 @@ let logger = Logger(label: "swift-checkpointing")
 /// - Parameters:
 ///   - state: The state to save.
 ///   - filename: The file name template (default `ep{epoch}-ba{batch}-rank{rank}`).
-///   - format: One file (the default), or a Hugging Face sharded folder.
+///   - format: One file (the default), a Hugging Face sharded folder, or a DCP folder.
 ///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`, no rng.
 ///   - ignoreKeys: Parts to leave out; a pattern that matches nothing is logged as a warning.
 ///   - compression: The level and threads when the name asks for compression (fast defaults).
@@ -35,8 +39,8 @@ let logger = Logger(label: "swift-checkpointing")
 ///     (`Sharding()` when every tensor is whole). `nil` (the default): rank 0 saves alone.
 ///   - processGroup: The processes of the run (default: this process alone, which is refused
 ///     when the launcher's environment says the run has several processes).
-/// - Returns: The saved paths, indexed by rank: one path (a Hugging Face checkpoint's index), or
-///   with `sharding` every rank's shard.
+/// - Returns: The saved paths, indexed by rank: one path (a Hugging Face checkpoint's index, a
+///   DCP folder), or with `sharding` every rank's shard.
 @discardableResult
 public func saveCheckpoint(
     _ state: TrainingState,
@@ -76,6 +80,13 @@ public func saveCheckpoint(
     let template = try FilenameTemplate(filename)
     try refuseLoneProcessInMultiProcessRun(processGroup)
     let values = FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup)
+    if format == .distributedCheckpoint {
+        return [
+            try saveDistributedCheckpoint(
+                tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, sharding: sharding,
+                processGroup: processGroup)
+        ]
+    }
     if case .huggingFaceSharded = format, sharding != nil {
         throw CheckpointError(
             .invalidArgument,
@@ -107,6 +118,8 @@ public func saveCheckpoint(
             case (.file, .torch): try TorchFormat.save(selected, to: path, compression: compression)
             case (.huggingFaceSharded(let maxShardSize), _):
                 saved = try HuggingFaceWriter.save(selected, to: path, maxShardSize: maxShardSize)
+            case (.distributedCheckpoint, _):
+                preconditionFailure("every rank takes part in a DCP save, which returned above")
             }
             logger.debug("saved checkpoint", metadata: ["path": "\(saved)"])
             return saved

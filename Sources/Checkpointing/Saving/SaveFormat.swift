@@ -11,4 +11,12 @@ public enum SaveFormat: Sendable, Equatable {
     /// training state's `state/model`), named as Hugging Face names them; see
     /// <doc:HuggingFaceCheckpoints>. Parse a size such as `"5GB"` with ``HuggingFaceSharded/parseSize(_:)``.
     case huggingFaceSharded(maxShardSize: Int = HuggingFaceSharded.defaultMaxShardSize)
+    /// A PyTorch Distributed Checkpoint (DCP) folder: the file name is the folder (it may not
+    /// contain `{rank}`), which gets a `__<rank>_0.distcp` data file per writing rank (rank 0's
+    /// alone without `sharding`; every rank's with it) and `.metadata`, written last by rank 0
+    /// once every rank has written. `torch.distributed.checkpoint.load` and `dcp_to_torch_save`
+    /// read it; see <doc:PyTorchDistributedCheckpoints>. The whole tree is saved, flattened as DCP's
+    /// default planner flattens a state dict: integer dict keys become strings, and empty dicts
+    /// are not saved.
+    case distributedCheckpoint
 }

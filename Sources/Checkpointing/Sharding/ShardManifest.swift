@@ -95,6 +95,7 @@ public struct ShardManifest: Codable, Sendable, Equatable {
         switch names.count {
         case 0:
             if try HuggingFaceReader.locateIndex(path) != nil { return nil }
+            if try DistributedCheckpoint.locate(path) != nil { return nil }
             throw CheckpointError(
                 .notFound,
                 "is a folder without a commit manifest (*\(suffix)): it holds no committed sharded checkpoint (an unfinished save leaves shards and no manifest)",

@@ -196,32 +196,50 @@ extension Double: TensorScalar { public static var dtype: DType { .float64 } }
 ///
 /// `@unchecked Sendable`: the bytes are never written after the initialiser that fills them
 /// returns (or, in a mapping with ``MappedFile/lazyContents``, after they are first decoded,
-/// which ``bytes`` waits for), so sharing them across threads is safe; owned memory is freed
-/// in `deinit`, and a mapping is kept alive by `owner`.
+/// which ``bytes`` waits for; or, for deferred bytes, after the fill that runs once under a
+/// lock), so sharing them across threads is safe; owned memory is freed in `deinit`, and a
+/// mapping is kept alive by `owner`.
 final class TensorBuffer: @unchecked Sendable {
     private let storedBytes: UnsafeRawBufferPointer
     let storage: Tensor.Storage
     private let owner: AnyObject?
     /// Set when the bytes are in a mapping that decodes them on first read.
     private let lazy: LazyBytes?
+    /// Set when the bytes are made on first use (then `storedBytes` is empty).
+    private let deferred: DeferredBytes?
 
     private init(bytes: UnsafeRawBufferPointer, storage: Tensor.Storage, owner: AnyObject?, lazy: LazyBytes? = nil) {
         storedBytes = bytes
         self.storage = storage
         self.owner = owner
         self.lazy = lazy
+        deferred = nil
+    }
+
+    /// Bytes that `fill` writes the first time they are used, into memory the buffer owns.
+    ///
+    /// What a checkpoint folder assembles from several pieces (or copies to align it) is made
+    /// this way, so opening the checkpoint reads none of it. `fill` must not fail: everything it
+    /// reads was checked before the buffer was made.
+    init(deferredByteCount byteCount: Int, fill: @escaping @Sendable (UnsafeMutableRawBufferPointer) -> Void) {
+        storedBytes = UnsafeRawBufferPointer(start: nil, count: 0)
+        storage = .owned
+        owner = nil
+        lazy = nil
+        deferred = DeferredBytes(count: byteCount, fill: fill)
     }
 
     /// The bytes, decoded first if they are a float-split stream's and not decoded yet (a
     /// chunk that fails to decode reads as zeros; ``CheckpointFile/decode(tensorsWhere:)``
-    /// and every load report the failure).
+    /// and every load report the failure), or made first if they are deferred.
     var bytes: UnsafeRawBufferPointer {
+        if let deferred { return deferred.bytes }
         lazy?.prepare(storedBytes)
         return storedBytes
     }
 
-    /// The size, without decoding anything.
-    var byteCount: Int { storedBytes.count }
+    /// The size, without decoding or making anything.
+    var byteCount: Int { deferred?.count ?? storedBytes.count }
 
     /// The bytes as they are, whether or not they are decoded yet, with what decodes them.
     var encodedView: (bytes: UnsafeRawBufferPointer, contents: any LazyContents)? {
@@ -246,8 +264,48 @@ final class TensorBuffer: @unchecked Sendable {
     }
 
     deinit {
-        if storage == .owned, let base = storedBytes.baseAddress {
+        if deferred == nil, storage == .owned, let base = storedBytes.baseAddress {
             UnsafeMutableRawPointer(mutating: base).deallocate()
+        }
+    }
+}
+
+/// Bytes made once, on first use, by a fill that cannot fail; the fill (and whatever it holds,
+/// such as the mappings it copies from) is released once it has run.
+private final class DeferredBytes: Sendable {
+    private enum State {
+        case pending(@Sendable (UnsafeMutableRawBufferPointer) -> Void)
+        case ready(UnsafeMutableRawBufferPointer)
+    }
+
+    let count: Int
+    private let state: Mutex<State>
+
+    init(count: Int, fill: @escaping @Sendable (UnsafeMutableRawBufferPointer) -> Void) {
+        self.count = count
+        state = Mutex(.pending(fill))
+    }
+
+    var bytes: UnsafeRawBufferPointer {
+        let count = count
+        let made = state.withLock { state -> UInt in
+            switch state {
+            case .ready(let bytes):
+                return UInt(bitPattern: bytes.baseAddress)
+            case .pending(let fill):
+                let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 64)
+                let used = UnsafeMutableRawBufferPointer(rebasing: bytes[0..<count])
+                fill(used)
+                state = .ready(used)
+                return UInt(bitPattern: used.baseAddress)
+            }
+        }
+        return UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: made), count: count)
+    }
+
+    deinit {
+        state.withLock { state in
+            if case .ready(let bytes) = state { bytes.baseAddress?.deallocate() }
         }
     }
 }

@@ -89,7 +89,9 @@ enum TorchFormat: CheckpointFormat {
         try read(file, limits: .standard)
     }
 
-    static func read(_ file: MappedFile, limits: TorchLimits) throws(CheckpointError) -> FormatContents {
+    /// Reads `file` within `limits`; with `deferringCopies`, a tensor that cannot stay in the
+    /// mapping (misaligned, strided, big-endian) is copied when first used rather than now.
+    static func read(_ file: MappedFile, limits: TorchLimits, deferringCopies: Bool = false) throws(CheckpointError) -> FormatContents {
         do throws(CheckpointError) {
             let archive = try ZipArchive(file)
             if archive.entry("constants.pkl") != nil {
@@ -110,7 +112,7 @@ enum TorchFormat: CheckpointFormat {
                     throw CheckpointError(.malformed, "the byteorder record says neither \"little\" nor \"big\"", offset: order.dataOffset)
                 }
             }
-            let storages = TorchStorageReader(archive: archive, bigEndian: bigEndian, limits: limits)
+            let storages = TorchStorageReader(archive: archive, bigEndian: bigEndian, limits: limits, deferringCopies: deferringCopies)
             let tree = try Unpickler(
                 archive.bytes(of: pickle), fileOffset: pickle.dataOffset, storages: storages, limits: limits
             ).load()

@@ -19,16 +19,20 @@ final class TorchStorage {
 ///
 /// A contiguous view in the file's byte order, aligned for its dtype, is a slice of the
 /// mapping (no copy); any other view is gathered into memory the tensor owns, within the
-/// limit on materialized bytes.
+/// limit on materialized bytes: at once, or when the tensor is first used if the reader
+/// defers copies (a DCP folder, whose archives lie at any offset, so that opening it stays a
+/// read of headers).
 final class TorchStorageReader {
     let archive: ZipArchive
     let bigEndian: Bool
+    private let deferringCopies: Bool
     private var storages: [String: TorchStorage] = [:]
     private var materializedBudget: Int
 
-    init(archive: ZipArchive, bigEndian: Bool, limits: TorchLimits) {
+    init(archive: ZipArchive, bigEndian: Bool, limits: TorchLimits, deferringCopies: Bool = false) {
         self.archive = archive
         self.bigEndian = bigEndian
+        self.deferringCopies = deferringCopies
         let file = archive.file.bytes.count
         let (scaled, overflow) = file.multipliedReportingOverflow(by: limits.maximumMaterializedBytesPerFileByte)
         materializedBudget = overflow ? Int.max : scaled &+ limits.maximumMaterializedBytesBase
@@ -117,12 +121,24 @@ final class TorchStorageReader {
                 "a \(dtype.rawValue) view of shape \(size) of storage \"\(storage.key)\" would need \(byteCount) bytes of memory, beyond the limit for this file; a file this small cannot justify it")
         }
         materializedBudget -= byteCount
+        let unit = swaps ? Self.swapUnit(dtype) : 1
+        if deferringCopies, let base = storage.bytes.baseAddress {
+            let address = UInt(bitPattern: base), mapping = archive.file
+            let buffer = TensorBuffer(deferredByteCount: byteCount) { destination in
+                withExtendedLifetime(mapping) {
+                    guard let source = UnsafeRawPointer(bitPattern: address), let target = destination.baseAddress else { return }
+                    Self.gather(from: source, offset: offset, size: size, stride: stride, elementSize: elementSize, into: target)
+                    Self.swapBytes(target, count: byteCount, unit: unit)
+                }
+            }
+            return Tensor(dtype: dtype, shape: size, buffer: buffer)
+        }
         let buffer = TensorBuffer.allocate(byteCount: byteCount)
         let destination = UnsafeMutableRawPointer(mutating: buffer.bytes.baseAddress!)
         Self.gather(
             from: storage.bytes.baseAddress!, offset: offset, size: size, stride: stride, elementSize: elementSize,
             into: destination)
-        if swaps { Self.swapBytes(destination, count: byteCount, unit: Self.swapUnit(dtype)) }
+        Self.swapBytes(destination, count: byteCount, unit: unit)
         return Tensor(dtype: dtype, shape: size, buffer: buffer)
     }
 

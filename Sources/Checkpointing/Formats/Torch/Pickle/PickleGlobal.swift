@@ -17,6 +17,8 @@ enum PickleGlobal: Equatable {
     case timedelta
     case numpyReconstruct(module: String), numpyNDArray, numpyDType
     case torchVersion
+    /// What only a DCP `.metadata` may name (``PickleVocabulary/distributedCheckpointMetadata``).
+    case dcpMetadata(DCPMetadataGlobal, qualifiedName: String)
 
     /// Modules torch refuses whatever the allow-list says.
     static let blockedModules: Set<String> = ["os", "posix", "nt", "sys"]
@@ -90,6 +92,7 @@ enum PickleGlobal: Equatable {
         case .numpyNDArray: "numpy.ndarray"
         case .numpyDType: "numpy.dtype"
         case .torchVersion: "torch.torch_version.TorchVersion"
+        case .dcpMetadata(_, let qualifiedName): qualifiedName
         }
     }
 }

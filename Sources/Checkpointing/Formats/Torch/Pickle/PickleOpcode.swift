@@ -1,5 +1,6 @@
-/// The pickle opcodes torch's weights-only unpickler accepts (protocol 2 and the few others it
-/// knows), which are exactly the ones this library reads and writes.
+/// The pickle opcodes this library reads: those torch's weights-only unpickler accepts
+/// (protocol 2 and the few others it knows), which are the ones it writes for `.pt` files, and
+/// the four protocol-4 opcodes that only a DCP `.metadata` may use (``PickleVocabulary``).
 enum PickleOpcode: UInt8 {
     case proto = 0x80
     case stop = 0x2E  // .
@@ -35,6 +36,19 @@ enum PickleOpcode: UInt8 {
     case longBinPut = 0x72  // r
     case binGet = 0x68  // h
     case longBinGet = 0x6A  // j
+    // Protocol 4, in a DCP `.metadata` only.
+    case frame = 0x95  // u64 length of the frame that follows
+    case stackGlobal = 0x93  // module and name from the stack
+    case shortBinUnicode = 0x8C  // u8 length, UTF-8
+    case memoize = 0x94  // store the top of the stack at the next memo index
+
+    /// Whether only a DCP `.metadata` may use the opcode.
+    var isProtocolFour: Bool {
+        switch self {
+        case .frame, .stackGlobal, .shortBinUnicode, .memoize: true
+        default: false
+        }
+    }
 }
 
 /// Names of the opcodes torch refuses, for messages ("opcode 0x95 (FRAME) is not allowed").

@@ -17,6 +17,8 @@ indirect enum PickleValue {
     case storage(TorchStorage)
     case numpyArray(NumpyArray)
     case numpyDType(NumpyDType)
+    /// An object of one of DCP's dataclasses (a `.metadata` only).
+    case object(PickleObject)
 
     /// What the value is, for messages.
     var kindName: String {
@@ -29,6 +31,7 @@ indirect enum PickleValue {
         case .storage: "storage"
         case .numpyArray: "numpy.ndarray"
         case .numpyDType: "numpy.dtype"
+        case .object(let object): object.type.rawValue
         }
     }
 
@@ -44,6 +47,9 @@ final class PickleList {
 
 final class PickleDict {
     var entries = OrderedDictionary<StateKey, PickleValue>()
+    /// Entries keyed by an object (a DCP `.metadata`'s `storage_data`, keyed by `MetadataIndex`),
+    /// in order.
+    var objectKeyed: [(key: PickleObject, value: PickleValue)] = []
 }
 
 final class PickleTuple {
@@ -68,8 +74,11 @@ final class PickleContainers {
         for object in objects {
             switch object {
             case let list as PickleList: list.items = []
-            case let dict as PickleDict: dict.entries = [:]
+            case let dict as PickleDict:
+                dict.entries = [:]
+                dict.objectKeyed = []
             case let tuple as PickleTuple: tuple.removeAll()
+            case let object as PickleObject: object.state = nil
             default: break
             }
         }
@@ -131,6 +140,9 @@ struct PickleTreeBuilder {
         case .global(let global):
             throw CheckpointError(
                 .unsupportedFormat, "the pickle stores the Python object \(global.qualifiedName) itself as a value, which a checkpoint tree cannot hold")
+        case .object(let object):
+            throw CheckpointError(
+                .unsupportedFormat, "the pickle stores a \(object.type.rawValue) object, which a checkpoint tree cannot hold")
         case .storage(let storage):
             throw CheckpointError(
                 .unsupportedFormat,

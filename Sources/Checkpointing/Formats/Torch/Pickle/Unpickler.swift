@@ -4,16 +4,19 @@ import OrderedCollections
 
 /// A pickle reader that builds a value tree and never runs code.
 ///
-/// It accepts exactly the opcodes torch's weights-only unpickler accepts, and only the globals
-/// of ``PickleGlobal``: a global outside that list is refused when the pickle names it, before
-/// anything is built from it. Calls (REDUCE, NEWOBJ, BUILD) are interpreted, not executed: each
-/// allowed global has its meaning written here. Every length is checked against the bytes that
+/// It accepts exactly the opcodes and globals of its ``PickleVocabulary``: for a torch file,
+/// what torch's weights-only unpickler accepts, with the globals of ``PickleGlobal``; for a DCP
+/// `.metadata`, protocol 4 and DCP's dataclasses. A global outside the list is refused when the
+/// pickle names it, before anything is built from it. Calls (REDUCE, NEWOBJ, BUILD) are
+/// interpreted, not executed: each allowed global has its meaning written here. Every length is checked against the bytes that
 /// remain before anything is allocated, and the memo, nesting and the tree's size are bounded
 /// (``TorchLimits``).
 final class Unpickler {
     private var input: ByteReader
     private let limits: TorchLimits
-    private let storages: TorchStorageReader
+    /// The storages tensors are rebuilt from; `nil` where a pickle may hold no tensor.
+    private let storages: TorchStorageReader?
+    private let vocabulary: PickleVocabulary
     private var stack: [PickleValue] = []
     private var marks: [[PickleValue]] = []
     private var memo: [UInt32: PickleValue] = [:]
@@ -21,14 +24,31 @@ final class Unpickler {
     private var opcodeOffset = 0
     private let containers = PickleContainers()
 
-    init(_ pickle: UnsafeRawBufferPointer, fileOffset: Int, storages: TorchStorageReader, limits: TorchLimits) {
-        input = ByteReader(pickle, fileOffset: fileOffset, what: "the pickle (data.pkl)")
+    init(
+        _ pickle: UnsafeRawBufferPointer, fileOffset: Int, storages: TorchStorageReader?, limits: TorchLimits,
+        vocabulary: PickleVocabulary = .torchWeightsOnly
+    ) {
+        input = ByteReader(
+            pickle, fileOffset: fileOffset,
+            what: vocabulary == .torchWeightsOnly ? "the pickle (data.pkl)" : "the .metadata pickle")
         self.limits = limits
         self.storages = storages
+        self.vocabulary = vocabulary
     }
 
     /// Reads the pickle and returns its value tree.
     func load() throws(CheckpointError) -> StateValue {
+        try load { (root) throws(CheckpointError) in
+            let (scaled, overflow) = input.bytes.count.multipliedReportingOverflow(by: limits.maximumNodesPerPickleByte)
+            var builder = PickleTreeBuilder(
+                maximumNodes: overflow ? Int.max : scaled &+ limits.maximumNodesBase, maximumDepth: limits.maximumDepth)
+            return try builder.build(root)
+        }
+    }
+
+    /// Reads the pickle and hands its root object to `decode`, which reads what it needs from
+    /// it before the objects are released (a DCP `.metadata` is read this way, field by field).
+    func load<T>(decoding decode: (PickleValue) throws(CheckpointError) -> T) throws(CheckpointError) -> T {
         defer {
             stack = []
             marks = []
@@ -43,10 +63,7 @@ final class Unpickler {
             if located.offset == nil { located.offset = opcodeOffset }
             throw located
         }
-        let (scaled, overflow) = input.bytes.count.multipliedReportingOverflow(by: limits.maximumNodesPerPickleByte)
-        var builder = PickleTreeBuilder(
-            maximumNodes: overflow ? Int.max : scaled &+ limits.maximumNodesBase, maximumDepth: limits.maximumDepth)
-        return try builder.build(root)
+        return try decode(root)
     }
 
     private func failure(_ message: String) -> CheckpointError {
@@ -75,10 +92,9 @@ final class Unpickler {
         while true {
             opcodeOffset = input.offset
             let byte = try input.readByte()
-            guard let opcode = PickleOpcode(rawValue: byte) else {
+            guard let opcode = PickleOpcode(rawValue: byte), vocabulary.allows(opcode) else {
                 let name = PickleOpcodeNames.refused[byte].map { " (\($0))" } ?? ""
-                throw failure(
-                    "the pickle uses opcode 0x\(String(byte, radix: 16))\(name), which torch.load(weights_only=True) does not accept")
+                throw failure("the pickle uses opcode 0x\(String(byte, radix: 16))\(name), which \(vocabulary.refuser)")
             }
             switch opcode {
             case .proto:
@@ -107,7 +123,7 @@ final class Unpickler {
                 let length = try input.read(UInt32.self)
                 guard UInt64(length) <= UInt64(input.remaining) else { throw input.truncated(Int(length)) }
                 stack.append(.value(.string(try utf8(try input.read(count: Int(length))))))
-            case .shortBinString:
+            case .shortBinString, .shortBinUnicode:
                 // torch.load decodes protocol-2 byte strings as UTF-8.
                 let length = Int(try input.readByte())
                 stack.append(.value(.string(try utf8(try input.read(count: length)))))
@@ -133,18 +149,29 @@ final class Unpickler {
             case .emptySet: stack.append(.list(containers.register(PickleList())))
             case .setItem:
                 let value = try pop(), key = try pop()
-                try dict(try top()).entries[try dictKey(key)] = value
+                try setItem(of: try dict(try top()), key: key, value: value)
             case .setItems:
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw failure("SETITEMS has an odd number of items") }
                 let target = try dict(try top())
                 for index in stride(from: 0, to: items.count, by: 2) {
-                    target.entries[try dictKey(items[index])] = items[index + 1]
+                    try setItem(of: target, key: items[index], value: items[index + 1])
                 }
             case .global:
                 let module = try line()
                 let name = try line()
-                stack.append(.global(try PickleGlobal.resolve(module: module, name: name)))
+                stack.append(.global(try vocabulary.resolve(module: module, name: name)))
+            case .stackGlobal:
+                let name = try pop(), module = try pop()
+                guard let module = module.stringValue, let name = name.stringValue else {
+                    throw failure("STACK_GLOBAL names a global with a \(module.kindName) and a \(name.kindName) instead of two strings")
+                }
+                stack.append(.global(try vocabulary.resolve(module: module, name: name)))
+            case .frame:
+                // Frames only group opcodes for buffered reading; the length must fit what remains.
+                let length = try input.read(UInt64.self)
+                guard length <= UInt64(input.remaining) else { throw input.truncated(Int(clamping: length)) }
+            case .memoize: try put(UInt32(clamping: memo.count))
             case .reduce:
                 let arguments = try pop()
                 let callable = try pop()
@@ -166,7 +193,8 @@ final class Unpickler {
                 let state = try pop()
                 try build(try top(), state: state)
             case .binPersId:
-                stack.append(.storage(try persistentLoad(try pop())))
+                guard let storages else { throw failure("the pickle refers to a storage (BINPERSID), which a DCP .metadata never holds") }
+                stack.append(.storage(try persistentLoad(try pop(), storages: storages)))
             case .binPut: try put(UInt32(try input.readByte()))
             case .longBinPut: try put(try input.read(UInt32.self))
             case .binGet: try get(UInt32(try input.readByte()))
@@ -232,6 +260,15 @@ final class Unpickler {
         return dict
     }
 
+    /// `dict[key] = value`; an object key (DCP's `MetadataIndex`) only in a `.metadata`.
+    private func setItem(of dict: PickleDict, key: PickleValue, value: PickleValue) throws(CheckpointError) {
+        if case .object(let object) = key, vocabulary == .distributedCheckpointMetadata {
+            dict.objectKeyed.append((object, value))
+        } else {
+            dict.entries[try dictKey(key)] = value
+        }
+    }
+
     private func dictKey(_ value: PickleValue) throws(CheckpointError) -> StateKey {
         switch value {
         case .value(.string(let string)): return .string(string)
@@ -248,7 +285,7 @@ final class Unpickler {
     // MARK: Persistent ids
 
     /// BINPERSID: `("storage", storage_class, key, location, numel)`.
-    private func persistentLoad(_ id: PickleValue) throws(CheckpointError) -> TorchStorage {
+    private func persistentLoad(_ id: PickleValue, storages: TorchStorageReader) throws(CheckpointError) -> TorchStorage {
         guard let items = id.tupleItems, items.count == 5, items[0].stringValue == "storage" else {
             throw failure("a persistent id is not a storage reference (\"storage\", class, key, location, numel)")
         }
@@ -379,8 +416,25 @@ final class Unpickler {
             try arity(1...3)
             guard let code = arguments[0].stringValue else { throw failure("numpy.dtype is called with a \(arguments[0].kindName)") }
             return .numpyDType(NumpyDType(code: code))
-        case .tensorClass, .parameterClass, .typedStorage, .untypedStorage, .torchDType, .numpyNDArray, .torchVersion:
-            throw failure("the pickle calls \(global.qualifiedName) in a way torch never writes")
+        case .dcpMetadata(.layout, _):
+            // torch.serialization._get_layout("torch.strided")
+            try arity(1...1)
+            guard let name = arguments[0].stringValue else { throw failure("\(global.qualifiedName) is called with a \(arguments[0].kindName)") }
+            return .value(.string(name))
+        case .dcpMetadata(.memoryFormat, _):
+            try arity(1...1)
+            guard let code = arguments[0].integerValue else { throw failure("\(global.qualifiedName) is called with a \(arguments[0].kindName)") }
+            return .value(.int(code))
+        case .dcpMetadata(.path, _):
+            var parts: [String] = []
+            for argument in arguments {
+                guard let part = argument.stringValue else { throw failure("\(global.qualifiedName) is called with a \(argument.kindName)") }
+                parts.append(part)
+            }
+            return .value(.string(parts.joined(separator: "/")))
+        case .tensorClass, .parameterClass, .typedStorage, .untypedStorage, .torchDType, .numpyNDArray, .torchVersion,
+            .dcpMetadata(.dataclass, _):
+            throw failure("the pickle calls \(global.qualifiedName) in a way \(vocabulary == .torchWeightsOnly ? "torch" : "DCP") never writes")
         }
     }
 
@@ -400,6 +454,12 @@ final class Unpickler {
             return .value(.string(version))
         case .orderedDict, .counter:
             return .dict(containers.register(PickleDict()))
+        case .dcpMetadata(.dataclass(let dataclass), _):
+            // A dataclass pickles as cls.__new__(cls) and its attributes set by BUILD.
+            guard arguments.isEmpty else {
+                throw failure("\(type.qualifiedName) is created with \(arguments.count) arguments; DCP creates its objects empty")
+            }
+            return .object(containers.register(PickleObject(dataclass)))
         default:
             throw failure("the pickle creates a \(type.qualifiedName) with NEWOBJ, which torch never writes")
         }
@@ -416,8 +476,13 @@ final class Unpickler {
             case .dict, .value(.none), .tuple: logger.debug("dropping the attributes of a pickled OrderedDict")
             default: throw failure("BUILD gives a dict a \(state.kindName) as its state")
             }
-        case .numpyArray(let array): try array.build(state: state, reader: storages)
+        case .numpyArray(let array):
+            guard let storages else { throw failure("BUILD gives a numpy array its contents where no array may be") }
+            try array.build(state: state, reader: storages)
         case .numpyDType(let dtype): try dtype.build(state: state)
+        case .object(let object):
+            guard object.state == nil else { throw failure("BUILD sets the state of a \(object.type.rawValue) twice") }
+            object.state = state
         default:
             throw failure("BUILD sets the state of a \(target.kindName), which torch's weights-only loader refuses")
         }
@@ -475,7 +540,7 @@ final class Unpickler {
     private func rebuildTensor(
         _ arguments: [PickleValue], dtype explicit: DType?, metadata: PickleValue?
     ) throws(CheckpointError) -> Tensor {
-        guard case .storage(let storage) = arguments[0] else {
+        guard case .storage(let storage) = arguments[0], let storages else {
             throw failure("a tensor is rebuilt from a \(arguments[0].kindName) instead of a storage")
         }
         guard let dtype = explicit ?? storage.dtype else {
