@@ -111,7 +111,7 @@ final class RangedObject: LazyContents, @unchecked Sendable {
             stride(from: range.lowerBound, to: range.upperBound, by: max(1, pieceSize)).map { $0..<min(range.upperBound, $0 + max(1, pieceSize)) }
         }
         guard !pieces.isEmpty else { return }
-        let queue = PieceQueue(count: pieces.count)
+        let queue = WorkQueue(count: pieces.count)
         let group = DispatchGroup()
         for _ in 0..<min(max(1, parallelRequests), pieces.count) {
             group.enter()
@@ -172,27 +172,4 @@ final class RangedObject: LazyContents, @unchecked Sendable {
         if start < range.upperBound { result.append(start..<range.upperBound) }
         return result
     }
-}
-
-/// Hands out piece indexes to the fetching threads, and none after the first failure.
-private final class PieceQueue: Sendable {
-    private let state: Mutex<(next: Int, failure: CheckpointError?)>
-    private let count: Int
-
-    init(count: Int) {
-        self.count = count
-        state = Mutex((0, nil))
-    }
-
-    func next() -> Int? {
-        state.withLock { state in
-            guard state.failure == nil, state.next < count else { return nil }
-            defer { state.next += 1 }
-            return state.next
-        }
-    }
-
-    func fail(_ error: CheckpointError) { state.withLock { if $0.failure == nil { $0.failure = error } } }
-
-    var failure: CheckpointError? { state.withLock { $0.failure } }
 }
