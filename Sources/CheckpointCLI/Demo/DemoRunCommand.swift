@@ -1,4 +1,5 @@
 import ArgumentParser
+import CheckpointDemo
 import Checkpointing
 import Foundation
 
@@ -71,10 +72,8 @@ struct DemoRunCommand: ParsableCommand {
         say("finished at batch \(run.timestamp.batch) digest \(try run.digest)")
     }
 
-    /// Writes a line to standard output at once, unbuffered.
-    private func say(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
-    }
+    /// Writes a line to standard output at once (``CommandOutput/process`` flushes every line).
+    private func say(_ line: String) { print(line) }
 
     private static func checkpointCount(in folder: String) -> Int {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []

@@ -1,6 +1,6 @@
 /// The processes of a run and the collectives that coordinate them.
 ///
-/// ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:)`` and
+/// ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)`` and
 /// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` take
 /// one; the default, ``SingleProcessGroup``, is a run of one process. A multi-process
 /// implementation (Open MPI) lives in its own module.

@@ -27,6 +27,10 @@ extension CheckpointFormat {
                 compressor = stream
                 sink = stream
             }
+            let progress = CheckpointProgress.current
+            progress?.begin("saving", totalBytes: archiveSize)
+            defer { progress?.finish() }
+            if let progress { sink = ProgressSink.counting(into: sink, progress) }
             var digest: UInt64 = 0
             if target.tar {
                 let tar = TarWriter(sink: sink)

@@ -7,7 +7,7 @@ import Darwin
 #endif
 
 /// Saves `tree` as a PyTorch Distributed Checkpoint (DCP) folder: what
-/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``
+/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``
 /// does for ``SaveFormat/distributedCheckpoint``. Returns the folder, on every rank.
 ///
 /// The folder gets one data file per writing rank, `__<rank>_0.distcp`, a run of `torch.save`
