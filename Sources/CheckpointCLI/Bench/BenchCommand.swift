@@ -2,9 +2,6 @@ import ArgumentParser
 import CheckpointBench
 import Checkpointing
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `ckpt bench SUBCOMMAND`: measurements on a GPT-2-small-shaped state, each set beside the
 /// limit it should be judged against, in the same run.
@@ -51,7 +48,8 @@ struct BenchOptions: ParsableArguments {
 
     /// Runs `body` with a fresh folder for the benchmark's files, removed afterwards.
     func withFolder<Result>(_ body: (String) throws -> Result) throws -> Result {
-        let directory = folder ?? FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-bench-\(getpid())").path
+        // Unique per run: benchmarks may run at once in one process (the tests run them in-process).
+        let directory = folder ?? FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-bench-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         return try body(directory)

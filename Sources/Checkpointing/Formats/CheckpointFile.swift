@@ -2,7 +2,7 @@
 ///
 /// Opening maps the file and reads only its header: tensors in the tree point into the mapping
 /// and are read from disk when used. Checksums are verified by ``verify(progress:)`` (which
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` calls),
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` calls),
 /// not by opening.
 public struct CheckpointFile: Sendable {
     /// The path the file was opened from.

@@ -3,9 +3,13 @@ import Synchronization
 /// Reports how far the long operations of a checkpoint have come: saving, verifying,
 /// decompressing, uploading, downloading, in bytes.
 ///
-/// Pass one to an entry point that takes `progress:` (``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``,
+/// Pass one to an entry point that takes `progress:`
+/// (``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``,
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``,
+/// ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``,
 /// ``CheckpointFile/verify(progress:)``), or run any code under ``reporting(_:)`` so that every
-/// operation it starts on this thread reports to it. The code that moves the bytes reports as
+/// operation it starts on this thread reports to it (opening a compressed file reports its
+/// decompression; an object store module reports uploads and downloads). The code that moves the bytes reports as
 /// it goes; `onUpdate` is called at most once per `interval` while a phase runs (the first
 /// bytes of a phase and its end are always reported), on whichever thread moved the bytes,
 /// so it must be quick and thread-safe. Counting costs one atomic addition per piece of work
@@ -46,6 +50,7 @@ public final class CheckpointProgress: Sendable {
     private struct Phase {
         var name = ""
         var totalBytes = 0
+        var isFinished = false
     }
 
     private let onUpdate: @Sendable (Update) -> Void
@@ -86,9 +91,17 @@ public final class CheckpointProgress: Sendable {
         send(completedBytes: done, isFinished: false)
     }
 
-    /// Ends the current phase: its last update is sent.
+    /// Ends the current phase: its last update is sent. Ending a phase that has ended already
+    /// does nothing, so code that began a phase may end it on every path (a `defer`) although
+    /// a phase it started since (an upload at the end of a save) has ended it.
     public func finish() {
-        send(completedBytes: completed.load(ordering: .relaxed), isFinished: true)
+        let phase = phase.withLock { phase -> Phase? in
+            guard !phase.isFinished else { return nil }
+            phase.isFinished = true
+            return phase
+        }
+        guard let phase else { return }
+        onUpdate(Update(phase: phase.name, completedBytes: completed.load(ordering: .relaxed), totalBytes: phase.totalBytes, isFinished: true))
     }
 
     /// Runs `body` with this reporter as the one every operation it starts on this thread

@@ -42,6 +42,8 @@ extension CheckpointFormat {
                 digest = try write(layout, to: sink)
             }
             try compressor?.finish()
+            // Before the commit, which uploads a file bound for an object store: a phase of its own.
+            progress?.finish()
             try file.commit()
             return SavedFile(path: path, byteCount: file.position, digest: digest)
         } catch {
