@@ -9,11 +9,15 @@ import Synchronization
 /// ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``,
 /// ``CheckpointFile/verify(progress:)``), or run any code under ``reporting(_:)`` so that every
 /// operation it starts on this thread reports to it (opening a compressed file reports its
-/// decompression; an object store module reports uploads and downloads). The code that moves the bytes reports as
-/// it goes; `onUpdate` is called at most once per `interval` while a phase runs (the first
-/// bytes of a phase and its end are always reported), on whichever thread moved the bytes,
-/// so it must be quick and thread-safe. Counting costs one atomic addition per piece of work
-/// (a tensor, a 1 MiB piece, an upload part): no lock is taken on the hot paths.
+/// decompression; an object store module reports uploads and downloads).
+///
+/// The code that moves the bytes reports as it goes; `onUpdate` is called at most once per
+/// `interval` while a phase runs (the first bytes of a phase and its end are always
+/// reported), on whichever thread moved the bytes, so it must be quick and thread-safe.
+/// Counting costs one atomic addition per piece of work (a tensor, a write, an upload part):
+/// no lock is taken on the hot paths. A phase is one file, so a sharded checkpoint or one
+/// saved through an object store reports several in turn. `CheckpointSaver`'s asynchronous
+/// saves run on a thread of their own, outside any ``reporting(_:)`` scope.
 ///
 /// ```swift
 /// let progress = CheckpointProgress { update in
