@@ -46,10 +46,11 @@ struct BenchOptions: ParsableArguments {
     /// The bench state at `--scale`.
     func state() throws -> TrainingState { try SyntheticState.gpt2Small(scale: scale) }
 
-    /// Runs `body` with a fresh folder for the benchmark's files, removed afterwards.
-    func withFolder<Result>(_ body: (String) throws -> Result) throws -> Result {
+    /// Runs `body` with a fresh folder for the benchmark's files (`--folder`, or a temporary
+    /// folder named after `name`), removed afterwards.
+    func withFolder<Result>(named name: String = UUID().uuidString, _ body: (String) throws -> Result) throws -> Result {
         // Unique per run: benchmarks may run at once in one process (the tests run them in-process).
-        let directory = folder ?? FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-bench-\(UUID().uuidString)").path
+        let directory = folder ?? FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-bench-\(name)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         return try body(directory)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CheckpointBench
 import Checkpointing
+import Foundation
 
 /// `ckpt bench s3 URL`: upload and download throughput to an object store.
 struct S3BenchCommand: ParsableCommand {
@@ -60,7 +61,9 @@ struct ShardedBenchCommand: ParsableCommand {
 
     func run() throws {
         let group = try commandProcessGroup(timeout: 1800)
-        try bench.withFolder { folder in
+        // One folder for every rank (rank 0's name): the shards and the manifest go together.
+        let name = try group.broadcast(Array(UUID().uuidString.utf8), from: 0, timeout: group.collectiveTimeout)
+        try bench.withFolder(named: String(decoding: name, as: UTF8.self)) { folder in
             let state = try bench.state()
             let result: any BenchReport
             if let s3, let prefix = ObjectLocation(s3) {
@@ -71,6 +74,8 @@ struct ShardedBenchCommand: ParsableCommand {
                 result = try ShardedBench(state: state, folder: folder, repetitions: bench.repetitions, processGroup: group).run()
             }
             if group.rank == 0 { try bench.report(result) }
+            // No rank removes the folder while another still reads from it.
+            try group.barrier(timeout: group.collectiveTimeout)
         }
     }
 }
