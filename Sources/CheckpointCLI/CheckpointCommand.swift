@@ -1,4 +1,5 @@
 public import ArgumentParser
+import Checkpointing
 import CheckpointingS3
 import Logging
 
@@ -32,6 +33,21 @@ public struct CheckpointCommand: ParsableCommand {
         }
         // s3:// paths work in every command; settings are read when one is first used.
         S3ObjectStore.register()
-        main()
+        do {
+            var command = try parseAsRoot()
+            try run(&command)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// Runs a command parsed by `parseAsRoot`, as `ckpt` does: a command with long work draws
+    /// its progress on standard error while it runs (see ``CommandOutput``).
+    public static func run(_ command: inout any ParsableCommand) throws {
+        guard let reporting = command as? any ReportsProgress, let bar = ProgressBar.forStandardError(quiet: reporting.quiet) else {
+            try command.run()
+            return
+        }
+        try bar.makeReporter().reporting { try command.run() }
     }
 }

@@ -62,6 +62,8 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "Print one JSON object: the saved paths, and the bytes downloaded and uploaded, in all and by rank.")
     var json = false
 
+    @OptionGroup var progress: ProgressOptions
+
     @OptionGroup var decompression: DecompressionFlags
 
     /// What `--format` takes.
@@ -111,8 +113,7 @@ struct ConvertCommand: ParsableCommand {
             ignoreKeys: ignoreKeys.isEmpty ? nil : .globs(ignoreKeys), sharding: sharded ? loaded.sharding : nil,
             processGroup: group)
         if group.rank == 0, writesHuggingFace, let dropped = Self.partsLeftOut(of: loaded.tree) {
-            FileHandle.standardError.write(
-                Data("note: a Hugging Face checkpoint holds the model's tensors only; \(dropped) of \(input) are not in it\n".utf8))
+            printError("note: a Hugging Face checkpoint holds the model's tensors only; \(dropped) of \(input) are not in it")
         }
         if json {
             let transferred = ObjectStores.transfers.snapshot - before

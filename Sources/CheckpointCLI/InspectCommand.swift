@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpointing
+import CheckpointToolSupport
 import Crypto
 import Foundation
 
@@ -26,6 +27,8 @@ struct InspectCommand: ParsableCommand {
 
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
+
+    @OptionGroup var progress: ProgressOptions
 
     @Flag(help: "Add the SHA-256 of each tensor's raw little-endian row-major bytes.")
     var hashes = false
@@ -323,13 +326,6 @@ struct InspectReport {
         // Only plain JSON types go in, so serialization cannot fail.
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
         return String(decoding: data, as: UTF8.self)
-    }
-}
-
-extension Duration {
-    /// Seconds as a float.
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
 /// `ckpt ls FOLDER|s3://bucket/prefix/ [--json]`: the checkpoints in a folder and which one the

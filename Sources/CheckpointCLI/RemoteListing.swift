@@ -1,4 +1,5 @@
 import Checkpointing
+import CheckpointToolSupport
 import CheckpointingS3
 import Foundation
 

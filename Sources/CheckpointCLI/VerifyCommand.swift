@@ -1,5 +1,6 @@
 import ArgumentParser
 import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
 /// `ckpt verify PATH [--json]`: exit 0 when intact, 1 with a message naming what is wrong.
@@ -23,6 +24,8 @@ struct VerifyCommand: ParsableCommand {
 
     @Flag(help: "Print one JSON object instead of a line.")
     var json = false
+
+    @OptionGroup var progress: ProgressOptions
 
     @OptionGroup var decompression: DecompressionFlags
 

@@ -52,10 +52,15 @@ extension S3Client {
         defer { file.close() }
         let size = file.size
         let partSize = partSize(for: size)
+        // Taken here, on the caller's thread: the parts go up on worker threads.
+        let progress = CheckpointProgress.current
+        progress?.begin("uploading", totalBytes: size)
+        defer { progress?.finish() }
         if size <= partSize {
             var buffer = ByteBufferAllocator().buffer(capacity: size)
             try file.read(at: 0, count: size, into: &buffer)
             let etag = try put(location, body: buffer)
+            progress?.advance(by: size)
             return S3TransferReport(
                 direction: .upload, location: location, bytes: size, parts: 1, partSize: size, partsInFlight: 1,
                 seconds: (ContinuousClock.now - start).seconds, etag: etag, verifiedAgainstETag: etag?.count == 32)
@@ -77,6 +82,7 @@ extension S3Client {
                     let etag = try self.uploadPart(location, uploadID: uploadID, number: index + 1, body: buffer, md5: md5)
                     results.withLock { $0[index] = md5 }
                     etags.withLock { $0[index] = etag }
+                    progress?.advance(by: buffer.readableBytes)
                 } catch {
                     queue.fail(error)
                 }
@@ -133,6 +139,9 @@ extension S3Client {
         defer { file.close() }
 
         let plan = try plan(location, head: head)
+        let progress = CheckpointProgress.current
+        progress?.begin("downloading", totalBytes: size)
+        defer { progress?.finish() }
         let rangeCount = size == 0 ? 0 : (size + plan.rangeSize - 1) / plan.rangeSize
         let inFlight = max(1, min(configuration.maxConcurrency, configuration.memoryBudget / plan.rangeSize, max(rangeCount, 1)))
         let queue = WorkQueue(count: rangeCount)
@@ -150,6 +159,7 @@ extension S3Client {
                             path: location.description)
                     }
                     try file.write(response.body, at: range.lowerBound)
+                    progress?.advance(by: range.count)
                     if plan.hashWhileDownloading {
                         let md5 = response.body.withUnsafeReadableBytes { Array(Insecure.MD5.hash(data: $0)) }
                         digests.withLock { $0[index] = md5 }

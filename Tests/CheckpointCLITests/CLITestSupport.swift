@@ -1,3 +1,5 @@
+import ArgumentParser
+import CheckpointCLI
 import CheckpointingTestSupport
 import Foundation
 import Synchronization
@@ -7,7 +9,7 @@ import Testing
 import Glibc
 #endif
 
-/// Runs the built `ckpt` executable and collects what it printed.
+/// What a run of `ckpt` printed, and its exit status.
 struct CLIRun {
     var status: Int32
     var stdout: String
@@ -62,8 +64,32 @@ enum CLI {
         try outcome.withLock { $0 }.get()
     }
 
-    /// Runs `ckpt` with `arguments` (and `environment` added to this process's) to completion.
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> CLIRun {
+    /// Runs `ckpt arguments` in this process, through the argument parser as `main` does,
+    /// capturing what it prints: the status is the one the executable would exit with, and a
+    /// failure's message is on `stderr` as the executable prints it.
+    /// With `terminal`, standard error is taken for a terminal, so a progress bar is drawn into it.
+    static func run(_ arguments: [String], terminal: Bool = false) -> CLIRun {
+        let stdout = CapturedText(), stderr = CapturedText()
+        let output = CommandOutput(
+            standardOutput: stdout.append, standardError: stderr.append, standardErrorIsTerminal: { terminal })
+        let status = CommandOutput.$current.withValue(output) { () -> Int32 in
+            do {
+                var command = try CheckpointCommand.parseAsRoot(arguments)
+                try CheckpointCommand.run(&command)
+                return 0
+            } catch {
+                let message = CheckpointCommand.fullMessage(for: error)
+                if !message.isEmpty { output.standardError(message + "\n") }
+                return CheckpointCommand.exitCode(for: error).rawValue
+            }
+        }
+        return CLIRun(status: status, stdout: stdout.text, stderr: stderr.text)
+    }
+
+    /// Runs the built `ckpt` executable with `arguments` (and `environment` added to this
+    /// process's) to completion: for what only a process shows (its exit status as the shell
+    /// sees it, signals, the environment it starts with).
+    static func runProcess(_ arguments: [String], environment: [String: String] = [:]) throws -> CLIRun {
         let out = Pipe(), err = Pipe()
         let process = try start(arguments, environment: environment, stdout: out, stderr: err)
         // Read before waiting, so a full pipe cannot block the child.
@@ -79,4 +105,13 @@ enum CLI {
 /// A process handed to the launching thread, which is its only user until it returns.
 private struct UncheckedProcess: @unchecked Sendable {
     let process: Process
+}
+
+/// Text a command prints in-process, from whichever thread prints it.
+private final class CapturedText: Sendable {
+    private let storage = Mutex("")
+
+    var text: String { storage.withLock { $0 } }
+
+    @Sendable func append(_ piece: String) { storage.withLock { $0 += piece } }
 }

@@ -1,10 +1,11 @@
 import Foundation
 import Testing
 
-/// `ckpt bench --compression`: our compressed save set beside Composer's pipe and the tool.
+/// `ckpt bench compression` and `ckpt bench fsz`: our compressed saves set beside Composer's
+/// pipe and the tools.
 @Suite struct CompressionBenchTests {
     @Test func benchSetsOurZstdSaveBesideComposersPipeAndTheTool() throws {
-        let run = try CLI.run(["bench", "--scale", "0.005", "--repeat", "1", "--compression", "zst", "--json"])
+        let run = CLI.run(["bench", "compression", "zst", "--scale", "0.005", "--repeat", "1", "--json"])
         #expect(run.status == 0, "\(run.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         let rows = try #require(object["rows"] as? [[String: Any]])
@@ -19,7 +20,7 @@ import Testing
     }
 
     @Test func floatSplitBenchSetsItsSaveOpenAndLoadBesideZstd() throws {
-        let run = try CLI.run(["bench", "--scale", "0.005", "--repeat", "1", "--compression", "fsz", "--json"])
+        let run = CLI.run(["bench", "fsz", "--scale", "0.005", "--repeat", "1", "--json"])
         #expect(run.status == 0, "\(run.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         let rows = try #require(object["rows"] as? [[String: Any]])
@@ -37,15 +38,15 @@ import Testing
         #expect(shares.contains { $0["dtype"] as? String == "float32" })
     }
 
-    @Test func fileGoesOnlyWithTheFloatSplitBench() throws {
-        let run = try CLI.run(["bench", "--compression", "zst", "--file", "model.safetensors"])
+    @Test func fileGoesOnlyWithTheFloatSplitBench() {
+        let run = CLI.run(["bench", "compression", "zst", "--file", "model.safetensors"])
         #expect(run.status == 64)
         #expect(run.stderr.contains("--file"))
     }
 
-    @Test func benchRefusesAnUnknownCodec() throws {
-        let run = try CLI.run(["bench", "--compression", "rar"])
+    @Test(arguments: ["rar", "fsz"]) func compressionBenchRefusesAnUnknownCodecAndPointsFloatSplitToItsOwn(codec: String) {
+        let run = CLI.run(["bench", "compression", codec])
         #expect(run.status == 64)
-        #expect(run.stderr.contains("--compression"))
+        #expect(run.stderr.contains("CODEC") && run.stderr.contains("ckpt bench fsz"), "\(run.stderr)")
     }
 }

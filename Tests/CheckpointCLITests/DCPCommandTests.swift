@@ -9,14 +9,14 @@ import Testing
     static func fixture(_ name: String) -> String { Fixtures.path("sharded/dcp/" + name) }
 
     @Test func inspectShowsTheFormatDataFilesAndEveryTensorsChunks() throws {
-        let text = try CLI.run(["inspect", Self.fixture("two-ranks")])
+        let text = CLI.run(["inspect", Self.fixture("two-ranks")])
         #expect(text.status == 0, "\(text.stderr)")
         #expect(text.stdout.contains("format:    dcp, 2 data files"), "\(text.stdout)")
         #expect(text.stdout.contains("__1_0.distcp"))
         let head = try #require(text.stdout.split(separator: "\n").first { $0.hasPrefix("model/head.weight ") })
         #expect(head.contains("[7, 24]") && head.hasSuffix("2: 0..<4,0..<24 4..<7,0..<24"), "\(head)")
 
-        let json = try CLI.run(["inspect", "--json", Self.fixture("two-ranks") + "/.metadata"])
+        let json = CLI.run(["inspect", "--json", Self.fixture("two-ranks") + "/.metadata"])
         #expect(json.status == 0, "\(json.stderr)")
         let report = try #require(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         #expect(report["format"] as? String == "dcp, 2 data files")
@@ -30,7 +30,7 @@ import Testing
 
     @Test func verifySaysDCPRecordsNoOtherChecksumsAndNamesADamagedArchive() throws {
         try withTemporaryFolder { folder in
-            let ok = try CLI.run(["verify", Self.fixture("single")])
+            let ok = CLI.run(["verify", Self.fixture("single")])
             #expect(ok.status == 0, "\(ok.stderr)")
             #expect(ok.stdout.contains("dcp, 1 data file") && ok.stdout.contains("DCP records no other checksums"), "\(ok.stdout)")
 
@@ -41,7 +41,7 @@ import Testing
             var bytes = try Data(contentsOf: URL(fileURLWithPath: copy + "/" + head.file))
             bytes[head.offset + head.length / 2] ^= 0x08
             try bytes.write(to: URL(fileURLWithPath: copy + "/" + head.file))
-            let damaged = try CLI.run(["verify", copy])
+            let damaged = CLI.run(["verify", copy])
             #expect(damaged.status == 1)
             #expect(damaged.stderr.contains("model.head.weight") && damaged.stderr.contains("CRC-32"), "\(damaged.stderr)")
         }
@@ -51,25 +51,25 @@ import Testing
     /// passes `verify`; a `.pt` converted to DCP and back keeps every value but its empty dicts.
     @Test func convertToAndFromDCPKeepsEveryValue() throws {
         try withTemporaryFolder { folder in
-            let native = try CLI.run(["convert", Self.fixture("single"), folder + "/single.safetensors"])
+            let native = CLI.run(["convert", Self.fixture("single"), folder + "/single.safetensors"])
             #expect(native.status == 0, "\(native.stderr)")
-            let dcp = try CLI.run(["convert", "--format", "dcp", folder + "/single.safetensors", folder + "/ours"])
+            let dcp = CLI.run(["convert", "--format", "dcp", folder + "/single.safetensors", folder + "/ours"])
             #expect(dcp.status == 0 && dcp.stdout == folder + "/ours\n", "\(dcp.stderr)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/ours").sorted() == [".metadata", "__0_0.distcp"])
 
-            let diff = try CLI.run(["diff", Self.fixture("single"), folder + "/ours"])
+            let diff = CLI.run(["diff", Self.fixture("single"), folder + "/ours"])
             #expect(diff.status == 0 && diff.stdout.hasPrefix("identical: 21 tensors"), "\(diff.stdout)\(diff.stderr)")
-            #expect(try CLI.run(["verify", folder + "/ours"]).status == 0)
+            #expect(CLI.run(["verify", folder + "/ours"]).status == 0)
 
             let composer = Fixtures.path("composer/ep1-ba4-rank0.pt")
-            let fromPt = try CLI.run(["convert", "--format", "dcp", composer, folder + "/composer/ep{epoch}-ba{batch}"])
+            let fromPt = CLI.run(["convert", "--format", "dcp", composer, folder + "/composer/ep{epoch}-ba{batch}"])
             #expect(fromPt.status == 0 && fromPt.stdout == folder + "/composer/ep1-ba4\n", "\(fromPt.stderr)")
-            let back = try CLI.run(["convert", folder + "/composer/ep1-ba4", folder + "/back.pt"])
+            let back = CLI.run(["convert", folder + "/composer/ep1-ba4", folder + "/back.pt"])
             #expect(back.status == 0, "\(back.stderr)")
             // Composer keys its optimizer state by parameter name, so only what DCP cannot hold
             // differs: the empty dicts, which have no leaves to save.
             for other in [folder + "/back.pt", folder + "/composer/ep1-ba4"] {
-                let changed = try CLI.run(["diff", "--json", composer, other])
+                let changed = CLI.run(["diff", "--json", composer, other])
                 #expect(changed.status == 2, "\(changed.stderr)")
                 let report = try #require(JSONSerialization.jsonObject(with: Data(changed.stdout.utf8)) as? [String: Any])
                 let differences = try #require(report["differences"] as? [[String: Any]])
@@ -84,11 +84,11 @@ import Testing
     @Test func lsListsDCPFoldersAsOneRowEachAndAnUnfinishedOneAsIncomplete() throws {
         try withTemporaryFolder { folder in
             let composer = Fixtures.path("composer/ep1-ba4-rank0.pt")
-            #expect(try CLI.run(["convert", "--format", "dcp", composer, folder + "/ep{epoch}-ba{batch}"]).status == 0)
+            #expect(CLI.run(["convert", "--format", "dcp", composer, folder + "/ep{epoch}-ba{batch}"]).status == 0)
             try FileManager.default.copyItem(atPath: Self.fixture("two-ranks"), toPath: folder + "/unfinished")
             try FileManager.default.removeItem(atPath: folder + "/unfinished/.metadata")
             try FileManager.default.createDirectory(atPath: folder + "/not-a-checkpoint", withIntermediateDirectories: false)
-            let listed = try CLI.run(["ls", "--json", "--verify", folder])
+            let listed = CLI.run(["ls", "--json", "--verify", folder])
             #expect(listed.status == 0, "\(listed.stderr)")
             let object = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any]
             let rows = try #require(object?["checkpoints"] as? [[String: Any]])
@@ -96,14 +96,14 @@ import Testing
             #expect(rows[0]["format"] as? String == "dcp" && rows[0]["complete"] as? Bool == true && rows[0]["batch"] as? Int == 4)
             #expect(rows[1]["complete"] as? Bool == false && (rows[1]["problem"] as? String ?? "").contains("no .metadata"))
 
-            let itself = try CLI.run(["ls", "--json", Self.fixture("single")])
+            let itself = CLI.run(["ls", "--json", Self.fixture("single")])
             let single = try JSONSerialization.jsonObject(with: Data(itself.stdout.utf8)) as? [String: Any]
             #expect((single?["checkpoints"] as? [[String: Any]])?.first?["format"] as? String == "dcp")
         }
     }
 
     @Test func benchMeasuresDCPBesideNative() throws {
-        let run = try CLI.run(["bench", "--format", "dcp", "--scale", "0.001", "--repeat", "1", "--json"])
+        let run = CLI.run(["bench", "dcp", "--scale", "0.001", "--repeat", "1", "--json"])
         #expect(run.status == 0, "\(run.stderr)")
         let report = try #require(JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         #expect(report["format"] as? String == "dcp" && report["tensor_count"] as? Int == 584)

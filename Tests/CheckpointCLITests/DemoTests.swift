@@ -12,13 +12,13 @@ import Glibc
     /// resuming from what the first left.
     @Test func demoRunsTwiceInOneFolder() throws {
         try withTemporaryFolder { folder in
-            let first = try CLI.run(["demo", "--folder", folder])
+            let first = try CLI.runProcess(["demo", "--folder", folder])
             #expect(first.status == 0, "\(first.stderr)")
             #expect(first.stdout.contains("simulated crash"))
             #expect(first.stdout.contains("autoresume: resumed from \(folder)/demo-run/checkpoints/ep2-ba0060-rank0.safetensors at batch 60"))
             #expect(first.stdout.contains("OK: final weights and optimizer state are bit-identical"))
 
-            let second = try CLI.run(["demo", "--folder", folder])
+            let second = try CLI.runProcess(["demo", "--folder", folder])
             #expect(second.status == 0, "\(second.stderr)")
             #expect(second.stdout.contains("resumed from \(folder)/demo-run/checkpoints/ep4-ba0100-rank0.safetensors at batch 100"))
             #expect(second.stdout.contains("OK: final weights and optimizer state are bit-identical"))
@@ -32,8 +32,8 @@ import Glibc
 
     @Test func lsShowsCheckpointsAndTheLatest() throws {
         try withTemporaryFolder { folder in
-            #expect(try CLI.run(["demo", "--folder", folder, "--batches", "40"]).status == 0)
-            let run = try CLI.run(["ls", folder + "/demo-run/checkpoints", "--json", "--verify"])
+            #expect(try CLI.runProcess(["demo", "--folder", folder, "--batches", "40"]).status == 0)
+            let run = CLI.run(["ls", folder + "/demo-run/checkpoints", "--json", "--verify"])
             #expect(run.status == 0, "\(run.stderr)")
             let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
             let entries = try #require(object["checkpoints"] as? [[String: Any]])
@@ -49,7 +49,7 @@ import Glibc
             var bytes = try Data(contentsOf: URL(fileURLWithPath: damaged))
             bytes[bytes.count - 1] ^= 1
             try bytes.write(to: URL(fileURLWithPath: damaged))
-            let text = try CLI.run(["ls", folder + "/demo-run/checkpoints", "--verify"])
+            let text = CLI.run(["ls", folder + "/demo-run/checkpoints", "--verify"])
             #expect(text.stdout.contains("NO: tensor"))
         }
     }

@@ -6,7 +6,7 @@ import Testing
 /// `ckpt diff`: identical checkpoints across formats, and every kind of difference.
 @Suite struct DiffCommandTests {
     @Test func theSameCheckpointInTwoContainersIsIdentical() throws {
-        let run = try CLI.run(["diff", Fixtures.path("composer/ep1-ba4-rank0.pt"), Fixtures.path("composer/ep1-ba4-rank0.tar.gz")])
+        let run = CLI.run(["diff", Fixtures.path("composer/ep1-ba4-rank0.pt"), Fixtures.path("composer/ep1-ba4-rank0.tar.gz")])
         #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
         #expect(run.stdout.hasPrefix("identical: 18 tensors"), "\(run.stdout)")
     }
@@ -28,7 +28,7 @@ import Testing
             changed.timestamp.batch = 41
             let b = try saveCheckpoint(changed, filename: folder + "/b.pt")[0]
 
-            let run = try CLI.run(["diff", a, b])
+            let run = CLI.run(["diff", a, b])
             #expect(run.status == 2, "\(run.stderr)")
             let lines = run.stdout.split(separator: "\n").map(String.init)
             #expect(lines.contains("~ state/model/fc.weight: 2 of 6 elements differ, largest |A - B| = 1.5"), "\(run.stdout)")

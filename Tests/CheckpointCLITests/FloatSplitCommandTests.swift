@@ -8,19 +8,19 @@ import Testing
     @Test func convertEncodesAndDecodesToTheSameFile() throws {
         try withTemporaryFolder { folder in
             let plain = try saveCheckpoint(try CommandTests.sampleState(), filename: folder + "/a.safetensors")[0]
-            let encode = try CLI.run(["convert", plain, folder + "/b.safetensors.fsz"])
+            let encode = CLI.run(["convert", plain, folder + "/b.safetensors.fsz"])
             #expect(encode.status == 0, "\(encode.stderr)")
-            let decode = try CLI.run(["convert", folder + "/b.safetensors.fsz", folder + "/c.safetensors"])
+            let decode = CLI.run(["convert", folder + "/b.safetensors.fsz", folder + "/c.safetensors"])
             #expect(decode.status == 0, "\(decode.stderr)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: folder + "/c.safetensors")) == Data(contentsOf: URL(fileURLWithPath: plain)))
-            #expect(try CLI.run(["verify", folder + "/b.safetensors.fsz"]).status == 0)
+            #expect(CLI.run(["verify", folder + "/b.safetensors.fsz"]).status == 0)
         }
     }
 
     @Test func inspectShowsTheRatioOfEachDType() throws {
         try withTemporaryFolder { folder in
             let path = try saveCheckpoint(try CommandTests.sampleState(), filename: folder + "/a.safetensors.fsz")[0]
-            let run = try CLI.run(["inspect", path, "--json"])
+            let run = CLI.run(["inspect", path, "--json"])
             #expect(run.status == 0, "\(run.stderr)")
             let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
             #expect(object["compression"] as? String == "float-split")
@@ -30,7 +30,7 @@ import Testing
             let float32 = try #require(shares.first { $0["dtype"] as? String == "float32" })
             // fc.weight and the optimizer's step: 7 floats, 28 bytes.
             #expect(float32["bytes"] as? Int == 28)
-            let text = try CLI.run(["inspect", path])
+            let text = CLI.run(["inspect", path])
             #expect(text.stdout.contains("compression by dtype:"))
             #expect(text.stdout.contains("float32"))
         }

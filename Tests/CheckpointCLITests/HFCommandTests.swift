@@ -8,7 +8,7 @@ import Testing
     static let fixture = Fixtures.path("sharded/hf/fp32")
 
     @Test func inspectShowsTheShardsAndEachTensorsShard() throws {
-        let text = try CLI.run(["inspect", Self.fixture])
+        let text = CLI.run(["inspect", Self.fixture])
         #expect(text.status == 0, "\(text.stderr)")
         #expect(text.stdout.contains("path:      \(Self.fixture)/model.safetensors.index.json\n"))
         #expect(text.stdout.contains("format:    hf-sharded\n"))
@@ -17,7 +17,7 @@ import Testing
         let row = try #require(text.stdout.split(separator: "\n").first { $0.hasPrefix("norm.weight") })
         #expect(row.split(separator: " ", omittingEmptySubsequences: true).last == "8", "\(row)")
 
-        let json = try CLI.run(["inspect", "--json", Self.fixture + "/model.safetensors.index.json"])
+        let json = CLI.run(["inspect", "--json", Self.fixture + "/model.safetensors.index.json"])
         #expect(json.status == 0, "\(json.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         #expect(report["format"] as? String == "hf-sharded")
@@ -33,15 +33,15 @@ import Testing
 
     @Test func verifySaysWhatItCouldCheck() throws {
         try withTemporaryFolder { folder in
-            let foreign = try CLI.run(["verify", Self.fixture])
+            let foreign = CLI.run(["verify", Self.fixture])
             #expect(foreign.status == 0, "\(foreign.stderr)")
             #expect(foreign.stdout.contains("hf-sharded, 8 shards, 9 tensors"))
             #expect(foreign.stdout.contains("the index agrees with them"))
             #expect(foreign.stdout.contains("record no checksums"))
             #expect(!foreign.stdout.contains("checksum matches"))
 
-            #expect(try CLI.run(["convert", Self.fixture, folder + "/ours", "--format", "hf", "--max-shard-size", "40KB"]).status == 0)
-            let ours = try CLI.run(["verify", folder + "/ours"])
+            #expect(CLI.run(["convert", Self.fixture, folder + "/ours", "--format", "hf", "--max-shard-size", "40KB"]).status == 0)
+            let ours = CLI.run(["verify", folder + "/ours"])
             #expect(ours.status == 0, "\(ours.stderr)")
             #expect(ours.stdout.contains("every tensor's XXH3-64 checksum matches"))
             #expect(ours.stdout.contains("every shard is the file the index committed"))
@@ -50,12 +50,12 @@ import Testing
             var bytes = try Data(contentsOf: URL(fileURLWithPath: shard))
             bytes[bytes.count - 1] ^= 0x40
             try bytes.write(to: URL(fileURLWithPath: shard))
-            let damaged = try CLI.run(["verify", folder + "/ours"])
+            let damaged = CLI.run(["verify", folder + "/ours"])
             #expect(damaged.status == 1)
             #expect(damaged.stderr.contains(shard) && damaged.stderr.contains("\"layers.1.k_proj.weight\" is corrupt"), "\(damaged.stderr)")
 
             try FileManager.default.removeItem(atPath: folder + "/ours/model-00002-of-00008.safetensors")
-            let missing = try CLI.run(["verify", folder + "/ours"])
+            let missing = CLI.run(["verify", folder + "/ours"])
             #expect(missing.status == 1 && missing.stderr.contains("model-00002-of-00008.safetensors"), "\(missing.stderr)")
         }
     }
@@ -63,7 +63,7 @@ import Testing
     @Test func convertWritesAndReadsHuggingFaceFolders() throws {
         try withTemporaryFolder { folder in
             let composer = Fixtures.path("composer/ep1-ba4-rank0.pt")
-            let export = try CLI.run(["convert", composer, folder + "/{run_name}-hf", "--format", "hf", "--max-shard-size", "0.5KB"])
+            let export = CLI.run(["convert", composer, folder + "/{run_name}-hf", "--format", "hf", "--max-shard-size", "0.5KB"])
             #expect(export.status == 0, "\(export.stderr)")
             #expect(export.stdout == folder + "/fixture-run-hf/model.safetensors.index.json\n")
             #expect(export.stderr.contains("holds the model's tensors only; state/optimizers"), "\(export.stderr)")
@@ -74,29 +74,29 @@ import Testing
             #expect((exported.huggingFaceShards?.shards.count ?? 0) > 1)
 
             // An OUT ending in .safetensors.index.json means Hugging Face too.
-            let byIndex = try CLI.run(["convert", composer, folder + "/named/weights.safetensors.index.json"])
+            let byIndex = CLI.run(["convert", composer, folder + "/named/weights.safetensors.index.json"])
             #expect(byIndex.status == 0, "\(byIndex.stderr)")
             #expect(
                 try FileManager.default.contentsOfDirectory(atPath: folder + "/named").sorted()
                     == ["weights-00001-of-00001.safetensors", "weights.safetensors.index.json"])
 
             // Back to one native file: the tree as it is, names at the root; diff finds no difference.
-            let native = try CLI.run(["convert", folder + "/fixture-run-hf", folder + "/model.safetensors"])
+            let native = CLI.run(["convert", folder + "/fixture-run-hf", folder + "/model.safetensors"])
             #expect(native.status == 0, "\(native.stderr)")
-            let diff = try CLI.run(["diff", folder + "/fixture-run-hf", folder + "/model.safetensors"])
+            let diff = CLI.run(["diff", folder + "/fixture-run-hf", folder + "/model.safetensors"])
             #expect(diff.status == 0 && diff.stdout.hasPrefix("identical: \(model.count) tensors"), "\(diff.stdout)\(diff.stderr)")
-            let differ = try CLI.run(["diff", folder + "/fixture-run-hf", Self.fixture])
+            let differ = CLI.run(["diff", folder + "/fixture-run-hf", Self.fixture])
             #expect(differ.status == 2)
         }
     }
 
     @Test func convertRefusesOptionsThatDoNotGoTogether() throws {
         let composer = Fixtures.path("composer/ep1-ba4-rank0.pt")
-        let noFormat = try CLI.run(["convert", composer, "/tmp/never", "--max-shard-size", "5GB"])
+        let noFormat = CLI.run(["convert", composer, "/tmp/never", "--max-shard-size", "5GB"])
         #expect(noFormat.status == 64 && noFormat.stderr.contains("--max-shard-size goes with --format hf"), "\(noFormat.stderr)")
-        let badSize = try CLI.run(["convert", composer, "/tmp/never", "--format", "hf", "--max-shard-size", "5G"])
+        let badSize = CLI.run(["convert", composer, "/tmp/never", "--format", "hf", "--max-shard-size", "5G"])
         #expect(badSize.status == 64 && badSize.stderr.contains("is not a shard size"), "\(badSize.stderr)")
-        let sharded = try CLI.run(["convert", composer, "/tmp/never-{rank}", "--format", "hf", "--sharded"])
+        let sharded = CLI.run(["convert", composer, "/tmp/never-{rank}", "--format", "hf", "--sharded"])
         #expect(sharded.status == 64, "\(sharded.stderr)")
         #expect(!FileManager.default.fileExists(atPath: "/tmp/never") && !FileManager.default.fileExists(atPath: "/tmp/never-0"))
     }
@@ -106,7 +106,7 @@ import Testing
             try FileManager.default.copyItem(atPath: Self.fixture, toPath: folder + "/fp32")
             try saveCheckpoint(composerLikeModel(), filename: folder + "/ep1.safetensors")
             func rows(_ path: String) throws -> [[String: Any]] {
-                let listed = try CLI.run(["ls", "--json", path])
+                let listed = CLI.run(["ls", "--json", path])
                 #expect(listed.status == 0, "\(listed.stderr)")
                 let object = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any]
                 return object?["checkpoints"] as? [[String: Any]] ?? []

@@ -1,9 +1,8 @@
+import CheckpointDemo
 import Checkpointing
 import CheckpointingTestSupport
 import Foundation
 import Testing
-
-@testable import CheckpointCLI
 
 #if canImport(Glibc)
 import Glibc
@@ -64,7 +63,7 @@ import Glibc
             let before = try Self.committed(in: checkpoints)
             tally.noteBefore(before, ledger: Self.ledger(in: checkpoints), temporaries: try Self.temporaries(in: checkpoints))
             let stop = (before.last?.batch ?? 0) + 5
-            let final = try CLI.run(arguments + ["--until", "\(stop)"])
+            let final = try CLI.runProcess(arguments + ["--until", "\(stop)"])
             try #require(final.status == 0, "the clean run failed: \(final.stderr)")
             try Self.checkStart(of: final.stdout, before: before, reference: &reference, tally: &tally, run: Self.kills, seed: seed)
             let finished = try #require(Self.field(after: "finished at batch ", in: final.stdout))

@@ -9,21 +9,21 @@ import Testing
     @Test func convertShardedThenBackKeepsEveryValue() throws {
         try withTemporaryFolder { folder in
             let original = Fixtures.path("composer/ep1-ba4-rank0.pt")
-            let split = try CLI.run(["convert", "--sharded", original, folder + "/sharded/ep{epoch}-ba{batch}-rank{rank}.pt"])
+            let split = CLI.run(["convert", "--sharded", original, folder + "/sharded/ep{epoch}-ba{batch}-rank{rank}.pt"])
             #expect(split.status == 0, "\(split.stderr)")
             #expect(split.stdout == folder + "/sharded/ep1-ba4-rank0.pt.tar\n")
 
-            let inspect = try CLI.run(["inspect", "--json", folder + "/sharded"])
+            let inspect = CLI.run(["inspect", "--json", folder + "/sharded"])
             #expect(inspect.status == 0, "\(inspect.stderr)")
             let report = try #require(JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
             #expect(report["format"] as? String == "sharded torch, 1 rank")
             #expect(report["run_name"] as? String == "fixture-run")
             #expect((report["shards"] as? [[String: Any]])?.first?["path"] as? String == "ep1-ba4-rank0.pt.tar")
 
-            let verify = try CLI.run(["verify", folder + "/sharded"])
+            let verify = CLI.run(["verify", folder + "/sharded"])
             #expect(verify.status == 0 && verify.stdout.hasPrefix("ok: "), "\(verify.stderr)")
 
-            let back = try CLI.run(["convert", folder + "/sharded", folder + "/back.pt"])
+            let back = CLI.run(["convert", folder + "/sharded", folder + "/back.pt"])
             #expect(back.status == 0, "\(back.stderr)")
             #expect(try loadCheckpoint(folder + "/back.pt").tree == loadCheckpoint(original).tree)
         }
@@ -32,9 +32,9 @@ import Testing
     @Test func lsShowsASharedCheckpointAsOneRow() throws {
         try withTemporaryFolder { folder in
             let original = Fixtures.path("composer/ep1-ba4-rank0.pt")
-            #expect(try CLI.run(["convert", "--sharded", original, folder + "/ep{epoch}-ba{batch}-rank{rank}"]).status == 0)
+            #expect(CLI.run(["convert", "--sharded", original, folder + "/ep{epoch}-ba{batch}-rank{rank}"]).status == 0)
             func rows() throws -> [[String: Any]] {
-                let listed = try CLI.run(["ls", "--json", folder])
+                let listed = CLI.run(["ls", "--json", folder])
                 let object = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [String: Any]
                 return object?["checkpoints"] as? [[String: Any]] ?? []
             }
@@ -52,7 +52,7 @@ import Testing
     @Test func verifyNamesTheDamagedShard() throws {
         try withTemporaryFolder { folder in
             let original = Fixtures.path("composer/ep1-ba4-rank0.pt")
-            #expect(try CLI.run(["convert", "--sharded", original, folder + "/s/rank{rank}"]).status == 0)
+            #expect(CLI.run(["convert", "--sharded", original, folder + "/s/rank{rank}"]).status == 0)
             let shard = folder + "/s/rank0.tar"
             var bytes = try Data(contentsOf: URL(fileURLWithPath: shard))
             let weight = try #require(CheckpointFile.open(shard).tree[path: "state/model/module.0.weight"]?.tensorValue)
@@ -61,7 +61,7 @@ import Testing
             try bytes.write(to: URL(fileURLWithPath: shard + ".bad"))
             try FileManager.default.moveItem(atPath: shard, toPath: shard + ".good")
             try FileManager.default.moveItem(atPath: shard + ".bad", toPath: shard)
-            let damaged = try CLI.run(["verify", folder + "/s"])
+            let damaged = CLI.run(["verify", folder + "/s"])
             #expect(damaged.status == 1)
             #expect(damaged.stderr.contains(shard) && damaged.stderr.contains("module.0.weight"), "\(damaged.stderr)")
             try FileManager.default.removeItem(atPath: shard)
@@ -72,7 +72,7 @@ import Testing
     @Test func launcherEnvironmentsThatContradictOrLackAGroupAreRefusedBeforeWriting() throws {
         try withTemporaryFolder { folder in
             let original = Fixtures.path("composer/ep1-ba4-rank0.pt")
-            let contradicting = try CLI.run(
+            let contradicting = try CLI.runProcess(
                 ["convert", "--sharded", original, folder + "/rank{rank}"],
                 environment: ["RANK": "1", "WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"])
             #expect(contradicting.status == 1)

@@ -5,7 +5,7 @@ import Testing
 /// `ckpt inspect`, `verify` and `convert` on PyTorch `.pt` files, both ways (issue 3).
 @Suite struct TorchCommandTests {
     @Test func inspectDescribesAComposerCheckpoint() throws {
-        let run = try CLI.run(["inspect", "--json", "--hashes", Fixtures.path("composer/ep1-ba4-rank0.pt")])
+        let run = CLI.run(["inspect", "--json", "--hashes", Fixtures.path("composer/ep1-ba4-rank0.pt")])
         #expect(run.status == 0, "\(run.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         #expect(report["format"] as? String == "torch")
@@ -19,14 +19,14 @@ import Testing
 
     @Test func convertGoesBothWaysAndVerifyChecksEveryCRC() throws {
         try withTemporaryFolder { folder in
-            let toNative = try CLI.run(["convert", Fixtures.path("composer/ep1-ba4-rank0.pt"), folder + "/{run_name}-ba{batch}.safetensors"])
+            let toNative = CLI.run(["convert", Fixtures.path("composer/ep1-ba4-rank0.pt"), folder + "/{run_name}-ba{batch}.safetensors"])
             #expect(toNative.status == 0, "\(toNative.stderr)")
             let native = folder + "/fixture-run-ba4.safetensors"
             #expect(toNative.stdout == native + "\n")
-            let toTorch = try CLI.run(["convert", native, folder + "/back-ep{epoch}.pt"])
+            let toTorch = CLI.run(["convert", native, folder + "/back-ep{epoch}.pt"])
             #expect(toTorch.status == 0, "\(toTorch.stderr)")
             let torch = folder + "/back-ep1.pt"
-            let verified = try CLI.run(["verify", torch])
+            let verified = CLI.run(["verify", torch])
             #expect(verified.status == 0, "\(verified.stderr)")
             #expect(verified.stdout.contains("torch"))
             #expect(verified.stdout.contains("checksums match"))
@@ -43,7 +43,7 @@ import Testing
             bytes[start + 3] ^= 0x10
             let damaged = folder + "/damaged.bin"
             try Data(bytes).write(to: URL(fileURLWithPath: damaged))
-            let failed = try CLI.run(["verify", damaged])
+            let failed = CLI.run(["verify", damaged])
             #expect(failed.status == 1)
             #expect(failed.stderr.contains("data/0"), "\(failed.stderr)")
             #expect(failed.stderr.contains("CRC-32"), "\(failed.stderr)")
@@ -51,10 +51,10 @@ import Testing
     }
 
     @Test func verifyRefusesTheMaliciousAndLegacyFixtures() throws {
-        let malicious = try CLI.run(["verify", Fixtures.path("torch/malicious_global.pt")])
+        let malicious = CLI.run(["verify", Fixtures.path("torch/malicious_global.pt")])
         #expect(malicious.status == 1)
         #expect(malicious.stderr.contains("posix.system"))
-        let legacy = try CLI.run(["inspect", Fixtures.path("torch/legacy_format.pt")])
+        let legacy = CLI.run(["inspect", Fixtures.path("torch/legacy_format.pt")])
         #expect(legacy.status == 1)
         #expect(legacy.stderr.contains("legacy"))
     }

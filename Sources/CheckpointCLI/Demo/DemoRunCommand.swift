@@ -1,4 +1,5 @@
 import ArgumentParser
+import CheckpointDemo
 import Checkpointing
 import Foundation
 
@@ -52,7 +53,7 @@ struct DemoRunCommand: ParsableCommand {
             }
         }
         let checkpoints = folder + "/" + DemoRun.runName + "/checkpoints"
-        say("checkpoints before autoresume: \(Self.checkpointCount(in: checkpoints))")
+        print("checkpoints before autoresume: \(Self.checkpointCount(in: checkpoints))")
         let saver = try CheckpointSaver(options: CheckpointSaver.Options(
             folder: folder + "/{run_name}/checkpoints", filename: "ep{epoch}-ba{batch:04d}-rank{rank}.safetensors",
             saveInterval: .every(TrainingTime(Double(saveEvery), .batch)), checkpointsToKeep: keep,
@@ -60,20 +61,15 @@ struct DemoRunCommand: ParsableCommand {
         var state = run.state
         if let resumed = try saver.autoresume(into: &state) {
             try run.restore(state)
-            say("resumed from \(resumed.path) at batch \(run.timestamp.batch) digest \(try run.digest)")
+            print("resumed from \(resumed.path) at batch \(run.timestamp.batch) digest \(try run.digest)")
         } else {
             try saver.fitStart(state)
-            say("fresh start digest \(try run.digest)")
+            print("fresh start digest \(try run.digest)")
         }
-        say("checkpoints after autoresume: \(Self.checkpointCount(in: checkpoints))")
+        print("checkpoints after autoresume: \(Self.checkpointCount(in: checkpoints))")
         try run.train(until: until ?? batches, saver: saver)
         try saver.fitEnd(run.state)
-        say("finished at batch \(run.timestamp.batch) digest \(try run.digest)")
-    }
-
-    /// Writes a line to standard output at once, unbuffered.
-    private func say(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        print("finished at batch \(run.timestamp.batch) digest \(try run.digest)")
     }
 
     private static func checkpointCount(in folder: String) -> Int {

@@ -13,9 +13,13 @@ enum Decompression {
             let file = try AnonymousFile()
             let limited = LimitedSink(next: file, codec: codec, limits: limits)
             let decompressor = try codec.decompressor(into: limited)
+            let progress = CheckpointProgress.current
+            progress?.begin("decompressing", totalBytes: input.count)
+            defer { progress?.finish() }
             try input.forEachChunk(ofAtMost: pieceSize) { (piece) throws(CheckpointError) in
                 limited.inputBytes += piece.count
                 try decompressor.write(piece)
+                progress?.advance(by: piece.count)
             }
             try decompressor.finish()
             return try file.map(path: path)

@@ -1,8 +1,8 @@
 /// An opened checkpoint file: its kind, its tree, and what is needed to verify it.
 ///
 /// Opening maps the file and reads only its header: tensors in the tree point into the mapping
-/// and are read from disk when used. Checksums are verified by ``verify()`` (which
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` calls),
+/// and are read from disk when used. Checksums are verified by ``verify(progress:)`` (which
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` calls),
 /// not by opening.
 public struct CheckpointFile: Sendable {
     /// The path the file was opened from.
@@ -22,7 +22,7 @@ public struct CheckpointFile: Sendable {
     let checksums: [String: UInt64]
     /// XXH3-64 of the innermost file's index (see ``FormatContents/integrityDigest``).
     let integrityDigest: UInt64
-    /// Checks the format's own records (a torch file's CRC-32s); see ``verify()``.
+    /// Checks the format's own records (a torch file's CRC-32s); see ``verify(progress:)``.
     var verifyRecords: (@Sendable () throws(CheckpointError) -> Void)? = nil
     /// The compression and tar layers around the checkpoint, outermost first; empty for a
     /// plain file.
@@ -148,14 +148,21 @@ public struct CheckpointFile: Sendable {
     /// its CRC-32 (a full read, as the native checks are, which a resume pays for anyway when it
     /// uses the tensors).
     ///
+    /// - Parameter progress: Reports the bytes checked (phase `verifying`; a compressed
+    ///   file's decompression was reported when it was opened).
     /// - Throws: ``CheckpointError`` (`.checksumMismatch`) naming the first damaged tensor or record.
-    public func verify() throws(CheckpointError) {
-        try verify(tensorsWhere: { _ in true })
+    public func verify(progress: CheckpointProgress? = nil) throws(CheckpointError) {
+        try CheckpointProgress.reporting(to: progress) { () throws(CheckpointError) in try verify(tensorsWhere: { _ in true }) }
     }
 
-    /// ``verify()`` for the tensors whose flattened paths `include` accepts; a torch file's
+    /// ``verify(progress:)`` for the tensors whose flattened paths `include` accepts; a torch file's
     /// records, which have no per-tensor checksums, are all checked.
     func verify(tensorsWhere include: (String) -> Bool) throws(CheckpointError) {
+        let progress = CheckpointProgress.current
+        if let progress {
+            progress.begin("verifying", totalBytes: tree.tensors.reduce(0) { include($1.path) ? $0 + $1.tensor.byteCount : $0 })
+        }
+        defer { progress?.finish() }
         do {
             try verifyRecords?()
         } catch {
@@ -167,6 +174,7 @@ public struct CheckpointFile: Sendable {
         tree.forEachTensor { name, tensor in
             guard failure == nil, include(name) else { return }
             failure = verify(tensor, named: name)
+            progress?.advance(by: tensor.byteCount)
         }
         if let failure { throw failure }
     }

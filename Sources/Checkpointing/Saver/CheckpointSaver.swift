@@ -86,7 +86,7 @@ public final class CheckpointSaver {
         public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
-        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``).
+        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``).
         public var weightsOnly = false
         /// Parts of the state to leave out of every checkpoint.
         public var ignoreKeys: IgnoreKeys?
@@ -414,7 +414,7 @@ public final class CheckpointSaver {
     /// names another run is not one. Each is verified; a damaged one is skipped with a warning
     /// (and may be overwritten later). Then the list of kept checkpoints is reconciled with the
     /// folder (see "Retention after a kill" above); the checkpoint resumed from is never pruned. `state` must carry
-    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
+    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``.
     ///
     /// A sharded saver resumes every rank from the same committed checkpoint: rank 0 lists the
     /// manifests (in the local folder and, with a ``Options/remoteFolder``, in the store, so a

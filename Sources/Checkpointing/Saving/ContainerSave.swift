@@ -27,6 +27,10 @@ extension CheckpointFormat {
                 compressor = stream
                 sink = stream
             }
+            let progress = CheckpointProgress.current
+            progress?.begin("saving", totalBytes: archiveSize)
+            defer { progress?.finish() }
+            if let progress { sink = ProgressSink.counting(into: sink, progress) }
             var digest: UInt64 = 0
             if target.tar {
                 let tar = TarWriter(sink: sink)
@@ -38,6 +42,8 @@ extension CheckpointFormat {
                 digest = try write(layout, to: sink)
             }
             try compressor?.finish()
+            // Before the commit, which uploads a file bound for an object store: a phase of its own.
+            progress?.finish()
             try file.commit()
             return SavedFile(path: path, byteCount: file.position, digest: digest)
         } catch {

@@ -1,6 +1,6 @@
 import Logging
 
-/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` found.
+/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` found.
 public struct LoadResult: Sendable {
     /// The file that was loaded (the path with its variables filled in).
     public var path: String
@@ -40,6 +40,7 @@ public struct LoadResult: Sendable {
 ///   - shardPlan: For a sharded checkpoint, which part of each tensor this rank loads
 ///     (default: rows split evenly across the ranks, which is every tensor whole on one rank).
 ///   - processGroup: The processes of the run.
+///   - progress: Reports the bytes downloaded, decompressed and verified.
 ///
 /// A sharded checkpoint is named by its manifest or by the folder that holds it;
 /// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and
@@ -59,8 +60,16 @@ public func loadCheckpoint(
     verifyChecksums: Bool = true,
     decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
-    processGroup: any ProcessGroup = SingleProcessGroup()
+    processGroup: any ProcessGroup = SingleProcessGroup(),
+    progress: CheckpointProgress? = nil
 ) throws -> LoadResult {
+    if let progress, progress !== CheckpointProgress.current {
+        return try progress.reporting {
+            try loadCheckpoint(
+                path, into: &state, weightsOnly: weightsOnly, strict: strict, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
+                decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup, progress: progress)
+        }
+    }
     let (file, loaded, tree, unmatched) = try readTrainingState(
         path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys,
         verifyChecksums: verifyChecksums,
@@ -131,8 +140,8 @@ public func loadCheckpoint(
 
 /// Loads a checkpoint as a new training state, with no model to compare keys against.
 ///
-/// Use it to read a checkpoint's contents; use
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` to
+/// Use it to read a checkpoint's contents (`progress` reports as it does there); use
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` to
 /// resume a run.
 public func loadCheckpoint(
     _ path: String,
@@ -141,8 +150,16 @@ public func loadCheckpoint(
     verifyChecksums: Bool = true,
     decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
-    processGroup: any ProcessGroup = SingleProcessGroup()
+    processGroup: any ProcessGroup = SingleProcessGroup(),
+    progress: CheckpointProgress? = nil
 ) throws -> TrainingState {
+    if let progress, progress !== CheckpointProgress.current {
+        return try progress.reporting {
+            try loadCheckpoint(
+                path, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
+                decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup, progress: progress)
+        }
+    }
     var state = TrainingState()
     // No state, so no run name: a path that names {run_name} is refused, not filled with "".
     let (_, loaded, _, _) = try readTrainingState(

@@ -1,4 +1,4 @@
-/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` read it.
+/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` read it.
 public struct LoadedTree: Sendable {
     /// The file read, the manifest of a sharded checkpoint, or a DCP folder.
     public var path: String
@@ -22,13 +22,22 @@ public struct LoadedTree: Sendable {
 ///   - decompressionLimits: Bounds on decompressing a compressed checkpoint.
 ///   - shardPlan: Which part of each tensor this rank gets (default: rows split evenly).
 ///   - processGroup: The processes of the run.
+///   - progress: Reports the bytes downloaded, decompressed and verified.
 public func loadCheckpointTree(
     _ path: String,
     verifyChecksums: Bool = true,
     decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
-    processGroup: any ProcessGroup = SingleProcessGroup()
+    processGroup: any ProcessGroup = SingleProcessGroup(),
+    progress: CheckpointProgress? = nil
 ) throws -> LoadedTree {
+    if let progress, progress !== CheckpointProgress.current {
+        return try progress.reporting {
+            try loadCheckpointTree(
+                path, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits, shardPlan: shardPlan,
+                processGroup: processGroup, progress: progress)
+        }
+    }
     if let folder = try DistributedCheckpoint.locate(path) {
         let (tree, sharding) = try DCPLoad.read(folder: folder, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
         return LoadedTree(path: folder, tree: tree, sharding: sharding)

@@ -14,7 +14,7 @@ let logger = Logger(label: "swift-checkpointing")
 ///
 /// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
 /// commits the checkpoint with a ``ShardManifest`` once every rank has written; the template must contain `{rank}`, and weights-only is refused. Load it on any
-/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
+/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``.
 ///
 /// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
 /// model's tensors as a Hugging Face sharded checkpoint, the index written last (see
@@ -39,6 +39,8 @@ let logger = Logger(label: "swift-checkpointing")
 ///     (`Sharding()` when every tensor is whole). `nil` (the default): rank 0 saves alone.
 ///   - processGroup: The processes of the run (default: this process alone, which is refused
 ///     when the launcher's environment says the run has several processes).
+///   - progress: Reports the bytes written (phase `saving`) and, to an object store, uploaded
+///     (`uploading`).
 /// - Returns: The saved paths, indexed by rank: one path (a Hugging Face checkpoint's index, a
 ///   DCP folder), or with `sharding` every rank's shard.
 @discardableResult
@@ -50,12 +52,13 @@ public func saveCheckpoint(
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
     sharding: Sharding? = nil,
-    processGroup: any ProcessGroup = SingleProcessGroup()
+    processGroup: any ProcessGroup = SingleProcessGroup(),
+    progress: CheckpointProgress? = nil
 ) throws -> [String] {
     try saveCheckpoint(
         tree: state.tree, filename: filename, format: format, runName: state.runName, timestamp: state.timestamp,
         weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, sharding: sharding,
-        processGroup: processGroup)
+        processGroup: processGroup, progress: progress)
 }
 
 /// Saves any checkpoint tree, with the template's variables taken from `runName` and `timestamp`.
@@ -63,7 +66,8 @@ public func saveCheckpoint(
 /// This is what `ckpt convert` uses: it keeps every part of a tree, Composer layout or not.
 /// `weightsOnly` needs a tree in Composer's layout (a `"state"` dict at its root). A Hugging
 /// Face `format` takes `state/model`'s tensors from a tree in Composer's layout, and every tensor
-/// of any other tree (named by their keys joined with dots).
+/// of any other tree (named by their keys joined with dots). `progress` reports the bytes
+/// written and uploaded, as it does for the other `saveCheckpoint`.
 @discardableResult
 public func saveCheckpoint(
     tree: StateValue,
@@ -75,8 +79,16 @@ public func saveCheckpoint(
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
     sharding: Sharding? = nil,
-    processGroup: any ProcessGroup = SingleProcessGroup()
+    processGroup: any ProcessGroup = SingleProcessGroup(),
+    progress: CheckpointProgress? = nil
 ) throws -> [String] {
+    if let progress, progress !== CheckpointProgress.current {
+        return try progress.reporting {
+            try saveCheckpoint(
+                tree: tree, filename: filename, format: format, runName: runName, timestamp: timestamp, weightsOnly: weightsOnly,
+                ignoreKeys: ignoreKeys, compression: compression, sharding: sharding, processGroup: processGroup, progress: progress)
+        }
+    }
     let template = try FilenameTemplate(filename)
     try refuseLoneProcessInMultiProcessRun(processGroup)
     let values = FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup)

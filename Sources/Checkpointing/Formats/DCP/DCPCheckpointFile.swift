@@ -2,7 +2,7 @@ extension CheckpointFile {
     /// Opens a DCP folder as one checkpoint: its tree rebuilt from the key paths of
     /// `.metadata`, every value read, every chunk's archive read in place (its zip directory
     /// and pickle, no tensor data). A tensor saved as one aligned chunk is that chunk's mapping;
-    /// one saved in several chunks, or misaligned, is assembled when first used. ``verify()``
+    /// one saved in several chunks, or misaligned, is assembled when first used. ``verify(progress:)``
     /// checks every archive's CRC-32s.
     static func open(distributedCheckpoint folder: String) throws(CheckpointError) -> CheckpointFile {
         let checkpoint = try DistributedCheckpoint.open(folder)

@@ -7,7 +7,7 @@ import Darwin
 #endif
 
 /// Saves `tree` as a PyTorch Distributed Checkpoint (DCP) folder: what
-/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``
+/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``
 /// does for ``SaveFormat/distributedCheckpoint``. Returns the folder, on every rank.
 ///
 /// The folder gets one data file per writing rank, `__<rank>_0.distcp`, a run of `torch.save`
@@ -356,11 +356,15 @@ struct DCPSave {
             end = start + length
         }
         let file = try AtomicFileWriter(path: path, expectedSize: end)
+        let progress = CheckpointProgress.current
+        progress?.begin("saving", totalBytes: end)
+        defer { progress?.finish() }
+        let sink = progress.map { ProgressSink.counting(into: file, $0) } ?? file
         do {
             let zeros = [UInt8](repeating: 0, count: Self.alignment)
             for (piece, layout) in zip(pieces, layouts) {
-                try file.write(Array(zeros.prefix(piece.offset - file.position)))
-                try TorchFormat.write(layout, to: file)
+                try sink.write(Array(zeros.prefix(piece.offset - sink.position)))
+                try TorchFormat.write(layout, to: sink)
             }
             try file.commit()
         } catch {

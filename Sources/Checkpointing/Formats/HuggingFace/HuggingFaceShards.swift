@@ -36,7 +36,7 @@ public struct HuggingFaceShards: Sendable, Equatable {
     public var isCommitRecorded: Bool
 
     /// Whether every shard records a checksum for each of its tensors, so that
-    /// ``CheckpointFile/verify()`` checks every byte of every tensor.
+    /// ``CheckpointFile/verify(progress:)`` checks every byte of every tensor.
     public var hasChecksums: Bool { shards.allSatisfy(\.hasChecksums) }
 
     /// The path of a shard (its ``Shard/name`` joined to the index's folder).

@@ -104,16 +104,19 @@ enum HuggingFaceWriter {
 
         var written: [String] = []
         var indexBytes: [UInt8] = []
+        let layouts = plan.map { members in NativeFormat.layout(plain: members.map { tensors[$0] }) }
+        let progress = CheckpointProgress.current
+        progress?.begin("saving", totalBytes: layouts.reduce(0) { $0 + NativeFormat.size(of: $1) })
+        defer { progress?.finish() }
         do throws(CheckpointError) {
             var record: [HuggingFaceIndex.CommitRecord.Shard] = []
-            for (members, name) in zip(plan, names) {
+            for (layout, name) in zip(layouts, names) {
                 let shardPath = FilePaths.join(folder, name)
-                let layout = NativeFormat.layout(plain: members.map { tensors[$0] })
                 let file = try AtomicFileWriter(path: shardPath, expectedSize: NativeFormat.size(of: layout))
                 // Before the commit, which can fail after its rename (its folder's flush).
                 written.append(shardPath)
                 do {
-                    let digest = try NativeFormat.write(layout, to: file)
+                    let digest = try NativeFormat.write(layout, to: progress.map { ProgressSink.counting(into: file, $0) } ?? file)
                     try file.commit()
                     record.append(.init(name: name, byteCount: file.position, headerDigest: digest))
                 } catch {

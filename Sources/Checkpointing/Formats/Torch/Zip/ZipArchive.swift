@@ -85,8 +85,10 @@ final class ZipArchive: Sendable {
 
     /// Checks every record against the CRC-32 in the central directory (a full read of the file).
     func verifyChecksums() throws(CheckpointError) {
+        let progress = CheckpointProgress.current
         for entry in entries {
             let actual = CRC32.checksum(bytes(of: entry))
+            progress?.advance(by: entry.size)
             guard actual == entry.crc32 else {
                 throw CheckpointError(
                     .checksumMismatch,

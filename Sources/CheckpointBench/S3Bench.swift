@@ -1,14 +1,15 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import CheckpointingS3
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `ckpt bench --s3 s3://bucket/prefix`: upload and download throughput of the bench state to
+/// `ckpt bench s3 s3://bucket/prefix`: upload and download throughput of the bench state to
 /// an S3 endpoint (from S3_ENDPOINT_URL / AWS_ENDPOINT_URL and the usual credentials), with the
 /// parts in flight and the process's peak memory.
-struct S3Bench {
+public struct S3Bench {
     /// Makes the bench state; called twice, so the transfers are measured without it in memory.
     var makeState: () throws -> TrainingState
     var prefix: ObjectLocation
@@ -60,7 +61,18 @@ struct S3Bench {
         }
     }
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(makeState: @escaping () throws -> TrainingState, prefix: ObjectLocation, repetitions: Int, partSize: Int?, concurrency: Int?, folder: String) {
+        self.makeState = makeState
+        self.prefix = prefix
+        self.repetitions = repetitions
+        self.partSize = partSize
+        self.concurrency = concurrency
+        self.folder = folder
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         var configuration = try S3Configuration.fromEnvironment()
         if let partSize { configuration.partSize = partSize }
         if let concurrency { configuration.maxConcurrency = concurrency }

@@ -1,3 +1,4 @@
+import CheckpointToolSupport
 #if canImport(Glibc)
 import Glibc
 #endif

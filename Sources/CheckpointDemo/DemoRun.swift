@@ -1,26 +1,29 @@
 import BigInt
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 
 /// A training run of the demo model: the loop, and its state as a ``TrainingState``.
-struct DemoRun {
-    static let runName = "demo-run"
+public struct DemoRun {
+    /// The run name of every demo run: its checkpoints are under `FOLDER/demo-run/checkpoints`.
+    public static let runName = "demo-run"
     static let batchSize = 32
 
     let data: DemoData
     let totalBatches: Int
     var model: DemoModel
     var loader: DemoLoader
-    var timestamp = Timestamp()
+    /// Where the run stands.
+    public private(set) var timestamp = Timestamp()
     /// (batch, loss) at the batches the report shows.
     var losses: [(batch: Int, loss: Float)] = []
     /// Bytes saved with every checkpoint and never read back into training (`ckpt demo-run
     /// --ballast`): they make a save last long enough to be killed in the middle.
-    var ballast: Tensor?
+    public var ballast: Tensor?
     private let seed: UInt64
     private let reportedBatches: Set<Int>
 
     /// A run on the demo data set (always the same) whose weights start from `weightsSeed`.
-    init(seed: UInt64, weightsSeed: UInt64? = nil, totalBatches: Int) {
+    public init(seed: UInt64, weightsSeed: UInt64? = nil, totalBatches: Int) {
         self.seed = seed
         self.totalBatches = totalBatches
         data = DemoData(samples: 640, seed: seed)
@@ -32,7 +35,7 @@ struct DemoRun {
     var isFinished: Bool { timestamp.batch >= totalBatches }
 
     /// Trains until `stopAt` batches (or the end), calling the saver's events as Composer does.
-    mutating func train(until stopAt: Int, saver: CheckpointSaver?) throws {
+    public mutating func train(until stopAt: Int, saver: CheckpointSaver?) throws {
         let start = ContinuousClock.now
         let wallClockBefore = timestamp.totalWct
         while timestamp.batch < min(stopAt, totalBatches) {
@@ -66,7 +69,7 @@ struct DemoRun {
     }
 
     /// The run's state in Composer's layout.
-    var state: TrainingState {
+    public var state: TrainingState {
         var model = StateDict()
         var moments = StateDict()
         for (index, name) in DemoModel.parameterNames.enumerated() {
@@ -98,7 +101,7 @@ struct DemoRun {
     }
 
     /// Puts the run where `state` says it is.
-    mutating func restore(_ state: TrainingState) throws {
+    public mutating func restore(_ state: TrainingState) throws {
         guard let savedTotal = state.metadata["total_batches"]?.intValue, savedTotal == totalBatches else {
             throw CommandFailure(
                 "the folder holds a run of \(state.metadata["total_batches"]?.intValue.map(String.init) ?? "another") batches, not \(totalBatches): its learning-rate schedule differs; use the same --batches or another --folder")

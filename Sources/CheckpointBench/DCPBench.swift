@@ -1,12 +1,13 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
-/// `ckpt bench --format dcp`: the same state saved as a PyTorch Distributed Checkpoint folder
+/// `ckpt bench dcp`: the same state saved as a PyTorch Distributed Checkpoint folder
 /// (one process: `__0_0.distcp` and `.metadata`) beside the native save, in the same run; the
 /// folder opened cold (`.metadata` alone, then as a whole checkpoint: every archive's zip
 /// directory and pickle, no tensor data) and read back with every archive's CRC-32 checked,
 /// beside the native open and checksum-verified read.
-struct DCPBench {
+public struct DCPBench {
     var state: TrainingState
     var folder: String
     var repetitions: Int
@@ -53,7 +54,15 @@ struct DCPBench {
         }
     }
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(state: TrainingState, folder: String, repetitions: Int) {
+        self.state = state
+        self.folder = folder
+        self.repetitions = repetitions
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         let tensors = state.tree.tensors.map(\.tensor)
         let nativePath = folder + "/bench.safetensors"
         let dcpFolder = folder + "/bench-dcp"

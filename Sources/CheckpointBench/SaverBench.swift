@@ -1,13 +1,14 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
 /// How long a training loop stalls for a checkpoint: a synchronous save against an
-/// asynchronous one, on the bench state (`ckpt bench --saver`).
+/// asynchronous one, on the bench state (`ckpt bench saver`).
 ///
 /// Two asynchronous cases: tensors the loop owns as Swift values (the snapshot shares them,
 /// nothing is copied) and tensors borrowed from buffers the loop keeps overwriting (the
 /// snapshot copies them, bounded by the memory budget).
-struct SaverBench {
+public struct SaverBench {
     struct Result {
         var bytes: Int
         var synchronous: Duration
@@ -22,7 +23,14 @@ struct SaverBench {
     let state: TrainingState
     let folder: String
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(state: TrainingState, folder: String) {
+        self.state = state
+        self.folder = folder
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         let synchronous = try stalls(of: state, asynchronous: false, subfolder: "sync")
         let owned = try stalls(of: state, asynchronous: true, subfolder: "async-owned")
         let borrowed = try stalls(of: borrowing(state), asynchronous: true, subfolder: "async-borrowed")

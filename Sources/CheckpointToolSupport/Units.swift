@@ -1,8 +1,9 @@
 import Foundation
 
 /// Formatting for people: sizes, rates and aligned tables.
-enum Units {
-    static func bytes(_ count: Int) -> String {
+public enum Units {
+    /// A byte count in decimal units: `1.49 GB`.
+    public static func bytes(_ count: Int) -> String {
         let units = ["B", "KB", "MB", "GB", "TB"]
         var value = Double(count)
         var unit = 0
@@ -13,12 +14,13 @@ enum Units {
         return unit == 0 ? "\(count) B" : String(format: "%.2f %@", value, units[unit])
     }
 
-    static func rate(bytes: Int, seconds: Double) -> String {
+    /// Bytes per second in GB/s, or `-` for no time.
+    public static func rate(bytes: Int, seconds: Double) -> String {
         seconds > 0 ? String(format: "%.2f GB/s", Double(bytes) / seconds / 1e9) : "-"
     }
 
     /// Rows padded into columns; the columns in `rightAligned` are aligned right.
-    static func table(_ rows: [[String]], rightAligned: Set<Int> = []) -> String {
+    public static func table(_ rows: [[String]], rightAligned: Set<Int> = []) -> String {
         guard let width = rows.map(\.count).max() else { return "" }
         var widths = Array(repeating: 0, count: width)
         for row in rows {

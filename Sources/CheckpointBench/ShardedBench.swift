@@ -1,11 +1,12 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
-/// Sharded saves and loads on every rank of an `mpirun` (`ckpt bench --sharded`): each rank
+/// Sharded saves and loads on every rank of an `mpirun` (`ckpt bench sharded`): each rank
 /// saves its rows of every tensor of the bench state at once; rank 0 reports the aggregate
 /// throughput, beside a raw write + fsync of the same bytes by every rank at once (the
 /// disk's limit for this many writers).
-struct ShardedBench {
+public struct ShardedBench {
     struct Result: BenchReport {
         var worldSize: Int
         var repeats: Int
@@ -41,7 +42,16 @@ struct ShardedBench {
     let repetitions: Int
     let processGroup: any ProcessGroup
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(state: TrainingState, folder: String, repetitions: Int, processGroup: any ProcessGroup) {
+        self.state = state
+        self.folder = folder
+        self.repetitions = repetitions
+        self.processGroup = processGroup
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         let group = processGroup
         let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: state.tree, rank: group.rank, worldSize: group.worldSize)
         let tensors = part.tensors.map(\.tensor)

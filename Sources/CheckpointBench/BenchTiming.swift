@@ -1,4 +1,5 @@
 import Checkpointing
+import CheckpointToolSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc

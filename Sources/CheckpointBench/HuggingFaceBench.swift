@@ -1,11 +1,12 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
-/// `ckpt bench --format hf`: every tensor of the state saved as a Hugging Face sharded folder
+/// `ckpt bench hf`: every tensor of the state saved as a Hugging Face sharded folder
 /// beside the native save of the state, in the same run; then each opened cold (the native
 /// file's header; the index and every shard's header, checked against each other) and read
 /// back cold with every tensor's checksum verified.
-struct HuggingFaceBench {
+public struct HuggingFaceBench {
     var state: TrainingState
     var folder: String
     var repetitions: Int
@@ -57,7 +58,16 @@ struct HuggingFaceBench {
         }
     }
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(state: TrainingState, folder: String, repetitions: Int, maxShardSize: Int) {
+        self.state = state
+        self.folder = folder
+        self.repetitions = repetitions
+        self.maxShardSize = maxShardSize
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         // Every tensor of the state, by its flattened path: the same bytes as the native file
         // (a training state would give a Hugging Face folder its model alone).
         let tensors = state.tree.tensors

@@ -1,13 +1,14 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
-/// The float-split codec beside zstd (`ckpt bench --compression fsz [--file MODEL]`).
+/// The float-split codec beside zstd (`ckpt bench fsz [--file MODEL]`).
 ///
 /// On the same tree, in the same run, each method taking its turn: our durable save of
 /// `.safetensors.fsz`, `.safetensors.zst` and `.pt.zst` at their default settings, each file's
 /// open and full verified load (decoding every tensor and checking its checksum), and
 /// `zstd -1 -T0` and `zstd -d` on the bytes of the plain native file.
-struct FloatSplitBench {
+public struct FloatSplitBench {
     struct Row {
         var method: String
         var save: Double
@@ -37,7 +38,17 @@ struct FloatSplitBench {
     let options: CompressionOptions
     let repetitions: Int
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(tree: StateValue, source: String, folder: String, options: CompressionOptions, repetitions: Int) {
+        self.tree = tree
+        self.source = source
+        self.folder = folder
+        self.options = options
+        self.repetitions = repetitions
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         let plain = folder + "/bench.safetensors"
         try saveCheckpoint(tree: tree, filename: plain)
         let uncompressed = try FileManager.default.attributesOfItem(atPath: plain)[.size] as? Int ?? 0

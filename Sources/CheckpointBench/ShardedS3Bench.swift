@@ -1,12 +1,13 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 
-/// `ckpt bench --sharded --s3 s3://bucket/prefix` under `mpirun -np N`: sharded saves to and
+/// `ckpt bench sharded --s3 s3://bucket/prefix` under `mpirun -np N`: sharded saves to and
 /// loads from an object store, every rank at once, beside every rank's raw PUT and GET of the
 /// same bytes at once (the store's limit for this many clients), in the same run. With two
 /// ranks or more it also loads the checkpoint resharded onto half the ranks and reports the
 /// bytes that load downloaded against the tensor bytes it needed.
-struct ShardedS3Bench {
+public struct ShardedS3Bench {
     struct Result: BenchReport {
         var worldSize: Int
         var repeats: Int
@@ -65,7 +66,17 @@ struct ShardedS3Bench {
     let repetitions: Int
     let processGroup: any ProcessGroup
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(state: TrainingState, prefix: ObjectLocation, folder: String, repetitions: Int, processGroup: any ProcessGroup) {
+        self.state = state
+        self.prefix = prefix
+        self.folder = folder
+        self.repetitions = repetitions
+        self.processGroup = processGroup
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         let group = processGroup
         let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: state.tree, rank: group.rank, worldSize: group.worldSize)
         let run = prefix.appending("bench-\(UInt32.random(in: 0...UInt32.max))-of-\(group.worldSize)")

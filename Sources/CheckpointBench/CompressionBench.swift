@@ -1,17 +1,18 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Compressed saves on the bench state (`ckpt bench --compression CODEC`).
+/// Compressed saves on the bench state (`ckpt bench compression CODEC`).
 ///
 /// For one codec, in the same run on the same state: our durable save of `.pt.CODEC` (in-process,
 /// streaming, the codec's threads) beside Composer's method (the uncompressed `torch.save`
 /// bytes piped into the codec's command-line tool at its defaults), beside the tool on all
 /// cores where it has threads (`zstd -T0`, `xz -T0`) and the tool at its default level from
 /// the same file. `all` measures our save and open for every codec.
-struct CompressionBench {
+public struct CompressionBench {
     struct Row {
         var method: String
         var seconds: Double
@@ -39,7 +40,18 @@ struct CompressionBench {
     /// machine's load then weighs on every method alike.
     let repetitions: Int
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(state: TrainingState, folder: String, codecs: [CompressionCodec], options: CompressionOptions, compareWithTools: Bool, repetitions: Int) {
+        self.state = state
+        self.folder = folder
+        self.codecs = codecs
+        self.options = options
+        self.compareWithTools = compareWithTools
+        self.repetitions = repetitions
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         // The uncompressed file: the bytes Composer would pipe into the tool.
         var format = "pt"
         var plain = folder + "/bench.pt"

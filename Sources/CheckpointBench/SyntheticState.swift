@@ -1,14 +1,15 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 
 /// Training states made up for the benchmark and the demo.
-enum SyntheticState {
+public enum SyntheticState {
     /// A GPT-2-small-shaped state: 146 parameter tensors (token and position embeddings and
     /// 12 transformer blocks; 124M parameters at scale 1), each with AdamW's `exp_avg`,
     /// `exp_avg_sq` and `step`: 584 tensors, 1.49 GB.
     ///
     /// `scale` multiplies every tensor's first dimension (at least 1 row), so the tensor count
     /// stays the same while the bytes scale.
-    static func gpt2Small(scale: Double, seed: UInt64 = 0) throws -> TrainingState {
+    public static func gpt2Small(scale: Double, seed: UInt64 = 0) throws -> TrainingState {
         let hidden = 768
         var shapes: [(String, [Int])] = [("transformer.wte.weight", [50257, hidden]), ("transformer.wpe.weight", [1024, hidden])]
         for block in 0..<12 {
@@ -63,20 +64,5 @@ enum SyntheticState {
         }
         random = generator
         return tensor
-    }
-}
-
-/// A small, fast, seedable generator (SplitMix64): the same seed gives the same bytes everywhere.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,5 +1,6 @@
 import Checkpointing
 import Crypto
+import Foundation
 
 extension DemoRun {
     /// A SHA-256 of everything training depends on, with the epoch ended when the run stands
@@ -7,7 +8,7 @@ extension DemoRun {
     /// dropout generator, the loader's position and the timestamp's counters; not wall-clock
     /// time. Two runs at the same point have the same digest only when every bit of that
     /// state is the same, so comparing digests checks a resume without storing states.
-    var digest: String {
+    public var digest: String {
         get throws {
             var settled = self
             try settled.settle()
@@ -24,7 +25,7 @@ extension DemoRun {
             for key in settled.loader.state.keys.sorted() { add(settled.loader.state[key] ?? 0) }
             let time = settled.timestamp
             for counter in [time.epoch, time.batch, time.sample, time.batchInEpoch, time.sampleInEpoch] { add(counter) }
-            return hash.finalize().hexString
+            return hash.finalize().map { String(format: "%02x", $0) }.joined()
         }
     }
 }

@@ -1,3 +1,5 @@
+import CheckpointToolSupport
+
 /// A synthetic classification set: points around three random centres in 16 dimensions.
 struct DemoData {
     static let features = 16
@@ -99,4 +101,5 @@ extension SplitMix64 {
 
 #if canImport(Glibc)
 import Glibc
+import CheckpointToolSupport
 #endif

@@ -1,13 +1,14 @@
-import Checkpointing
+public import Checkpointing
+import CheckpointToolSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `ckpt bench --format pt`: the same state saved as `.pt` beside the native save, in the same
+/// `ckpt bench pt`: the same state saved as `.pt` beside the native save, in the same
 /// run, and a `.pt` opened (memory-mapped, nothing but the pickle and the zip directory read)
 /// and read back with every record's CRC-32 checked.
-struct TorchBench {
+public struct TorchBench {
     var state: TrainingState
     var folder: String
     var repetitions: Int
@@ -56,7 +57,15 @@ struct TorchBench {
         }
     }
 
-    func run() throws -> Result {
+    /// The benchmark, ready to ``run()``.
+    public init(state: TrainingState, folder: String, repetitions: Int) {
+        self.state = state
+        self.folder = folder
+        self.repetitions = repetitions
+    }
+
+    /// Runs every measurement, removing its files as it goes.
+    public func run() throws -> some BenchReport {
         let tensors = state.tree.tensors.map(\.tensor)
         let nativePath = folder + "/bench.safetensors"
         let torchPath = folder + "/bench.pt"

@@ -1,0 +1,160 @@
+import Checkpointing
+import CheckpointingTestSupport
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+
+/// ``CheckpointProgress``: what the long operations report (every byte they move, in phases
+/// with the right totals) and how often (throttled, first and last update always).
+@Suite struct ProgressTests {
+    /// The updates a reporter sent, from whichever threads sent them.
+    final class Recorder: Sendable {
+        private let storage = Mutex([CheckpointProgress.Update]())
+
+        var updates: [CheckpointProgress.Update] { storage.withLock { $0 } }
+
+        /// A reporter that records into this recorder, with no throttling unless `interval` says.
+        func reporter(interval: Duration = .zero) -> CheckpointProgress {
+            CheckpointProgress(interval: interval) { update in self.storage.withLock { $0.append(update) } }
+        }
+
+        /// The last update of each phase, in the order the phases ran.
+        var finished: [CheckpointProgress.Update] { updates.filter(\.isFinished) }
+    }
+
+    /// A state of `megabytes` MB of float32 weights, in two tensors, and some other values.
+    static func state(megabytes: Int) throws -> TrainingState {
+        var random = SplitMix64(seed: 7)
+        let count = megabytes * 250_000 / 2
+        var state = TrainingState(runName: "progress")
+        for name in ["a", "b"] {
+            state.model[.string(name)] = .tensor(try Tensor(shape: [count], scalars: (0..<count).map { _ in Float(random.next() % 1000) / 7 }))
+        }
+        state.timestamp = Timestamp(epoch: 1, batch: 2)
+        return state
+    }
+
+    static func tensorBytes(_ state: TrainingState) -> Int { state.tree.tensors.reduce(0) { $0 + $1.tensor.byteCount } }
+
+    static func size(_ path: String) throws -> Int {
+        try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+    }
+
+    @Test func updatesAreThrottledButTheFirstAndLastAlwaysGoAndNoByteIsLost() {
+        let recorder = Recorder()
+        let progress = recorder.reporter(interval: .seconds(3600))
+        progress.begin("moving", totalBytes: 4000)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<1000 { progress.advance(by: 1) }
+        }
+        progress.finish()
+        let updates = recorder.updates
+        // The start, the first bytes (the interval starts then), the end: nothing between.
+        #expect(updates.count == 3, "\(updates)")
+        #expect(updates.first == .init(phase: "moving", completedBytes: 0, totalBytes: 4000, isFinished: false))
+        #expect(updates.last == .init(phase: "moving", completedBytes: 4000, totalBytes: 4000, isFinished: true))
+        #expect(updates.last?.fraction == 1)
+    }
+
+    @Test func anUnthrottledReporterSeesEveryAdvanceInOrder() {
+        let recorder = Recorder()
+        let progress = recorder.reporter()
+        progress.begin("moving", totalBytes: 30)
+        for _ in 0..<3 { progress.advance(by: 10) }
+        progress.finish()
+        #expect(recorder.updates.map(\.completedBytes) == [0, 10, 20, 30, 30])
+        #expect(recorder.updates.map(\.isFinished) == [false, false, false, false, true])
+    }
+
+    /// A save to an object store ends its `saving` phase and starts `uploading`; the save's
+    /// own end (on every path) then ends nothing more.
+    @Test func endingAPhaseTwiceSendsOneLastUpdate() {
+        let recorder = Recorder()
+        let progress = recorder.reporter()
+        progress.begin("saving", totalBytes: 10)
+        progress.advance(by: 10)
+        progress.finish()
+        progress.begin("uploading", totalBytes: 10)
+        progress.advance(by: 10)
+        progress.finish()
+        progress.finish()
+        #expect(recorder.finished.map(\.phase) == ["saving", "uploading"])
+    }
+
+    @Test func aNativeSaveReportsEveryByteOfTheFile() throws {
+        try withTemporaryFolder { folder in
+            let recorder = Recorder()
+            let state = try Self.state(megabytes: 3)
+            let path = try saveCheckpoint(state, filename: folder + "/a.safetensors", progress: recorder.reporter())[0]
+            let size = try Self.size(path)
+            #expect(recorder.finished == [.init(phase: "saving", completedBytes: size, totalBytes: size, isFinished: true)])
+            // Reported as the bytes go: more than the start and the end.
+            #expect(recorder.updates.filter { $0.completedBytes > 0 && $0.completedBytes < size }.count >= 2)
+            let completed = recorder.updates.map(\.completedBytes)
+            #expect(completed == completed.sorted(), "the count never goes back")
+        }
+    }
+
+    @Test func aCompressedLoadReportsDecompressingThenVerifyingAndACompressedSaveCountsWhatGoesIn() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 3)
+            let plain = try saveCheckpoint(state, filename: folder + "/plain.safetensors")[0]
+            let saving = Recorder()
+            let path = try saveCheckpoint(state, filename: folder + "/a.safetensors.zst", progress: saving.reporter())[0]
+            // The bytes fed to the compressor: the uncompressed file's.
+            let plainSize = try Self.size(plain)
+            #expect(saving.finished == [.init(phase: "saving", completedBytes: plainSize, totalBytes: plainSize, isFinished: true)])
+
+            let loading = Recorder()
+            var loaded = TrainingState(model: state.model)
+            try loadCheckpoint(path, into: &loaded, progress: loading.reporter())
+            let compressed = try Self.size(path)
+            let tensors = Self.tensorBytes(state)
+            #expect(loading.finished == [
+                .init(phase: "decompressing", completedBytes: compressed, totalBytes: compressed, isFinished: true),
+                .init(phase: "verifying", completedBytes: tensors, totalBytes: tensors, isFinished: true),
+            ])
+        }
+    }
+
+    @Test func aTorchFileIsVerifiedRecordByRecord() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 2)
+            let path = try saveCheckpoint(state, filename: folder + "/a.pt")[0]
+            let recorder = Recorder()
+            try CheckpointFile.open(path).verify(progress: recorder.reporter())
+            let last = try #require(recorder.finished.last)
+            #expect(recorder.finished.count == 1 && last.phase == "verifying")
+            #expect(last.totalBytes == Self.tensorBytes(state) && last.fraction == 1, "\(last)")
+            #expect(recorder.updates.contains { $0.completedBytes > 0 && !$0.isFinished }, "the CRC pass reports as it reads")
+        }
+    }
+
+    @Test func aHuggingFaceSaveIsOnePhaseOverEveryShard() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 2)
+            let recorder = Recorder()
+            let index = try saveCheckpoint(
+                state, filename: folder + "/hf", format: .huggingFaceSharded(maxShardSize: 1_100_000), progress: recorder.reporter())[0]
+            let shards = try FileManager.default.contentsOfDirectory(atPath: folder + "/hf").filter { $0.hasSuffix(".safetensors") }
+            #expect(shards.count == 2, "\(index)")
+            let total = try shards.reduce(0) { $0 + (try Self.size(folder + "/hf/" + $1)) }
+            #expect(recorder.finished == [.init(phase: "saving", completedBytes: total, totalBytes: total, isFinished: true)])
+        }
+    }
+
+    @Test func reportingCoversWhatRunsInsideItAndNothingElse() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 1)
+            let recorder = Recorder()
+            let progress = recorder.reporter()
+            let path = try progress.reporting { try saveCheckpoint(state, filename: folder + "/a.safetensors")[0] }
+            try progress.reporting { try CheckpointFile.open(path).verify() }
+            #expect(recorder.finished.map(\.phase) == ["saving", "verifying"])
+            try saveCheckpoint(state, filename: folder + "/b.safetensors")
+            try CheckpointFile.open(path).verify()
+            #expect(recorder.finished.count == 2, "nothing reports outside the scope")
+        }
+    }
+}
