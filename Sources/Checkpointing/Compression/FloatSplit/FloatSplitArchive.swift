@@ -225,8 +225,8 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
     private func decodeChunk(_ chunk: Int, workspace: ChunkWorkspace) throws(CheckpointError) {
         let entry = index.entries[chunk]
         let record = UnsafeRawBufferPointer(rebasing: source.bytes[entry.recordRange])
-        guard let fd else {
-            let destination = writable! + entry.decodedOffset
+        if let writable {
+            let destination = writable + entry.decodedOffset
             Self.allocatePages(destination, count: entry.decodedLength)
             do {
                 try ChunkCoding.decode(record, entry: entry, workspace: workspace, into: destination)
@@ -237,6 +237,8 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
             }
             return
         }
+        // Bytes not in memory are in the file (an empty stream, with neither, has no chunks).
+        guard let fd else { return }
         try ChunkCoding.decode(record, entry: entry, workspace: workspace, into: workspace.decoded.baseAddress!)
         let bytes = UnsafeRawBufferPointer(rebasing: workspace.decoded[0..<entry.decodedLength])
         do {
