@@ -29,6 +29,9 @@ public struct FloatSplitBench {
         var shares: [CompressionShare]
         /// Opening the `.fsz` file and decoding every tensor, without verifying checksums.
         var decode: Double
+        /// The CPU time (user + system, every thread) of ``decode``: its rate per core does not
+        /// depend on what else the machine runs.
+        var decodeCPU: Double
     }
 
     let tree: StateValue
@@ -80,6 +83,7 @@ public struct FloatSplitBench {
         var cpus = saves, opens = saves, loads = saves
         var shares: [CompressionShare] = []
         var decodes: [Double] = []
+        var decodeCPUs: [Double] = []
         for _ in 0..<repetitions {
             for (number, method) in methods.enumerated() {
                 let cpu = CompressionBench.cpuSeconds()
@@ -90,7 +94,9 @@ public struct FloatSplitBench {
                     opens[number].append(try time { _ = try CheckpointFile.open(method.output) })
                     if method.output.hasSuffix(".fsz") {
                         shares = try CheckpointFile.open(method.output).compressionShares
+                        let before = CompressionBench.cpuSeconds()
                         decodes.append(try time { try CheckpointFile.open(method.output).decode { _ in true } })
+                        decodeCPUs.append(CompressionBench.cpuSeconds() - before)
                     }
                 }
                 if let load = method.load { loads[number].append(try time(load)) }
@@ -108,7 +114,7 @@ public struct FloatSplitBench {
         }
         return Result(
             source: source, uncompressedBytes: uncompressed, threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount,
-            rows: rows, shares: shares, decode: median(decodes))
+            rows: rows, shares: shares, decode: median(decodes), decodeCPU: median(decodeCPUs))
     }
 }
 
@@ -134,7 +140,8 @@ extension FloatSplitBench.Result: BenchReport {
             \(source): \(Units.bytes(uncompressedBytes)) as a native .safetensors file; \(threads) threads; \
             rates count uncompressed bytes; the tool's load is `zstd -d` into a file
             \(Units.table(table, rightAligned: [1, 2, 3, 4, 5, 6, 7, 8]))
-            .fsz open + decode of every tensor (no checksums): \(String(format: "%.3f s", decode)), \(Units.rate(bytes: uncompressedBytes, seconds: decode))
+            .fsz open + decode of every tensor (no checksums): \(String(format: "%.3f s", decode)), \(Units.rate(bytes: uncompressedBytes, seconds: decode)); \
+            CPU \(String(format: "%.3f s", decodeCPU)), \(Units.rate(bytes: uncompressedBytes, seconds: decodeCPU)) per core
 
             .fsz by dtype:
             \(Units.table(shareTable, rightAligned: [1, 2, 3]))
@@ -143,7 +150,7 @@ extension FloatSplitBench.Result: BenchReport {
 
     func json() -> [String: Any] {
         [
-            "source": source, "uncompressed_bytes": uncompressedBytes, "threads": threads, "fsz_decode_seconds": decode,
+            "source": source, "uncompressed_bytes": uncompressedBytes, "threads": threads, "fsz_decode_seconds": decode, "fsz_decode_cpu_seconds": decodeCPU,
             "rows": rows.map { row -> [String: Any] in
                 var object: [String: Any] = [
                     "method": row.method, "save_seconds": row.save, "cpu_seconds": row.cpu, "compressed_bytes": row.compressedBytes,

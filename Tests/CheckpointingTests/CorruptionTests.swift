@@ -60,6 +60,66 @@ import Testing
         }
     }
 
+    /// Large enough that verification checks the tensors (or records) on several threads.
+    private static func parallelState() throws -> TrainingState {
+        var state = TrainingState(runName: "parallel")
+        for index in 0..<8 {
+            let count = (1 << 18) + 1000 * index
+            state.model["layer\(index).weight"] = .tensor(try Tensor(shape: [count], scalars: (0..<count).map { Float($0 % 977) * 0.5 + Float(index) }))
+        }
+        return state
+    }
+
+    @Test("checked on every core, verify still names the first damaged tensor in tree order")
+    func parallelVerifyNamesTheFirstDamagedTensor() throws {
+        let state = try Self.parallelState()
+        try withTemporaryFolder { folder in
+            let path = try saveCheckpoint(state, filename: folder + "/x.safetensors")[0]
+            #expect(state.tree.tensors.reduce(0) { $0 + $1.tensor.byteCount } >= ParallelChecks.parallelThreshold)
+            let layout = try SafetensorsLayout(path: path)
+            let pristine = try readBytes(path)
+            let names = state.tree.tensors.map(\.path).filter { $0.contains("layer") }
+            #expect(names.count == 8)
+            // The smallest tensor is checked last, the largest first: damage each pair.
+            for (first, second) in [(0, 7), (6, 7), (2, 5), (7, 7)] {
+                var bytes = pristine
+                for name in Set([names[first], names[second]]) {
+                    let entry = try #require(layout.entries[name])
+                    bytes[layout.dataStart + entry.begin + 4 * first + 1] ^= 0x40
+                }
+                let damaged = folder + "/damaged.safetensors"
+                try writeBytes(bytes, to: damaged)
+                let error = expectCheckpointError(.checksumMismatch, messageContains: ["\"\(names[first])\""]) {
+                    try CheckpointFile.open(damaged).verify()
+                }
+                #expect(error?.message.contains("\"\(names[second])\"") == (first == second))
+            }
+            try CheckpointFile.open(path).verify()
+        }
+    }
+
+    @Test("checked on every core, a .pt file's first damaged record is the one named")
+    func parallelTorchVerifyNamesTheFirstDamagedRecord() throws {
+        let state = try Self.parallelState()
+        try withTemporaryFolder { folder in
+            let path = try saveCheckpoint(state, filename: folder + "/x.pt")[0]
+            let entries = try ZipArchive(MappedFile(path: path)).entries.filter { $0.record.hasPrefix("data/") }
+            #expect(entries.count >= 8)
+            let pristine = try readBytes(path)
+            for (first, second) in [(0, 7), (6, 7), (3, 4)] {
+                var bytes = pristine
+                for entry in [entries[first], entries[second]] { bytes[entry.dataOffset + entry.size / 2] ^= 0x01 }
+                let damaged = folder + "/damaged.pt"
+                try writeBytes(bytes, to: damaged)
+                expectCheckpointError(.checksumMismatch, messageContains: ["record \"\(entries[first].record)\""]) {
+                    try CheckpointFile.open(damaged).verify()
+                }
+            }
+            // The folder's .pt files are checked against Python's zipfile at the end.
+            try FileManager.default.removeItem(atPath: folder + "/damaged.pt")
+        }
+    }
+
     @Test func aFlippedByteInTheHeaderNeverCrashes() throws {
         // A small state keeps the header short enough to try every byte of it.
         let state = TrainingState(

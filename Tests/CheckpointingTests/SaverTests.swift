@@ -227,6 +227,55 @@ import Testing
         }
     }
 
+    /// The snapshot memory prepared at fitStart (for the sizes then) serves saves of other
+    /// sizes too, and each save holds exactly the bytes of its own moment.
+    @Test func preparedSnapshotsHoldEachSavesBytes() throws {
+        try withTemporaryFolder { folder in
+            // 12 MiB: several pieces of the parallel copy.
+            let large = 3 << 20, small = 1000
+            let first = UnsafeMutableBufferPointer<Float>.allocate(capacity: large)
+            let second = UnsafeMutableBufferPointer<Float>.allocate(capacity: small)
+            defer { first.deallocate(); second.deallocate() }
+            func fill(_ offset: Float) {
+                for index in 0..<large { first[index] = Float(index) + offset }
+                for index in 0..<small { second[index] = -Float(index) - offset }
+            }
+            func expectSaved(_ path: String, tensors: [String: (UnsafeMutableBufferPointer<Float>, Int)], offset: Float) throws {
+                let loaded = try loadCheckpoint(path)
+                for (name, (_, count)) in tensors {
+                    let values = try #require(loaded.model[name]?.tensorValue).scalars(as: Float.self)
+                    let sign: Float = name == "b" ? -1 : 1
+                    #expect(values.count == count, "\(name)")
+                    #expect(values.indices.allSatisfy { values[$0] == sign * (Float($0) + offset) }, "\(name) in \(path)")
+                }
+            }
+            let saver = try CheckpointSaver(options: .init(
+                folder: folder, filename: "ba{batch}.safetensors", saveInterval: "1ba", asynchronous: true,
+                saveOnTermination: false))
+            var state = TrainingState(runName: "run")
+            state.model["a"] = .tensor(try Tensor(borrowing: UnsafeRawBufferPointer(first), dtype: .float32, shape: [large]))
+            fill(0)
+            try saver.fitStart(state)
+            // The first save's state is not the one prepared for: one tensor more, one shorter.
+            let half = large / 2
+            state.model["a"] = .tensor(try Tensor(
+                borrowing: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: first[0..<half])), dtype: .float32, shape: [half]))
+            state.model["b"] = .tensor(try Tensor(borrowing: UnsafeRawBufferPointer(second), dtype: .float32, shape: [small]))
+            fill(1)
+            state.timestamp.batch = 1
+            try saver.batchEnd(state)
+            fill(2)
+            state.timestamp.batch = 2
+            try saver.batchEnd(state)
+            fill(3)
+            try saver.waitForPendingSave()
+            let tensors = ["a": (first, half), "b": (second, small)]
+            try expectSaved(folder + "/ba1.safetensors", tensors: tensors, offset: 1)
+            try expectSaved(folder + "/ba2.safetensors", tensors: tensors, offset: 2)
+            try CheckpointFile.open(folder + "/ba2.safetensors").verify()
+        }
+    }
+
     @Test func aFailedBackgroundSaveSurfacesAtTheNextSaveAndAtTheEnd() throws {
         try withTemporaryFolder { folder in
             // The folder is a file: every save fails.

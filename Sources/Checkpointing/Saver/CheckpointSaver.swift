@@ -167,6 +167,8 @@ public final class CheckpointSaver {
     private let background = BackgroundSaves()
     /// Snapshot memory, reused across asynchronous saves.
     private let arena = SnapshotArena()
+    /// Whether the snapshot memory was prepared for a state with borrowed tensors.
+    private var preparedSnapshots = false
     /// Shared with background saves, which update it after each commit.
     let book: Bookkeeping
     /// The folder, once known (it may hold `{run_name}`, known from the state).
@@ -256,6 +258,7 @@ public final class CheckpointSaver {
         try claimTerminationSignal()
         try schedule = IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
         started = true
+        try prepareSnapshots(for: state)
     }
 
     /// After each batch: saves when the interval says so (or after a SIGTERM).
@@ -290,6 +293,7 @@ public final class CheckpointSaver {
 
     private func handle(_ event: TrainingEvent, _ state: TrainingState) throws {
         try ensureStarted(state)
+        if !preparedSnapshots { try prepareSnapshots(for: state) }
         if termination != nil && TerminationSignal.isPending {
             TerminationSignal.consume()
             // Given back at once: a second SIGTERM, while the loop winds down, acts as it
@@ -306,6 +310,19 @@ public final class CheckpointSaver {
 
     private func ensureStarted(_ state: TrainingState) throws {
         if !started { try fitStart(state) }
+    }
+
+    /// For asynchronous saves of borrowed tensors, allocates and faults in the snapshot memory
+    /// in the background (see ``SnapshotArena``), so the first save stalls for a copy only; a
+    /// save waits for the preparation as it waits for a save in flight.
+    private func prepareSnapshots(for state: TrainingState) throws {
+        guard options.asynchronous else { return }
+        let byteCounts = SnapshotArena.borrowedByteCounts(state.tree)
+        let total = byteCounts.reduce(0, +)
+        guard total > 0, total <= options.snapshotMemoryBudget else { return }
+        preparedSnapshots = true
+        let arena = arena
+        try background.submit { arena.prepare(byteCounts) }
     }
 
     /// Installs (or shares) the SIGTERM handler, when asked for and not held already.
@@ -481,6 +498,7 @@ public final class CheckpointSaver {
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
         schedule.didSave(at: state.timestamp)
         started = true
+        try prepareSnapshots(for: state)
         logger.info("autoresume: resumed from \(path) at batch \(state.timestamp.batch)")
     }
 

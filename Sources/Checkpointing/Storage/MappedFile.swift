@@ -66,6 +66,22 @@ public final class MappedFile: @unchecked Sendable {
         mapped = true
     }
 
+    /// `size` bytes of zeroed anonymous memory, named `path` in messages, that `lazyContents`
+    /// writes (a float-split stream's decoded bytes, decoded straight into it); read-only to
+    /// everyone else, as a file's mapping is.
+    init(anonymousMemory size: Int, path: String, lazyContents: any LazyContents) throws(CheckpointError) {
+        self.path = path
+        parent = nil
+        self.lazyContents = lazyContents
+        guard size > 0 else {
+            bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: 64), count: 0)
+            mapped = false
+            return
+        }
+        bytes = UnsafeRawBufferPointer(start: try SystemCalls.mapMemory(size: size, path: path), count: size)
+        mapped = true
+    }
+
     /// Hints that the whole file is about to be read in order, so the kernel reads ahead.
     public func adviseSequentialRead() {
         guard mapped else { return }

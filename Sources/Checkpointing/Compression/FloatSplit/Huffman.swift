@@ -175,7 +175,7 @@ struct HuffmanCode {
         return cursor - output
     }
 
-    /// Decodes a payload of `count` symbols into `output`; `nil` when the payload is not a
+    /// Decodes a payload of `count` symbols into `output`; `false` when the payload is not a
     /// valid one (bad lengths, streams that do not add up, a code that is not assigned).
     static func decode(_ payload: UnsafeRawBufferPointer, count: Int, into output: UnsafeMutablePointer<UInt8>) -> Bool {
         guard let base = payload.baseAddress, payload.count >= 1 else { return false }
@@ -199,14 +199,18 @@ struct HuffmanCode {
         }
         starts[streamCount] = payload.count
         let quarter = (count + streamCount - 1) / streamCount
+        let multi = multiSymbolTable(table)
         return table.withUnsafeBufferPointer { table in
-            let streams = (0..<streamCount).map { stream in
-                BitStream(
-                    base: base + starts[stream], length: starts[stream + 1] - starts[stream],
-                    output: output + min(count, stream * quarter),
-                    count: min(count, stream * quarter + quarter) - min(count, stream * quarter))
+            multi.withUnsafeBufferPointer { multi in
+                func stream(_ number: Int) -> BitStream {
+                    BitStream(
+                        base: base + starts[number], length: starts[number + 1] - starts[number],
+                        output: output + min(count, number * quarter),
+                        count: min(count, number * quarter + quarter) - min(count, number * quarter))
+                }
+                return decodeStreams(
+                    stream(0), stream(1), stream(2), stream(3), table: table.baseAddress!, multi: multi.baseAddress!)
             }
-            return decodeStreams(streams[0], streams[1], streams[2], streams[3], table: table.baseAddress!)
         }
     }
 
@@ -235,6 +239,44 @@ struct HuffmanCode {
     /// consumes one bit, so decoding stays bounded, and fails the payload.
     static let invalidEntry: UInt16 = 0x8000 | 1 << 8
 
+    /// Symbols a ``multiSymbolTable(_:)`` entry decodes at most.
+    static let symbolsPerEntry = 4
+    /// The flag of a multi-symbol entry whose first symbol is ``invalidEntry``.
+    static let invalidMultiEntry: UInt64 = 1 << 63
+
+    /// The lookup table that decodes up to ``symbolsPerEntry`` symbols at once: entry `i` holds
+    /// the symbols whose codes follow one another in the low ``maximumLength`` bits of `i` (in
+    /// bytes 0-3), their number (byte 4) and their bits (byte 5), and ``invalidMultiEntry`` when
+    /// `i` begins no code.
+    ///
+    /// Exponents take 2-3 bits a symbol, so one lookup yields 3-4 of them where the
+    /// one-symbol table yields one: the lookups, a chain each of them waits on, are what
+    /// decoding costs.
+    static func multiSymbolTable(_ table: [UInt16]) -> [UInt64] {
+        var multi = [UInt64](repeating: 0, count: tableSize)
+        for index in 0..<tableSize {
+            var symbols: UInt64 = 0
+            var decoded = 0
+            var bits = 0
+            var flags: UInt64 = 0
+            while decoded < symbolsPerEntry {
+                let entry = table[(index >> bits) & (tableSize - 1)]
+                let length = Int((entry >> 8) & 0x0F)
+                if entry & 0x8000 != 0 {
+                    // Only as the first symbol: later ones are left to the next lookup, which reports them.
+                    if decoded == 0 { (symbols, decoded, bits, flags) = (0, 1, 1, invalidMultiEntry) }
+                    break
+                }
+                guard bits + length <= maximumLength else { break }
+                symbols |= UInt64(entry & 0xFF) << UInt64(8 * decoded)
+                decoded += 1
+                bits += length
+            }
+            multi[index] = symbols | UInt64(decoded) << 32 | UInt64(bits) << 40 | flags
+        }
+        return multi
+    }
+
     /// One stream being decoded.
     struct BitStream {
         let base: UnsafeRawPointer
@@ -253,25 +295,41 @@ struct HuffmanCode {
             self.count = count
         }
 
-        /// Whether 8 bytes can be loaded at the current position and 5 symbols are left.
-        @inline(__always) var canRunFast: Bool { (position >> 3) + 8 <= length && done + 5 <= count }
+        /// Lookups of one 64-bit load: 5 codes of at most 11 bits fit in the 57 bits left after the shift.
+        static let lookupsPerLoad = 5
+        /// The most bytes and symbols one ``decodeMany(_:)`` advances by.
+        static let bytesPerLoad = (lookupsPerLoad * HuffmanCode.maximumLength + 7) / 8
+        static let symbolsPerLoad = lookupsPerLoad * HuffmanCode.symbolsPerEntry
 
-        /// 5 symbols from one 64-bit load (5 codes of at most 11 bits fit in the 57 bits left
-        /// after the shift); returns the OR of the entries used.
-        @inline(__always) mutating func decodeFive(_ table: UnsafePointer<UInt16>) -> UInt16 {
-            var word = UInt64(littleEndian: (base + (position >> 3)).loadUnaligned(as: UInt64.self)) >> UInt64(position & 7)
-            var seen: UInt16 = 0
+        /// How many ``decodeMany(_:)`` calls in a row can load 8 bytes within the stream and
+        /// store 4 bytes within the output, without checking in between.
+        @inline(__always) var safeLoads: Int {
+            let bytesLeft = length &- 8 &- (position &>> 3)
+            let symbolsLeft = count &- Self.symbolsPerLoad &- done
+            guard bytesLeft >= 0, symbolsLeft >= 0 else { return 0 }
+            return Swift.min(bytesLeft / Self.bytesPerLoad, symbolsLeft / Self.symbolsPerLoad) &+ 1
+        }
+
+        /// 5 lookups of the multi-symbol table from one 64-bit load, each storing 4 bytes (of
+        /// which the entry's count are symbols, the rest overwritten by the next store);
+        /// returns the OR of the entries used.
+        @inline(__always) mutating func decodeMany(_ table: UnsafePointer<UInt64>) -> UInt64 {
+            var word = UInt64(littleEndian: (base + (position &>> 3)).loadUnaligned(as: UInt64.self)) &>> UInt64(position & 7)
+            var seen: UInt64 = 0
             var consumed = 0
-            for step in 0..<5 {
+            var at = done
+            let raw = UnsafeMutableRawPointer(output)
+            for _ in 0..<Self.lookupsPerLoad {
                 let entry = table[Int(truncatingIfNeeded: word & UInt64(HuffmanCode.tableSize - 1))]
-                output[done + step] = UInt8(truncatingIfNeeded: entry)
-                let bits = Int(truncatingIfNeeded: (entry >> 8) & 0x0F)
-                word >>= UInt64(bits)
-                consumed += bits
+                raw.storeBytes(of: UInt32(truncatingIfNeeded: entry).littleEndian, toByteOffset: at, as: UInt32.self)
+                let bits = Int(truncatingIfNeeded: (entry &>> 40) & 0xFF)
+                at &+= Int(truncatingIfNeeded: (entry &>> 32) & 0xFF)
+                word &>>= UInt64(truncatingIfNeeded: bits)
+                consumed &+= bits
                 seen |= entry
             }
-            position += consumed
-            done += 5
+            position &+= consumed
+            done = at
             return seen
         }
 
@@ -296,33 +354,36 @@ struct HuffmanCode {
 
     /// Decodes the four streams in lockstep while all can take the fast path, then each to its end.
     private static func decodeStreams(
-        _ s0: BitStream, _ s1: BitStream, _ s2: BitStream, _ s3: BitStream, table: UnsafePointer<UInt16>
+        _ s0: BitStream, _ s1: BitStream, _ s2: BitStream, _ s3: BitStream, table: UnsafePointer<UInt16>,
+        multi: UnsafePointer<UInt64>
     ) -> Bool {
         var (s0, s1, s2, s3) = (s0, s1, s2, s3)
-        var seen: UInt16 = 0
-        while s0.canRunFast && s1.canRunFast && s2.canRunFast && s3.canRunFast {
-            seen |= s0.decodeFive(table)
-            seen |= s1.decodeFive(table)
-            seen |= s2.decodeFive(table)
-            seen |= s3.decodeFive(table)
-        }
-        for stream in [0, 1, 2, 3] {
-            switch stream {
-            case 0: seen |= finish(&s0, table)
-            case 1: seen |= finish(&s1, table)
-            case 2: seen |= finish(&s2, table)
-            default: seen |= finish(&s3, table)
+        var seen: UInt64 = 0
+        while true {
+            let loads = min(s0.safeLoads, s1.safeLoads, s2.safeLoads, s3.safeLoads)
+            guard loads > 0 else { break }
+            for _ in 0..<loads {
+                seen |= s0.decodeMany(multi)
+                seen |= s1.decodeMany(multi)
+                seen |= s2.decodeMany(multi)
+                seen |= s3.decodeMany(multi)
             }
         }
-        return seen & 0x8000 == 0 && s0.endsCleanly && s1.endsCleanly && s2.endsCleanly && s3.endsCleanly
+        var valid = seen & invalidMultiEntry == 0
+        valid = finish(&s0, table, multi) && valid
+        valid = finish(&s1, table, multi) && valid
+        valid = finish(&s2, table, multi) && valid
+        valid = finish(&s3, table, multi) && valid
+        return valid && s0.endsCleanly && s1.endsCleanly && s2.endsCleanly && s3.endsCleanly
     }
 
-    private static func finish(_ stream: inout BitStream, _ table: UnsafePointer<UInt16>) -> UInt16 {
+    /// Decodes the rest of one stream; `false` when it met bits that begin no code or ran out.
+    private static func finish(_ stream: inout BitStream, _ table: UnsafePointer<UInt16>, _ multi: UnsafePointer<UInt64>) -> Bool {
         var seen: UInt16 = 0
-        while stream.canRunFast { seen |= stream.decodeFive(table) }
+        var seenMulti: UInt64 = 0
+        while stream.safeLoads > 0 { seenMulti |= stream.decodeMany(multi) }
         // A damaged stream runs out of bits early: stop once it is past its end.
         while stream.done < stream.count && stream.position <= 8 * stream.length { seen |= stream.decodeOne(table) }
-        if stream.done < stream.count { return 0x8000 }
-        return seen
+        return stream.done == stream.count && seen & 0x8000 == 0 && seenMulti & invalidMultiEntry == 0
     }
 }

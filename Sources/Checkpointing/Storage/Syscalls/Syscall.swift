@@ -169,6 +169,15 @@ package enum Syscall {
         return base
     }
 
+    /// Anonymous memory, private, readable and writable; `path` is what it will hold.
+    static func mmapAnonymous(size: Int, path: String) -> UnsafeMutableRawPointer? {
+        if let code = injected(.mmap, path) { errno = code; return nil }
+        guard let base = Glibc.mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED else {
+            return nil
+        }
+        return base
+    }
+
     @discardableResult
     static func munmap(_ base: UnsafeMutableRawPointer, _ size: Int, path: String) -> Int32 {
         if let code = injected(.munmap, path) { errno = code; return -1 }

@@ -163,6 +163,17 @@ package enum SystemCalls {
         }
     }
 
+    /// `size` bytes of zeroed memory for the decoded bytes of `path`; unmap them with
+    /// ``Syscall/munmap(_:_:path:)``.
+    static func mapMemory(size: Int, path: String) throws(CheckpointError) -> UnsafeMutableRawPointer {
+        guard let base = Syscall.mmapAnonymous(size: size, path: path) else {
+            throw CheckpointError(
+                .io, "allocating \(size) bytes of memory for the decoded checkpoint failed (\(String(cString: strerror(errno))))",
+                path: path)
+        }
+        return base
+    }
+
     /// The bytes free for an unprivileged user on the disk of `folder`, or `nil` when the
     /// system cannot tell (the write itself will then fail cleanly if they do not fit).
     package static func freeSpace(in folder: String) -> Int? {

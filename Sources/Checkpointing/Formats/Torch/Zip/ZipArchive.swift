@@ -83,19 +83,21 @@ final class ZipArchive: Sendable {
         UnsafeRawBufferPointer(rebasing: file.bytes[entry.dataOffset..<(entry.dataOffset + entry.size)])
     }
 
-    /// Checks every record against the CRC-32 in the central directory (a full read of the file).
+    /// Checks every record against the CRC-32 in the central directory (a full read of the
+    /// file), on every core; the error names the first damaged record in the directory's order.
     func verifyChecksums() throws(CheckpointError) {
         let progress = CheckpointProgress.current
-        for entry in entries {
+        let failure = ParallelChecks.firstFailure(sizes: entries.map(\.size)) { index -> CheckpointError? in
+            let entry = entries[index]
             let actual = CRC32.checksum(bytes(of: entry))
             progress?.advance(by: entry.size)
-            guard actual == entry.crc32 else {
-                throw CheckpointError(
-                    .checksumMismatch,
-                    "record \"\(entry.record)\" is corrupt: its CRC-32 is \(Self.hex(actual)) but \(Self.hex(entry.crc32)) was recorded when it was saved; restore the file from another copy or resume from an earlier checkpoint",
-                    offset: entry.dataOffset)
-            }
+            guard actual != entry.crc32 else { return nil }
+            return CheckpointError(
+                .checksumMismatch,
+                "record \"\(entry.record)\" is corrupt: its CRC-32 is \(Self.hex(actual)) but \(Self.hex(entry.crc32)) was recorded when it was saved; restore the file from another copy or resume from an earlier checkpoint",
+                offset: entry.dataOffset)
         }
+        if let failure { throw failure }
     }
 
     static func hex(_ value: UInt32) -> String {
