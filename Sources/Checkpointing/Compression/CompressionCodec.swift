@@ -193,12 +193,6 @@ public struct DecompressionLimits: Sendable, Equatable {
     }
 }
 
-extension CheckpointError.Code {
-    /// Input would exceed an explicit limit (a decompression bomb, an archive member larger
-    /// than its archive, ...).
-    public static let limitExceeded = CheckpointError.Code(rawValue: "limit-exceeded")
-}
-
 /// A byte sink that transforms what it is given (compresses or decompresses it) and writes
 /// the result into the next sink. Memory use is bounded by the codec's buffers, whatever the
 /// stream's length.

@@ -214,7 +214,7 @@ public final class CheckpointSaver {
 
     /// The saver's statistics (after waiting for a save in flight).
     public var statistics: Statistics {
-        get throws {
+        get throws(CheckpointError) {
             try background.wait()
             return book.withLock { $0.statistics }
         }
@@ -228,7 +228,7 @@ public final class CheckpointSaver {
 
     /// The kept checkpoints, oldest first, as paths.
     public var keptCheckpoints: [String] {
-        get throws {
+        get throws(CheckpointError) {
             try background.wait()
             guard let folder else { return [] }
             return book.withLock { $0.ledger.checkpoints.map { FilePaths.join(folder, $0) } }
@@ -241,7 +241,7 @@ public final class CheckpointSaver {
     /// overwriting is allowed, reconciles the list of kept checkpoints with the folder unless
     /// ``autoresume(into:)`` has (see "Retention after a kill" above), and starts the schedule
     /// at `state`'s timestamp.
-    public func fitStart(_ state: TrainingState) throws {
+    public func fitStart(_ state: TrainingState) throws(CheckpointError) {
         let folder = try resolveFolder(for: state)
         if !options.overwrite {
             let existing = existingCheckpoints(in: folder, state: state) + (options.sharding == nil ? [] : manifests(in: folder))
@@ -259,15 +259,15 @@ public final class CheckpointSaver {
     }
 
     /// After each batch: saves when the interval says so (or after a SIGTERM).
-    public func batchEnd(_ state: TrainingState) throws { try handle(.batchEnd, state) }
+    public func batchEnd(_ state: TrainingState) throws(CheckpointError) { try handle(.batchEnd, state) }
 
     /// After each epoch: saves when the interval says so (or after a SIGTERM).
-    public func epochEnd(_ state: TrainingState) throws { try handle(.epochEnd, state) }
+    public func epochEnd(_ state: TrainingState) throws(CheckpointError) { try handle(.epochEnd, state) }
 
     /// When training ends: saves the final checkpoint (unless this batch was just saved) and
     /// waits for every save to finish, throwing the error of any that failed. Gives SIGTERM
     /// back (see ``close()``).
-    public func fitEnd(_ state: TrainingState) throws {
+    public func fitEnd(_ state: TrainingState) throws(CheckpointError) {
         defer { releaseTerminationSignal() }
         try ensureStarted(state)
         if schedule.shouldSave(at: .fitEnd, timestamp: state.timestamp) {
@@ -280,15 +280,15 @@ public final class CheckpointSaver {
     /// save in flight (throwing its error, if it failed) and gives SIGTERM back, as
     /// ``fitEnd(_:)`` and the saver's release also do. Calling it again does nothing more;
     /// a later ``fitStart(_:)`` or ``autoresume(into:)`` makes the saver active again.
-    public func close() throws {
+    public func close() throws(CheckpointError) {
         defer { releaseTerminationSignal() }
         try background.wait()
     }
 
     /// Waits for a save in flight and throws its error, if it failed.
-    public func waitForPendingSave() throws { try background.wait() }
+    public func waitForPendingSave() throws(CheckpointError) { try background.wait() }
 
-    private func handle(_ event: TrainingEvent, _ state: TrainingState) throws {
+    private func handle(_ event: TrainingEvent, _ state: TrainingState) throws(CheckpointError) {
         try ensureStarted(state)
         if termination != nil && TerminationSignal.isPending {
             TerminationSignal.consume()
@@ -304,7 +304,7 @@ public final class CheckpointSaver {
         }
     }
 
-    private func ensureStarted(_ state: TrainingState) throws {
+    private func ensureStarted(_ state: TrainingState) throws(CheckpointError) {
         if !started { try fitStart(state) }
     }
 
@@ -322,7 +322,7 @@ public final class CheckpointSaver {
 
     /// Saves `state` now; returns the path (for rank 0).
     @discardableResult
-    private func save(_ state: TrainingState, waitForCompletion: Bool) throws -> String? {
+    private func save(_ state: TrainingState, waitForCompletion: Bool) throws(CheckpointError) -> String? {
         let start = ContinuousClock.now
         let folder = try resolveFolder(for: state)
         let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
@@ -357,7 +357,7 @@ public final class CheckpointSaver {
         let book = book
         let remote = options.processGroup.rank == 0 ? remote : nil
         let remoteShards = remoteShards
-        let work: @Sendable () throws -> Void = {
+        let work: @Sendable () throws(CheckpointError) -> Void = { () throws(CheckpointError) in
             let writeStart = ContinuousClock.now
             var uploadedOnly: Int?
             var localManifest: String?
@@ -379,8 +379,8 @@ public final class CheckpointSaver {
             }
             // Uploaded before local retention runs, so a local copy is pruned only once it is
             // safe remotely; after a failed upload it is kept.
-            var uploadFailure: (any Error)?
-            do {
+            var uploadFailure: CheckpointError?
+            do throws(CheckpointError) {
                 try remote?.didSave(localPath: path, relative: relative, position: position)
                 if let remoteShards, let localManifest {
                     try remoteShards.upload(
@@ -424,7 +424,7 @@ public final class CheckpointSaver {
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
     ///   with ``fitStart(_:)``).
     @discardableResult
-    public func autoresume(into state: inout TrainingState) throws -> LoadResult? {
+    public func autoresume(into state: inout TrainingState) throws(CheckpointError) -> LoadResult? {
         let folder = try resolveFolder(for: state)
         try claimTerminationSignal()
         if options.sharding != nil { return try autoresumeSharded(from: folder, into: &state) }
@@ -432,7 +432,7 @@ public final class CheckpointSaver {
         var identities: [String: CheckpointIdentity] = [:]
         for path in Set(resumeCandidates(in: folder, state: state)) {
             let file: CheckpointFile
-            do {
+            do throws(CheckpointError) {
                 file = try CheckpointFile.open(path, decompressionLimits: options.decompressionLimits)
             } catch {
                 // Anything but damage (a decompression limit, say) is thrown, with what to do
@@ -450,11 +450,11 @@ public final class CheckpointSaver {
         }
         candidates.sort { ($0.batch, $0.path) > ($1.batch, $1.path) }
         for candidate in candidates {
-            do {
+            do throws(CheckpointError) {
                 let result = try resume(from: candidate.path, into: &state)
                 reconcile(folder: folder, state: state, identities: identities, resumedFrom: candidate.path)
                 return result
-            } catch let error as CheckpointError where Self.damage.contains(error.code) {
+            } catch where Self.damage.contains(error.code) {
                 logger.warning("autoresume: \(candidate.path) is damaged, trying an earlier checkpoint: \(error)")
                 markReplaceable(candidate.path)
             }
@@ -466,7 +466,7 @@ public final class CheckpointSaver {
 
     /// Loads `path` into `state` (which changes only on success) and restarts the schedule
     /// there, counting the checkpoint as saved so the fit end does not save it again.
-    private func resume(from path: String, into state: inout TrainingState) throws -> LoadResult {
+    private func resume(from path: String, into state: inout TrainingState) throws(CheckpointError) -> LoadResult {
         var resumed = state
         let result = try loadCheckpoint(
             path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
@@ -477,7 +477,7 @@ public final class CheckpointSaver {
     }
 
     /// Restarts the schedule at a resumed state, counting the checkpoint as saved.
-    func didResume(from path: String, state: TrainingState) throws {
+    func didResume(from path: String, state: TrainingState) throws(CheckpointError) {
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
         schedule.didSave(at: state.timestamp)
         started = true
@@ -502,12 +502,12 @@ public final class CheckpointSaver {
 
     /// Resumes from the remote folder when no local checkpoint could be loaded (a run moved to
     /// another machine): the latest pointer's target first, then the kept list newest first.
-    private func autoresumeFromRemote(into state: inout TrainingState) throws -> LoadResult? {
+    private func autoresumeFromRemote(into state: inout TrainingState) throws(CheckpointError) -> LoadResult? {
         guard let remote else { return nil }
         for candidate in try remote.resumeCandidates() {
-            do {
+            do throws(CheckpointError) {
                 return try resume(from: candidate, into: &state)
-            } catch let error as CheckpointError where Self.damage.contains(error.code) || error.code == .objectStore {
+            } catch where Self.damage.contains(error.code) || error.code == .objectStore {
                 logger.warning("autoresume: cannot load \(candidate), trying an earlier checkpoint: \(error)")
             }
         }
@@ -600,7 +600,7 @@ final class Bookkeeping: Sendable {
     func didSave(
         relative: String, position: CheckpointPosition, written: String, folder: String, latest: String?, keep: Int,
         rank: Int, duration: Duration, bytes: Int? = nil
-    ) throws {
+    ) throws(CheckpointError) {
         let path = FilePaths.join(folder, relative)
         let size = bytes ?? (try? FileManager.default.attributesOfItem(atPath: written)[.size] as? Int) ?? 0
         let (ledger, removed) = withLock { records -> (RetentionLedger, [String]) in

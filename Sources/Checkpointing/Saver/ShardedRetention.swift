@@ -25,7 +25,7 @@ extension CheckpointSaver {
     /// its other shards of this run (of pruned checkpoints, or of saves that were never
     /// committed), and rewrites its ledger. A shard's position comes from the rank's ledger,
     /// else from its header.
-    func reconcileSharded(folder: String, state: TrainingState, resumedFrom: String?) throws {
+    func reconcileSharded(folder: String, state: TrainingState, resumedFrom: String?) throws(CheckpointError) {
         reconciled = true
         let group = options.processGroup
         var decision = ShardedRetentionDecision()

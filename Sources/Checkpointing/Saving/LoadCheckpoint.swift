@@ -60,7 +60,7 @@ public func loadCheckpoint(
     decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
-) throws -> LoadResult {
+) throws(CheckpointError) -> LoadResult {
     let (file, loaded, tree, unmatched) = try readTrainingState(
         path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys,
         verifyChecksums: verifyChecksums,
@@ -142,7 +142,7 @@ public func loadCheckpoint(
     decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
-) throws -> TrainingState {
+) throws(CheckpointError) -> TrainingState {
     var state = TrainingState()
     // No state, so no run name: a path that names {run_name} is refused, not filled with "".
     let (_, loaded, _, _) = try readTrainingState(
@@ -169,7 +169,7 @@ private func readTrainingState(
     _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>, weightsOnly: Bool,
     ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, decompressionLimits: DecompressionLimits, shardPlan: ShardPlan,
     processGroup: any ProcessGroup
-) throws -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
+) throws(CheckpointError) -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
     let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
     var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
     var tree: StateValue
@@ -204,7 +204,7 @@ private func readTrainingState(
         }
     }
     try ranged?.fetch(tree.tensors, verify: verifyChecksums)
-    do {
+    do throws(CheckpointError) {
         return (path, try TrainingState(tree: tree), tree, unmatched)
     } catch {
         throw error.at(path: path)

@@ -28,7 +28,7 @@ public func loadCheckpointTree(
     decompressionLimits: DecompressionLimits = DecompressionLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
-) throws -> LoadedTree {
+) throws(CheckpointError) -> LoadedTree {
     if let folder = try DistributedCheckpoint.locate(path) {
         let (tree, sharding) = try DCPLoad.read(folder: folder, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
         return LoadedTree(path: folder, tree: tree, sharding: sharding)

@@ -51,7 +51,7 @@ public func saveCheckpoint(
     compression: CompressionOptions = CompressionOptions(),
     sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup()
-) throws -> [String] {
+) throws(CheckpointError) -> [String] {
     try saveCheckpoint(
         tree: state.tree, filename: filename, format: format, runName: state.runName, timestamp: state.timestamp,
         weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, sharding: sharding,
@@ -76,7 +76,7 @@ public func saveCheckpoint(
     compression: CompressionOptions = CompressionOptions(),
     sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup()
-) throws -> [String] {
+) throws(CheckpointError) -> [String] {
     let template = try FilenameTemplate(filename)
     try refuseLoneProcessInMultiProcessRun(processGroup)
     let values = FilenameValues(timestamp: timestamp, runName: runName, processGroup: processGroup)
@@ -103,9 +103,9 @@ public func saveCheckpoint(
     let path = try template.renderPath(values, isFolder: isFolder)
     let target = SaveTarget(path: path)
 
-    var outcome: Result<String, any Error> = .success(path)
+    var outcome: Result<String, CheckpointError> = .success(path)
     if processGroup.rank == 0 {
-        outcome = Result {
+        outcome = Result { () throws(CheckpointError) -> String in
             var selected = weightsOnly ? try weightsOnlyTree(tree) : tree
             if let ignoreKeys {
                 for pattern in try ignoreKeys.apply(to: &selected) {
@@ -125,19 +125,16 @@ public func saveCheckpoint(
             return saved
         }
     }
-    // Every rank learns rank 0's outcome, so no rank reports success for a file that failed.
+    // Every rank learns rank 0's outcome (its error, whole), so no rank reports success for a
+    // file that failed.
     let message: [UInt8]
     switch outcome {
-    case .success(let path): message = [1] + Array(path.utf8)
-    case .failure(let error): message = [0] + Array("\(error)".utf8)
+    case .success(let path): message = RankOutcome.success(Array(path.utf8))
+    case .failure(let error): message = RankOutcome.failure(error, rank: 0)
     }
     let shared = try processGroup.broadcast(message, from: 0, timeout: processGroup.collectiveTimeout)
     if case .failure(let error) = outcome { throw error }
-    guard let status = shared.first, status == 1 else {
-        throw CheckpointError(
-            .distributed, "rank 0 failed to save the checkpoint: \(String(decoding: shared.dropFirst(), as: UTF8.self))")
-    }
-    return [String(decoding: shared.dropFirst(), as: UTF8.self)]
+    return [String(decoding: try RankOutcome.payload(of: shared, from: 0), as: UTF8.self)]
 }
 
 /// Refuses the default single-process group in a process its launcher started as one of
