@@ -137,7 +137,7 @@ import Testing
             #expect(downloaded >= model && downloaded < model + 64 << 10, "\(downloaded) bytes for \(model) of model in a \(size)-byte file")
 
             // A file opened from its index fetches a tensor when it is first read.
-            let indexed = try CheckpointFile.openIndex(url, decompressionLimits: DecompressionLimits())
+            let indexed = try CheckpointFile.openIndex(url, limits: ReadingLimits())
             let exp = try #require(indexed.tree[path: "state/optimizers/AdamW/state/0/exp_avg"]?.tensorValue)
             #expect(exp == state.optimizers["AdamW"]?.dictValue?["state"]?.dictValue?[0]?.dictValue?["exp_avg"]?.tensorValue)
 

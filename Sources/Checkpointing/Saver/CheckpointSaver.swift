@@ -86,7 +86,7 @@ public final class CheckpointSaver {
         public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
-        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``).
+        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:)``).
         public var weightsOnly = false
         /// Parts of the state to leave out of every checkpoint.
         public var ignoreKeys: IgnoreKeys?
@@ -109,9 +109,9 @@ public final class CheckpointSaver {
         public var sharding: Sharding?
         /// The compression level and threads when the file name asks for compression.
         public var compression = CompressionOptions()
-        /// Bounds on decompressing compressed checkpoints on resume; raise them for checkpoints
-        /// that are almost all zeros.
-        public var decompressionLimits = DecompressionLimits()
+        /// Bounds on reading checkpoints on resume (nesting depth, decompression, header
+        /// sizes, ...), and the nesting depth every save allows: see ``ReadingLimits``.
+        public var readingLimits = ReadingLimits()
         /// The processes of the run.
         public var processGroup: any ProcessGroup = SingleProcessGroup()
 
@@ -122,7 +122,7 @@ public final class CheckpointSaver {
             remoteCheckpointsToKeep: Int? = nil, overwrite: Bool = false,
             weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
             snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = false, sharding: Sharding? = nil,
-            compression: CompressionOptions = CompressionOptions(), decompressionLimits: DecompressionLimits = DecompressionLimits(),
+            compression: CompressionOptions = CompressionOptions(), readingLimits: ReadingLimits = ReadingLimits(),
             processGroup: any ProcessGroup = SingleProcessGroup()
         ) {
             self.folder = folder
@@ -141,7 +141,7 @@ public final class CheckpointSaver {
             self.saveOnTermination = saveOnTermination
             self.sharding = sharding
             self.compression = compression
-            self.decompressionLimits = decompressionLimits
+            self.readingLimits = readingLimits
             self.processGroup = processGroup
         }
     }
@@ -365,17 +365,19 @@ public final class CheckpointSaver {
                 if let remoteShards, !remoteShards.keepsLocalCopies {
                     uploadedOnly = try remoteShards.saveWithoutLocalCopy(
                         snapshot.tree, relative: relative, position: position, values: values, ignoreKeys: options.ignoreKeys,
-                        compression: options.compression, sharding: sharding, processGroup: options.processGroup)
+                        compression: options.compression, limits: options.readingLimits, sharding: sharding,
+                        processGroup: options.processGroup)
                 } else {
                     let saved = try ShardedSave.save(
                         snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
-                        compression: options.compression, sharding: sharding, processGroup: options.processGroup)
+                        compression: options.compression, limits: options.readingLimits, sharding: sharding,
+                        processGroup: options.processGroup)
                     localManifest = ShardManifest.path(forRankZeroShard: saved.paths[0])
                 }
             } else {
                 try saveCheckpoint(
                     snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    compression: options.compression, processGroup: options.processGroup)
+                    compression: options.compression, limits: options.readingLimits, processGroup: options.processGroup)
             }
             // Uploaded before local retention runs, so a local copy is pruned only once it is
             // safe remotely; after a failed upload it is kept.
@@ -414,7 +416,7 @@ public final class CheckpointSaver {
     /// names another run is not one. Each is verified; a damaged one is skipped with a warning
     /// (and may be overwritten later). Then the list of kept checkpoints is reconciled with the
     /// folder (see "Retention after a kill" above); the checkpoint resumed from is never pruned. `state` must carry
-    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
+    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:)``.
     ///
     /// A sharded saver resumes every rank from the same committed checkpoint: rank 0 lists the
     /// manifests (in the local folder and, with a ``Options/remoteFolder``, in the store, so a
@@ -433,7 +435,7 @@ public final class CheckpointSaver {
         for path in Set(resumeCandidates(in: folder, state: state)) {
             let file: CheckpointFile
             do throws(CheckpointError) {
-                file = try CheckpointFile.open(path, decompressionLimits: options.decompressionLimits)
+                file = try CheckpointFile.open(path, limits: options.readingLimits)
             } catch {
                 // Anything but damage (a decompression limit, say) is thrown, with what to do
                 // about it: skipping would resume an older checkpoint without a word.
@@ -470,7 +472,7 @@ public final class CheckpointSaver {
         var resumed = state
         let result = try loadCheckpoint(
             path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-            decompressionLimits: options.decompressionLimits, processGroup: options.processGroup)
+            limits: options.readingLimits, processGroup: options.processGroup)
         state = resumed
         try didResume(from: path, state: state)
         return result

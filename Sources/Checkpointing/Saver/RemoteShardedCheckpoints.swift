@@ -46,11 +46,11 @@ final class RemoteShardedCheckpoints: Sendable {
     /// shard size.
     func saveWithoutLocalCopy(
         _ tree: StateValue, relative: String, position: CheckpointPosition, values: FilenameValues, ignoreKeys: IgnoreKeys?,
-        compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
+        compression: CompressionOptions, limits: ReadingLimits, sharding: Sharding, processGroup group: any ProcessGroup
     ) throws(CheckpointError) -> Int {
         let saved = try ShardedSave.save(
             tree, rendered: folder.appending(relative).description, values: values, ignoreKeys: ignoreKeys, compression: compression,
-            sharding: sharding, processGroup: group)
+            limits: limits, sharding: sharding, processGroup: group)
         try records?.record(relative + ShardManifest.suffix, position: position)
         return saved.sizes[group.rank]
     }

@@ -46,7 +46,7 @@ extension CheckpointSaver {
             do throws(CheckpointError) {
                 outcome = .success(try loadCheckpoint(
                     candidate, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    decompressionLimits: options.decompressionLimits, shardPlan: .asSaved, processGroup: group))
+                    limits: options.readingLimits, shardPlan: .asSaved, processGroup: group))
             } catch {
                 outcome = .failure(error)
             }

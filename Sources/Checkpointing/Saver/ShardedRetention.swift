@@ -59,7 +59,7 @@ extension CheckpointSaver {
         var keptShards: [[Int]: String] = [:]
         for shard in scan.candidates {
             let position = (group.rank == 0 ? rankZeroShards[shard] : recorded[shard])
-                ?? CheckpointIdentity.read(FilePaths.join(folder, shard), limits: options.decompressionLimits)
+                ?? CheckpointIdentity.read(FilePaths.join(folder, shard), limits: options.readingLimits)
                     .flatMap { $0.runName == state.runName ? $0.position : nil }
             guard let position else { continue }
             let key = [position.epoch, position.batch]

@@ -1,4 +1,4 @@
-/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:)`` read it.
+/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:)`` read it.
 public struct LoadedTree: Sendable {
     /// The file read, the manifest of a sharded checkpoint, or a DCP folder.
     public var path: String
@@ -19,27 +19,30 @@ public struct LoadedTree: Sendable {
 ///   - path: A checkpoint file, a sharded checkpoint's manifest or the folder that holds it, or
 ///     a PyTorch Distributed Checkpoint folder (or its `.metadata`).
 ///   - verifyChecksums: Check every tensor read (and every record of a torch file).
-///   - decompressionLimits: Bounds on decompressing a compressed checkpoint.
+///   - limits: Bounds on reading the checkpoint (``ReadingLimits``: nesting depth,
+///     decompression, header sizes).
 ///   - shardPlan: Which part of each tensor this rank gets (default: rows split evenly).
 ///   - processGroup: The processes of the run.
 public func loadCheckpointTree(
     _ path: String,
     verifyChecksums: Bool = true,
-    decompressionLimits: DecompressionLimits = DecompressionLimits(),
+    limits: ReadingLimits = ReadingLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws(CheckpointError) -> LoadedTree {
     if let folder = try DistributedCheckpoint.locate(path) {
         let (tree, sharding) = try DCPLoad.read(folder: folder, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
+        try limits.checkDepth(of: tree, path: folder)
         return LoadedTree(path: folder, tree: tree, sharding: sharding)
     }
     if let manifestPath = try ShardManifest.locate(path) {
         let (tree, sharding) = try ShardedLoad.read(
-            manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,
+            manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, limits: limits,
             processGroup: processGroup)
+        try limits.checkDepth(of: tree, path: manifestPath)
         return LoadedTree(path: manifestPath, tree: tree, sharding: sharding)
     }
-    let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
+    let file = try CheckpointFile.open(path, limits: limits)
     let (rank, worldSize) = (processGroup.rank, processGroup.worldSize)
     // Only the tensors this rank takes a part of: N ranks splitting one file read it once in all.
     let takes: (String) -> Bool = { path in

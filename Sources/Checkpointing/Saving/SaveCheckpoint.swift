@@ -14,7 +14,7 @@ let logger = Logger(label: "swift-checkpointing")
 ///
 /// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
 /// commits the checkpoint with a ``ShardManifest`` once every rank has written; the template must contain `{rank}`, and weights-only is refused. Load it on any
-/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:)``.
+/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:)``.
 ///
 /// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
 /// model's tensors as a Hugging Face sharded checkpoint, the index written last (see
@@ -35,6 +35,9 @@ let logger = Logger(label: "swift-checkpointing")
 ///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`, no rng.
 ///   - ignoreKeys: Parts to leave out; a pattern that matches nothing is logged as a warning.
 ///   - compression: The level and threads when the name asks for compression (fast defaults).
+///   - limits: The nesting depth the tree may have (``ReadingLimits/maximumDepth``): the one
+///     every load allows by default, so that what is saved loads back; raise it only with the
+///     loads that will read the checkpoint.
 ///   - sharding: Save sharded: which part of each global tensor this rank's tensors hold
 ///     (`Sharding()` when every tensor is whole). `nil` (the default): rank 0 saves alone.
 ///   - processGroup: The processes of the run (default: this process alone, which is refused
@@ -49,12 +52,13 @@ public func saveCheckpoint(
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
+    limits: ReadingLimits = ReadingLimits(),
     sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws(CheckpointError) -> [String] {
     try saveCheckpoint(
         tree: state.tree, filename: filename, format: format, runName: state.runName, timestamp: state.timestamp,
-        weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, sharding: sharding,
+        weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, limits: limits, sharding: sharding,
         processGroup: processGroup)
 }
 
@@ -74,6 +78,7 @@ public func saveCheckpoint(
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
+    limits: ReadingLimits = ReadingLimits(),
     sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup()
 ) throws(CheckpointError) -> [String] {
@@ -83,8 +88,8 @@ public func saveCheckpoint(
     if format == .distributedCheckpoint {
         return [
             try saveDistributedCheckpoint(
-                tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, sharding: sharding,
-                processGroup: processGroup)
+                tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, limits: limits,
+                sharding: sharding, processGroup: processGroup)
         ]
     }
     if case .huggingFaceSharded = format, sharding != nil {
@@ -96,7 +101,7 @@ public func saveCheckpoint(
         try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
             tree, rendered: try template.renderPath(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
-            sharding: sharding, processGroup: processGroup).paths
+            limits: limits, sharding: sharding, processGroup: processGroup).paths
     }
     // A Hugging Face checkpoint is a folder, unless the name is its index.
     let isFolder = format != .file && !template.render(values).hasSuffix(HuggingFaceSharded.indexSuffix)
@@ -112,6 +117,8 @@ public func saveCheckpoint(
                     logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in the checkpoint being saved")
                 }
             }
+            // Before the format's own bounds, so every format refuses the same trees, as loads do.
+            try limits.checkDepth(of: selected)
             var saved = path
             switch (format, target.format) {
             case (.file, .native): try NativeFormat.save(selected, to: path, compression: compression)

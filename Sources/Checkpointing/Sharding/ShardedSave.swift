@@ -61,7 +61,7 @@ enum ShardedSave {
     /// Returns every rank's shard path and size, by rank.
     static func save(
         _ tree: StateValue, rendered: String, values: FilenameValues, ignoreKeys: IgnoreKeys?,
-        compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
+        compression: CompressionOptions, limits: ReadingLimits, sharding: Sharding, processGroup group: any ProcessGroup
     ) throws(CheckpointError) -> (paths: [String], sizes: [Int]) {
         let timeout = group.collectiveTimeout
 
@@ -77,6 +77,7 @@ enum ShardedSave {
                     logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in rank \(group.rank)'s shard")
                 }
             }
+            try limits.checkDepth(of: selected)
             entries = try boxes(of: selected, sharding: sharding)
         } catch {
             plan = Plan(error: RankError(error, rank: group.rank))

@@ -7,7 +7,7 @@ import Darwin
 #endif
 
 /// Saves `tree` as a PyTorch Distributed Checkpoint (DCP) folder: what
-/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:sharding:processGroup:)``
+/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:)``
 /// does for ``SaveFormat/distributedCheckpoint``. Returns the folder, on every rank.
 ///
 /// The folder gets one data file per writing rank, `__<rank>_0.distcp`, a run of `torch.save`
@@ -24,7 +24,7 @@ import Darwin
 /// so far; a value that is not a tensor, by the lowest rank that holds it.
 func saveDistributedCheckpoint(
     _ tree: StateValue, template: FilenameTemplate, values: FilenameValues, weightsOnly: Bool, ignoreKeys: IgnoreKeys?,
-    sharding: Sharding?, processGroup: any ProcessGroup
+    limits: ReadingLimits, sharding: Sharding?, processGroup: any ProcessGroup
 ) throws(CheckpointError) -> String {
     for variable in [FilenameTemplate.Variable.rank, .localRank, .nodeRank] where template.contains(variable) {
         throw CheckpointError(
@@ -48,7 +48,7 @@ func saveDistributedCheckpoint(
         }
         contributed = selected
     }
-    try DCPSave(folder: rendered, processGroup: processGroup).save(contributed, sharding: sharding)
+    try DCPSave(folder: rendered, processGroup: processGroup, limits: limits).save(contributed, sharding: sharding)
     return rendered
 }
 
@@ -65,10 +65,14 @@ func saveDistributedCheckpoint(
 struct DCPSave {
     let folder: String
     let group: any ProcessGroup
+    /// The nesting depth a rank's tree may have: checked while planning, so every rank learns of
+    /// a tree too deep before any writes.
+    let limits: ReadingLimits
 
-    init(folder: String, processGroup: any ProcessGroup) {
+    init(folder: String, processGroup: any ProcessGroup, limits: ReadingLimits = ReadingLimits()) {
         self.folder = folder
         group = processGroup
+        self.limits = limits
     }
 
     /// The archives start on multiples of this, so tensors can be mapped in place.
@@ -129,14 +133,20 @@ struct DCPSave {
         // 1. What every rank holds, and who writes what.
         var plan = Plan(folder: folder)
         var local: [String: (value: StateValue, layout: TorchFormat.Layout)] = [:]
+        var problem: CheckpointError?
         do throws(CheckpointError) {
-            if let tree { (plan.items, local) = try items(of: tree, sharding: sharding ?? Sharding()) }
+            if let tree {
+                try limits.checkDepth(of: tree)
+                (plan.items, local) = try items(of: tree, sharding: sharding ?? Sharding())
+            }
         } catch {
             plan.error = RankError(error, rank: group.rank)
+            problem = error
         }
         let plans = try group.allGather(encode(plan), timeout: timeout).enumerated().map { (rank, bytes) throws(CheckpointError) in
             try decode(Plan.self, bytes, from: rank)
         }
+        if let problem { throw problem }
         let (entries, units) = try assign(plans)
         let mine = units.indices.filter { units[$0].writer == group.rank }
 
