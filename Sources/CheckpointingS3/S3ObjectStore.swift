@@ -27,6 +27,10 @@ public final class S3ObjectStore: ObjectStore {
 
     public var configuration: S3Configuration { client.configuration }
 
+    /// Ranged loads read in pieces of the configuration's part size, as many at once as its
+    /// `maxConcurrency`, as downloads do.
+    public var rangedReads: (pieceSize: Int, parallelRequests: Int) { (configuration.partSize, configuration.maxConcurrency) }
+
     public init(configuration: S3Configuration) throws(CheckpointError) {
         client = try S3Client(configuration: configuration)
     }

@@ -241,31 +241,6 @@ extension S3Client {
     }
 }
 
-/// Hands out part indexes to workers, and stops handing them out after the first failure.
-final class WorkQueue: Sendable {
-    private let state: Mutex<(next: Int, failure: CheckpointError?)>
-    private let count: Int
-
-    init(count: Int) {
-        self.count = count
-        state = Mutex((0, nil))
-    }
-
-    func next() -> Int? {
-        state.withLock { state in
-            guard state.failure == nil, state.next < count else { return nil }
-            defer { state.next += 1 }
-            return state.next
-        }
-    }
-
-    func fail(_ error: CheckpointError) {
-        state.withLock { if $0.failure == nil { $0.failure = error } }
-    }
-
-    var failure: CheckpointError? { state.withLock { $0.failure } }
-}
-
 /// A local file read by offset from several threads at once.
 struct ReadOnlyFile: Sendable {
     let path: String

@@ -125,9 +125,17 @@ public protocol ObjectStore: Sendable {
 
     /// Deletes the object; deleting a missing object succeeds.
     func delete(_ location: ObjectLocation) throws(CheckpointError)
+
+    /// How a load that reads an object in pieces splits its ranged reads: the most bytes one
+    /// request asks for and the most requests in flight for one object. The default is 8 MiB
+    /// and 8; a store with transfer settings of its own (part size, concurrency) returns those,
+    /// so that ranged loads move data as its downloads do.
+    var rangedReads: (pieceSize: Int, parallelRequests: Int) { get }
 }
 
 extension ObjectStore {
+    public var rangedReads: (pieceSize: Int, parallelRequests: Int) { (8 << 20, 8) }
+
     public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8] {
         try read(location, range: range)
     }

@@ -39,10 +39,6 @@ final class RangedObject: LazyContents, @unchecked Sendable {
 
     /// Ranges closer than this are fetched as one: a request costs more than a few kilobytes.
     static let mergeGap = 4 << 10
-    /// The most one GET asks for, so that pieces arrive in parallel and memory stays bounded.
-    static let pieceSize = 8 << 20
-    /// The most GETs in flight at once.
-    static let parallelRequests = 8
 
     /// Opens `location` (a HEAD request) and maps it; nothing of its contents is fetched yet.
     ///
@@ -104,17 +100,20 @@ final class RangedObject: LazyContents, @unchecked Sendable {
     }
 
     /// Fetches whatever part of `ranges` is not here yet: ranges are clipped to the object,
-    /// merged when close, cut into pieces of at most ``pieceSize`` and fetched in parallel.
+    /// merged when close, cut into pieces of at most the store's ``ObjectStore/rangedReads``
+    /// piece size (so that pieces arrive in parallel and memory stays bounded) and fetched with
+    /// as many requests in flight as it allows.
     func fetch(_ ranges: [Range<Int>]) throws(CheckpointError) {
         let wanted = Self.merged(ranges.map { $0.clamped(to: 0..<size) }.filter { !$0.isEmpty }, gap: Self.mergeGap)
         let missing = present.withLock { present in wanted.flatMap { Self.subtracting(present, from: $0) } }
+        let (pieceSize, parallelRequests) = store.rangedReads
         let pieces = missing.flatMap { range in
-            stride(from: range.lowerBound, to: range.upperBound, by: Self.pieceSize).map { $0..<min(range.upperBound, $0 + Self.pieceSize) }
+            stride(from: range.lowerBound, to: range.upperBound, by: max(1, pieceSize)).map { $0..<min(range.upperBound, $0 + max(1, pieceSize)) }
         }
         guard !pieces.isEmpty else { return }
-        let queue = PieceQueue(count: pieces.count)
+        let queue = WorkQueue(count: pieces.count)
         let group = DispatchGroup()
-        for _ in 0..<min(Self.parallelRequests, pieces.count) {
+        for _ in 0..<min(max(1, parallelRequests), pieces.count) {
             group.enter()
             // Threads of their own: each blocks on its request, which must never happen on
             // Swift's cooperative pool, and Dispatch's pool is only as wide as the cores.
@@ -173,27 +172,4 @@ final class RangedObject: LazyContents, @unchecked Sendable {
         if start < range.upperBound { result.append(start..<range.upperBound) }
         return result
     }
-}
-
-/// Hands out piece indexes to the fetching threads, and none after the first failure.
-private final class PieceQueue: Sendable {
-    private let state: Mutex<(next: Int, failure: CheckpointError?)>
-    private let count: Int
-
-    init(count: Int) {
-        self.count = count
-        state = Mutex((0, nil))
-    }
-
-    func next() -> Int? {
-        state.withLock { state in
-            guard state.failure == nil, state.next < count else { return nil }
-            defer { state.next += 1 }
-            return state.next
-        }
-    }
-
-    func fail(_ error: CheckpointError) { state.withLock { if $0.failure == nil { $0.failure = error } } }
-
-    var failure: CheckpointError? { state.withLock { $0.failure } }
 }
