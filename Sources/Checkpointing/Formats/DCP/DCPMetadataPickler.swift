@@ -225,21 +225,5 @@ struct DCPMetadataPickler {
         bytes += utf8
     }
 
-    private mutating func integer(_ value: Int) {
-        if value >= 0 && value < 256 {
-            op(.binInt1)
-            bytes.append(UInt8(value))
-        } else if value >= 0 && value < 65536 {
-            op(.binInt2)
-            bytes.appendLittleEndian(UInt16(value))
-        } else if let small = Int32(exactly: value) {
-            op(.binInt)
-            bytes.appendLittleEndian(small)
-        } else {
-            let encoded = Pickler.encodeLong(BigInt(value))
-            op(.long1)
-            bytes.append(UInt8(encoded.count))
-            bytes += encoded
-        }
-    }
+    private mutating func integer(_ value: Int) { Pickler.appendInteger(BigInt(value), to: &bytes) }
 }

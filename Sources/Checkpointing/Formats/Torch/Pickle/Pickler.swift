@@ -142,19 +142,23 @@ struct Pickler {
         bytes += utf8
     }
 
-    private mutating func integer(_ value: BigInt) {
+    private mutating func integer(_ value: BigInt) { Self.appendInteger(value, to: &bytes) }
+
+    /// Appends `value` as the smallest of pickle's integer opcodes that holds it (BININT1,
+    /// BININT2, BININT, else LONG1), as Python's pickler chooses.
+    static func appendInteger(_ value: BigInt, to bytes: inout [UInt8]) {
         if value >= 0 && value < 256 {
-            op(.binInt1)
+            bytes.append(PickleOpcode.binInt1.rawValue)
             bytes.append(UInt8(value))
         } else if value >= 0 && value < 65536 {
-            op(.binInt2)
+            bytes.append(PickleOpcode.binInt2.rawValue)
             bytes.appendLittleEndian(UInt16(value))
         } else if let small = Int32(exactly: value) {
-            op(.binInt)
+            bytes.append(PickleOpcode.binInt.rawValue)
             bytes.appendLittleEndian(small)
         } else {
-            let encoded = Self.encodeLong(value)
-            op(.long1)
+            let encoded = encodeLong(value)
+            bytes.append(PickleOpcode.long1.rawValue)
             bytes.append(UInt8(encoded.count))
             bytes += encoded
         }
