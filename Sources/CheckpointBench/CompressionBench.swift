@@ -57,7 +57,10 @@ public struct CompressionBench {
         var plain = folder + "/bench.pt"
         do {
             try saveCheckpoint(state, filename: plain)
-        } catch let error as CheckpointError where error.code == .unsupportedFormat {
+        } catch {
+            // Not `catch ... where`: Swift 6.3.1 crashes compiling one over typed throws here
+            // (swiftlang/swift#88220).
+            guard error.code == .unsupportedFormat else { throw error }
             format = "safetensors"
             plain = folder + "/bench.safetensors"
             try saveCheckpoint(state, filename: plain)

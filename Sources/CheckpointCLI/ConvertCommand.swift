@@ -64,7 +64,7 @@ struct ConvertCommand: ParsableCommand {
 
     @OptionGroup var progress: ProgressOptions
 
-    @OptionGroup var decompression: DecompressionFlags
+    @OptionGroup var limits: ReadingLimitsFlags
 
     /// What `--format` takes.
     enum ConvertFormat: String, ExpressibleByArgument, CaseIterable {
@@ -105,13 +105,13 @@ struct ConvertCommand: ParsableCommand {
             if sharded { plan = .splitFirstDimension(forDistributedCheckpointOf: try structure(of: input)) }
         }
         let loaded = try loadCheckpointTree(
-            input, verifyChecksums: true, decompressionLimits: decompression.limits, shardPlan: plan, processGroup: group)
+            input, verifyChecksums: true, limits: limits.readingLimits, shardPlan: plan, processGroup: group)
         let state = try? TrainingState(tree: loaded.tree)
         let paths = try saveCheckpoint(
             tree: loaded.tree, filename: output, format: saveFormat, runName: state?.runName ?? "",
             timestamp: state?.timestamp ?? Timestamp(), weightsOnly: weightsOnly,
-            ignoreKeys: ignoreKeys.isEmpty ? nil : .globs(ignoreKeys), sharding: sharded ? loaded.sharding : nil,
-            processGroup: group)
+            ignoreKeys: ignoreKeys.isEmpty ? nil : .globs(ignoreKeys), limits: limits.readingLimits,
+            sharding: sharded ? loaded.sharding : nil, processGroup: group)
         if group.rank == 0, writesHuggingFace, let dropped = Self.partsLeftOut(of: loaded.tree) {
             printError("note: a Hugging Face checkpoint holds the model's tensors only; \(dropped) of \(input) are not in it")
         }
@@ -140,9 +140,9 @@ struct ConvertCommand: ParsableCommand {
     private func structure(of path: String) throws -> StateValue {
         if let manifestPath = try ShardManifest.locate(path) {
             let manifest = try ShardManifest.read(manifestPath)
-            return try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: decompression.limits).tree
+            return try CheckpointFile.open(manifest.shardPath(rank: 0, manifestPath: manifestPath), limits: limits.readingLimits).tree
         }
-        return try CheckpointFile.open(path, decompressionLimits: decompression.limits).tree
+        return try CheckpointFile.open(path, limits: limits.readingLimits).tree
     }
 
     /// The parts of a training checkpoint besides its model that hold something (dicts and

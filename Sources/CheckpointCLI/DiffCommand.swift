@@ -28,7 +28,7 @@ struct DiffCommand: ParsableCommand {
     @Option(help: "Show at most this many differences (all are counted).")
     var limit: Int = 100
 
-    @OptionGroup var decompression: DecompressionFlags
+    @OptionGroup var limits: ReadingLimitsFlags
 
     /// The exit status when the checkpoints differ.
     static let differ: Int32 = 2
@@ -38,8 +38,8 @@ struct DiffCommand: ParsableCommand {
     }
 
     func run() throws {
-        let a = try loadCheckpointTree(first, decompressionLimits: decompression.limits, shardPlan: .whole).tree
-        let b = try loadCheckpointTree(second, decompressionLimits: decompression.limits, shardPlan: .whole).tree
+        let a = try loadCheckpointTree(first, limits: limits.readingLimits, shardPlan: .whole).tree
+        let b = try loadCheckpointTree(second, limits: limits.readingLimits, shardPlan: .whole).tree
         let diff = CheckpointDiff(a, b)
         let shown = diff.differences.prefix(limit)
         if json {

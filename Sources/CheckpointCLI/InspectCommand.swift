@@ -33,11 +33,11 @@ struct InspectCommand: ParsableCommand {
     @Flag(help: "Add the SHA-256 of each tensor's raw little-endian row-major bytes.")
     var hashes = false
 
-    @OptionGroup var decompression: DecompressionFlags
+    @OptionGroup var limits: ReadingLimitsFlags
 
     func run() throws {
         let before = ObjectStores.transfers.snapshot
-        var report = try InspectReport(path: path, hashes: hashes, limits: decompression.limits)
+        var report = try InspectReport(path: path, hashes: hashes, limits: limits.readingLimits)
         report.bytesDownloaded = (ObjectStores.transfers.snapshot - before).bytesDownloaded
         print(json ? report.json() : report.text())
     }
@@ -96,7 +96,7 @@ struct InspectReport {
     /// What reading the checkpoint downloaded from an object store.
     var bytesDownloaded = 0
 
-    init(path: String, hashes: Bool, limits: DecompressionLimits = DecompressionLimits()) throws {
+    init(path: String, hashes: Bool, limits: ReadingLimits = ReadingLimits()) throws {
         if let manifestPath = try ShardManifest.locate(path) {
             try self.init(manifestPath: manifestPath, hashes: hashes, limits: limits)
         } else {
@@ -105,8 +105,8 @@ struct InspectReport {
     }
 
     /// One checkpoint file, or a Hugging Face checkpoint's shards.
-    private init(file path: String, hashes: Bool, limits: DecompressionLimits) throws {
-        let file = try hashes ? CheckpointFile.open(path, decompressionLimits: limits) : CheckpointFile.openIndex(path, decompressionLimits: limits)
+    private init(file path: String, hashes: Bool, limits: ReadingLimits) throws {
+        let file = try hashes ? CheckpointFile.open(path, limits: limits) : CheckpointFile.openIndex(path, limits: limits)
         let hf = file.huggingFaceShards
         let dcp = file.distributedCheckpoint
         let chunks = Dictionary(
@@ -148,13 +148,13 @@ struct InspectReport {
     }
 
     /// A sharded checkpoint: the manifest, and rank 0's shard for the run name and timestamp.
-    private init(manifestPath: String, hashes: Bool, limits: DecompressionLimits) throws {
+    private init(manifestPath: String, hashes: Bool, limits: ReadingLimits) throws {
         guard !hashes else {
             throw CheckpointError(
                 .invalidArgument, "--hashes needs whole tensors; convert the sharded checkpoint to one file first")
         }
         let manifest = try ShardManifest.read(manifestPath)
-        let first = try CheckpointFile.openIndex(manifest.shardPath(rank: 0, manifestPath: manifestPath), decompressionLimits: limits)
+        let first = try CheckpointFile.openIndex(manifest.shardPath(rank: 0, manifestPath: manifestPath), limits: limits)
         let tensors = manifest.tensors.map { entry in
             TensorRow(
                 path: entry.path, dtype: entry.dtype.rawValue, shape: entry.shape,

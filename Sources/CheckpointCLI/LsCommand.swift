@@ -37,7 +37,7 @@ struct LsCommand: ParsableCommand {
     @Flag(help: "Also verify every tensor's checksum (reads every file whole).")
     var verify = false
 
-    @OptionGroup var decompression: DecompressionFlags
+    @OptionGroup var limits: ReadingLimitsFlags
 
     struct Entry {
         var name: String
@@ -59,7 +59,7 @@ struct LsCommand: ParsableCommand {
         var entries: [Entry]
         var folders: [String] = []
         if ObjectLocation(folder) != nil {
-            (entries, folders) = try RemoteListing(url: folder, verify: verify, pageSize: pageSize, limits: decompression.limits).entries()
+            (entries, folders) = try RemoteListing(url: folder, verify: verify, pageSize: pageSize, limits: limits.readingLimits).entries()
         } else {
             entries = try listing()
         }
@@ -146,7 +146,7 @@ struct LsCommand: ParsableCommand {
             let bytes = (try? manager.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             var entry = Entry(name: name, bytes: bytes, complete: false, latest: latestTargets.contains(name))
             do throws(CheckpointError) {
-                let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
+                let file = try CheckpointFile.open(path, limits: limits.readingLimits)
                 entry.format = file.formatName
                 if let state = try? TrainingState(tree: file.tree) {
                     entry.epoch = state.timestamp.epoch
@@ -169,7 +169,7 @@ struct LsCommand: ParsableCommand {
     private func distributedEntry(_ name: String, path: String, latest: Bool) -> Entry {
         var entry = Entry(name: name, bytes: 0, format: "dcp", complete: false, latest: latest)
         do throws(CheckpointError) {
-            let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
+            let file = try CheckpointFile.open(path, limits: limits.readingLimits)
             entry.bytes = file.byteCount
             if let state = try? TrainingState(tree: file.tree) {
                 entry.epoch = state.timestamp.epoch
@@ -196,7 +196,7 @@ struct LsCommand: ParsableCommand {
     private func huggingFaceEntry(_ name: String, path: String, latest: Bool) -> (Entry, Set<String>) {
         var entry = Entry(name: name, bytes: 0, complete: false, latest: latest)
         do throws(CheckpointError) {
-            let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
+            let file = try CheckpointFile.open(path, limits: limits.readingLimits)
             entry.bytes = file.byteCount
             entry.format = "\(file.formatName) x\(file.huggingFaceShards?.shards.count ?? 0)"
             let shards = file.huggingFaceShards.map { hf in Set(hf.shards.map { Self.standardized(hf.path(of: $0)) }) } ?? []
@@ -226,7 +226,7 @@ struct LsCommand: ParsableCommand {
             entry.format = "sharded x\(manifest.worldSize)"
             do throws(CheckpointError) {
                 if verify {
-                    try manifest.verifyShards(manifestPath: path, decompressionLimits: decompression.limits)
+                    try manifest.verifyShards(manifestPath: path, limits: limits.readingLimits)
                 } else {
                     for (shard, shardPath) in zip(manifest.shards, shards) {
                         let size = (try? FileManager.default.attributesOfItem(atPath: shardPath)[.size] as? Int) ?? nil

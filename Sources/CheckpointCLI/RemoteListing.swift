@@ -8,14 +8,14 @@ import Foundation
 ///
 /// Objects appear whole or not at all, so every listed object is complete as uploaded. Each
 /// one's format, epoch and batch come from its index alone, fetched with ranged requests
-/// (``CheckpointFile/openIndex(_:decompressionLimits:)``). A sharded checkpoint is one row, its
+/// (``CheckpointFile/openIndex(_:limits:)``). A sharded checkpoint is one row, its
 /// manifest, complete when every shard it lists is in the store at its recorded size; its
 /// shards are not listed. `--verify` downloads and verifies each checkpoint whole.
 struct RemoteListing {
     var url: String
     var verify: Bool
     var pageSize: Int?
-    var limits: DecompressionLimits
+    var limits: ReadingLimits
 
     func entries() throws -> (entries: [LsCommand.Entry], folders: [String]) {
         guard var prefix = ObjectLocation(url) else { throw CommandFailure("\(url) is not an object-store URL") }
@@ -48,7 +48,7 @@ struct RemoteListing {
                 name: name, bytes: object.size, complete: true, latest: latestKeys.contains(object.location.key))
             do {
                 let path = object.location.description
-                let file = try verify ? CheckpointFile.open(path, decompressionLimits: limits) : CheckpointFile.openIndex(path, decompressionLimits: limits)
+                let file = try verify ? CheckpointFile.open(path, limits: limits) : CheckpointFile.openIndex(path, limits: limits)
                 if verify { try file.verify() }
                 describe(file, in: &entry)
             } catch {
@@ -89,7 +89,7 @@ struct RemoteListing {
         entry.format = "sharded x\(manifest.worldSize)"
         do throws(CheckpointError) {
             if verify {
-                try manifest.verifyShards(manifestPath: path, decompressionLimits: limits)
+                try manifest.verifyShards(manifestPath: path, limits: limits)
             } else {
                 for (shard, location) in zip(manifest.shards, shards) {
                     // The listing has the shards beside the manifest; others are asked for.

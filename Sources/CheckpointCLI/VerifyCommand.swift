@@ -27,7 +27,7 @@ struct VerifyCommand: ParsableCommand {
 
     @OptionGroup var progress: ProgressOptions
 
-    @OptionGroup var decompression: DecompressionFlags
+    @OptionGroup var limits: ReadingLimitsFlags
 
     func run() throws {
         let before = ObjectStores.transfers.snapshot
@@ -35,13 +35,13 @@ struct VerifyCommand: ParsableCommand {
         var object: [String: Any] = ["ok": true]
         if let manifestPath = try ShardManifest.locate(path) {
             let manifest = try ShardManifest.read(manifestPath)
-            try manifest.verifyShards(manifestPath: manifestPath, decompressionLimits: decompression.limits)
+            try manifest.verifyShards(manifestPath: manifestPath, limits: limits.readingLimits)
             let bytes = manifest.shards.reduce(0) { $0 + $1.size }
             summary =
                 "ok: \(manifestPath): sharded, \(manifest.worldSize) shards (\(Units.bytes(bytes))), \(manifest.tensors.count) tensors; every shard's size, file checksum and tensor checksums match, and the pieces make up every tensor"
             object.merge(["path": manifestPath, "format": "sharded", "shards": manifest.worldSize, "tensor_count": manifest.tensors.count, "file_bytes": bytes]) { $1 }
         } else {
-            let file = try CheckpointFile.open(path, decompressionLimits: decompression.limits)
+            let file = try CheckpointFile.open(path, limits: limits.readingLimits)
             try file.verify()
             let tensors = file.tree.tensors
             let bytes = tensors.reduce(0) { $0 + $1.tensor.byteCount }

@@ -113,7 +113,7 @@ import Testing
     @Test("a decompression bomb stops at the ratio limit, every codec", arguments: codecs)
     func bombStopsAtRatio(codec: CompressionCodec) throws {
         let compressed = try compress([UInt8](repeating: 0, count: 8 << 20), codec)
-        let limits = DecompressionLimits(maximumRatio: 50, ratioFloor: 1 << 20)
+        let limits = ReadingLimits(maximumExpansionRatio: 50, expansionRatioFloor: 1 << 20)
         let error = expectCheckpointError(.limitExceeded, messageContains: ["expands more than 50-fold"]) {
             _ = try compressed.withUnsafeBytes { raw in
                 try Decompression.decompress(raw, codec: codec, limits: limits, path: "bomb")
@@ -128,7 +128,7 @@ import Testing
         #expect(compressed.count < 20_000)
         expectCheckpointError(.limitExceeded, messageContains: ["decompression bomb"]) {
             _ = try compressed.withUnsafeBytes { raw in
-                try Decompression.decompress(raw, codec: .zstd, limits: DecompressionLimits(), path: "bomb.zst")
+                try Decompression.decompress(raw, codec: .zstd, limits: ReadingLimits(), path: "bomb.zst")
             }
         }
     }
@@ -138,7 +138,7 @@ import Testing
         let compressed = try compress(weightLikeBytes(count: 3 << 20, seed: 9), .lz4)
         expectCheckpointError(.limitExceeded, messageContains: ["more than 1048576 bytes"]) {
             _ = try compressed.withUnsafeBytes { raw in
-                try Decompression.decompress(raw, codec: .lz4, limits: DecompressionLimits(maximumBytes: 1 << 20), path: "x")
+                try Decompression.decompress(raw, codec: .lz4, limits: ReadingLimits(maximumDecompressedBytes: 1 << 20), path: "x")
             }
         }
     }

@@ -167,14 +167,14 @@ import Testing
         let state = TrainingState(model: ["w": .tensor(zeros)])
         try withTemporaryFolder { folder in
             let path = try saveCheckpoint(state, filename: folder + "/zeros.safetensors.zst")[0]
-            let strict = DecompressionLimits(maximumRatio: 100, ratioFloor: 1 << 20)
+            let strict = ReadingLimits(maximumExpansionRatio: 100, expansionRatioFloor: 1 << 20)
             expectCheckpointError(.limitExceeded, messageContains: ["100-fold"]) {
-                _ = try CheckpointFile.open(path, decompressionLimits: strict)
+                _ = try CheckpointFile.open(path, limits: strict)
             }
             expectCheckpointError(.limitExceeded, messageContains: ["more than 1000 bytes"]) {
-                _ = try CheckpointFile.open(path, decompressionLimits: DecompressionLimits(maximumBytes: 1000))
+                _ = try CheckpointFile.open(path, limits: ReadingLimits(maximumDecompressedBytes: 1000))
             }
-            let file = try CheckpointFile.open(path, decompressionLimits: DecompressionLimits(maximumRatio: 1 << 30))
+            let file = try CheckpointFile.open(path, limits: ReadingLimits(maximumExpansionRatio: 1 << 30))
             #expect(file.tree.tensors.first?.tensor.byteCount == 32 << 20)
         }
     }
@@ -183,7 +183,7 @@ import Testing
     func zeroHeavyCheckpointsLoadWithRaisedLimits() throws {
         // 96 MiB of zeros compress about 30000-fold: past the default 1000-fold limit.
         let zeros = try Tensor(dtype: .float32, shape: [24 << 20]) { _ in }
-        let raised = DecompressionLimits(maximumRatio: 1 << 30)
+        let raised = ReadingLimits(maximumExpansionRatio: 1 << 30)
         try withTemporaryFolder { folder in
             // An older checkpoint of random weights, which the default limits load.
             var rng = SplitMix64(seed: 4)
@@ -196,8 +196,8 @@ import Testing
             state.model["w"] = .tensor(zeros)
             state.timestamp.batch = 2
             let path = try saveCheckpoint(state, filename: folder + "/ba{batch}.safetensors.zst")[0]
-            expectCheckpointError(.limitExceeded, messageContains: ["maximumRatio"]) { _ = try loadCheckpoint(path) }
-            #expect(try loadCheckpoint(path, decompressionLimits: raised).model["w"]?.tensorValue == zeros)
+            expectCheckpointError(.limitExceeded, messageContains: ["maximumExpansionRatio"]) { _ = try loadCheckpoint(path) }
+            #expect(try loadCheckpoint(path, limits: raised).model["w"]?.tensorValue == zeros)
 
             // The saver must not resume the older checkpoint as if the newer were damaged.
             var resumed = TrainingState(model: ["w": .tensor(zeros)], runName: "zeros")
@@ -205,7 +205,7 @@ import Testing
             expectCheckpointError(.limitExceeded) { try strict.autoresume(into: &resumed) }
             #expect(resumed.timestamp.batch == 0, "nothing was loaded")
             let lenient = try CheckpointSaver(options: .init(
-                folder: folder, filename: "ba{batch}.safetensors.zst", saveOnTermination: false, decompressionLimits: raised))
+                folder: folder, filename: "ba{batch}.safetensors.zst", saveOnTermination: false, readingLimits: raised))
             try lenient.autoresume(into: &resumed)
             #expect(resumed.timestamp.batch == 2)
         }

@@ -308,14 +308,14 @@ import Testing
     /// Opens `bytes` written to a file (named so the cross-check leaves it alone) and returns the error.
     @discardableResult
     static func refusal(
-        _ bytes: [UInt8], _ code: CheckpointError.Code, _ fragments: [String], limits: DecompressionLimits = DecompressionLimits(),
+        _ bytes: [UInt8], _ code: CheckpointError.Code, _ fragments: [String], limits: ReadingLimits = ReadingLimits(),
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> CheckpointError? {
         try withTemporaryFolder { folder in
             let path = folder + "/hostile.fsz"
             try writeBytes(bytes, to: path)
             let error = expectCheckpointError(code, messageContains: fragments, sourceLocation: sourceLocation) {
-                let file = try CheckpointFile.open(path, decompressionLimits: limits)
+                let file = try CheckpointFile.open(path, limits: limits)
                 try file.verify()
             }
             #expect(error?.path == path, sourceLocation: sourceLocation)
@@ -408,7 +408,7 @@ import Testing
     @Test("a stream that decodes past the limits is refused before anything is decoded")
     func limits() throws {
         let stream = try Self.validStream()
-        let error = try Self.refusal(stream, .limitExceeded, ["more than the limit of 4096"], limits: DecompressionLimits(maximumBytes: 4096))
+        let error = try Self.refusal(stream, .limitExceeded, ["more than the limit of 4096"], limits: ReadingLimits(maximumDecompressedBytes: 4096))
         #expect(error?.message.contains("--max-decompressed-bytes") == true)
 
         let zeros: StateValue = .dict(["zeros": .tensor(try Tensor(dtype: .float32, shape: [4 << 20], bytes: [UInt8](repeating: 0, count: 16 << 20)))])
@@ -416,7 +416,7 @@ import Testing
             try readBytes(try saveCheckpoint(tree: zeros, filename: folder + "/zeros.safetensors.fsz")[0])
         }
         #expect(bomb.count < 30_000)
-        try Self.refusal(bomb, .limitExceeded, ["expands more than 100-fold"], limits: DecompressionLimits(maximumRatio: 100, ratioFloor: 1 << 20))
+        try Self.refusal(bomb, .limitExceeded, ["expands more than 100-fold"], limits: ReadingLimits(maximumExpansionRatio: 100, expansionRatioFloor: 1 << 20))
     }
 
     @Test("a stream of a later version is refused with what to do")

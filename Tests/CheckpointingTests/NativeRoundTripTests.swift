@@ -85,12 +85,20 @@ import Testing
         }
     }
 
-    /// `TreeCoding.maximumDepth` is the documented limit: anything up to it saves and reads back.
-    @Test func dictsNestedUpToTheDocumentedLimitRoundTrip() throws {
+    /// `ReadingLimits.maximumDepth` is the documented limit: anything up to it saves and reads
+    /// back, up to the deepest it may be raised to.
+    @Test(arguments: [ReadingLimits().maximumDepth, ReadingLimits.deepestSupportedDepth])
+    func dictsNestedUpToTheDocumentedLimitRoundTrip(depth: Int) throws {
         var tree: StateValue = .tensor(try Tensor(shape: [1], scalars: [Int8(-1)]))
-        for _ in 0..<TreeCoding.maximumDepth { tree = .dict(["k": tree]) }
+        for _ in 0..<depth { tree = .dict(["k": tree]) }
+        var limits = ReadingLimits()
+        limits.maximumDepth = depth
         try withTemporaryFolder { folder in
-            switch Result(catching: { try CheckpointFile.open(try save(tree, in: folder)).tree }) {
+            let outcome = Result { () throws(CheckpointError) in
+                let path = try saveCheckpoint(tree: tree, filename: folder + "/x.safetensors", limits: limits)[0]
+                return try CheckpointFile.open(path, limits: limits).tree
+            }
+            switch outcome {
             case .success(let loaded):
                 #expect(loaded == tree)
             case .failure(let error):

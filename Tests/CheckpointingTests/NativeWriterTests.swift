@@ -73,14 +73,16 @@ import Testing
         let path = folder.appendingPathComponent("deep.safetensors").path
         let tree = Self.nested(TreeCoding.maximumDepth)
         try NativeFormat.save(tree, to: path)
-        #expect(try CheckpointFile.open(path).tree == tree)
+        // Deeper than the default reading limit: it opens with the limit raised that far.
+        #expect(throws: CheckpointError.self) { try CheckpointFile.open(path) }
+        #expect(try CheckpointFile.open(path, limits: ReadingLimits(maximumDepth: TreeCoding.maximumDepth)).tree == tree)
     }
 
     @Test func aDeeperTreeIsRefusedBeforeWriting() throws {
         #expect {
             try NativeFormat.layout(Self.nested(TreeCoding.maximumDepth + 1))
         } throws: { error in
-            (error as? CheckpointError)?.code == .invalidArgument
+            (error as? CheckpointError)?.code == .limitExceeded
                 && (error as? CheckpointError)?.message.contains("nested more than") == true
         }
     }
@@ -106,8 +108,8 @@ extension TreeDepthTests {
         #expect {
             try CheckpointFile.open(path.path)
         } throws: { error in
-            (error as? CheckpointError)?.code == .malformed
-                && (error as? CheckpointError)?.message.contains("nested more than") == true
+            (error as? CheckpointError)?.code == .limitExceeded
+                && (error as? CheckpointError)?.message.contains("nested more than \(ReadingLimits().maximumDepth) levels") == true
         }
     }
 }

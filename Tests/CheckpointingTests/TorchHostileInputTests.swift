@@ -208,7 +208,7 @@ import Testing
         limits.maximumMemoEntries = 1000
         var pickle: [UInt8] = [0x4E]
         for index in 0..<2000 { pickle += [0x72] + withUnsafeBytes(of: UInt32(index).littleEndian, Array.init) }
-        expectCheckpointError(.malformed, messageContains: ["memo", "1000"]) { _ = try Self.unpickle(pickle + [0x2E], limits: limits) }
+        expectCheckpointError(.limitExceeded, messageContains: ["memo", "1000", "maximumMemoEntries"]) { _ = try Self.unpickle(pickle + [0x2E], limits: limits) }
         // Rewriting one entry over and over is not a flood.
         let rewrite: [UInt8] = [0x4E] + Array(repeating: [UInt8]([0x71, 5]), count: 5000).flatMap { $0 } + [0x2E]
         #expect(try Self.unpickle(rewrite, limits: limits) == .none)
@@ -257,7 +257,7 @@ import Testing
             var hugeCount = valid
             Self.patch(&hugeCount, at: zip64End + 24, UInt64(1) << 40)
             Self.patch(&hugeCount, at: zip64End + 32, UInt64(1) << 40)
-            expectCheckpointError(.malformed, messageContains: ["entries"]) { _ = try Self.open(hugeCount, in: folder) }
+            expectCheckpointError(.limitExceeded, messageContains: ["entries", "maximumDirectoryEntries"]) { _ = try Self.open(hugeCount, in: folder) }
 
             var hugeDirectory = valid
             Self.patch(&hugeDirectory, at: zip64End + 40, UInt64.max - 10)

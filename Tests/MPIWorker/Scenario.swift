@@ -14,6 +14,8 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
     case shardedSave = "sharded-save"
     /// Every rank loads its rows of the sharded checkpoint in `--folder`, then every tensor whole.
     case shardedLoad = "sharded-load"
+    /// Every rank saves sharded into `--folder`; the last rank's writes fail with `ENOSPC`.
+    case shardedSaveFault = "sharded-save-fault"
     /// A sharded CheckpointSaver saves at batch 4; rank 2 SIGKILLs itself while writing its
     /// batch-8 shard; the others must time out.
     case shardedSaverKilled = "sharded-saver-killed"
@@ -42,6 +44,7 @@ enum Scenario: String, CaseIterable, ExpressibleByArgument {
         case .envContradiction: try runEnvironmentContradiction(worker)
         case .shardedSave: try runShardedSave(worker)
         case .shardedLoad: try runShardedLoad(worker)
+        case .shardedSaveFault: try runShardedSaveFault(worker)
         case .shardedSaverKilled: try runShardedSaverKilled(worker)
         case .shardedSaverTrain: try runShardedSaverTrain(worker)
         case .shardedSaverResume: try runShardedSaverResume(worker)

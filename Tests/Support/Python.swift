@@ -84,7 +84,7 @@ public enum PythonSafetensors {
     /// Reads every native checkpoint under `folder` (those this library opens) with Python's
     /// `safetensors` and records an issue for any tensor whose bytes differ from what this
     /// library reads, or any file Python refuses. A float-split file (`.safetensors.fsz`) is
-    /// first decoded to its plain bytes (``decompressFile(_:to:decompressionLimits:)``), which
+    /// first decoded to its plain bytes (``decompressFile(_:to:limits:)``), which
     /// Python must read as the tensors this library reads from the encoded file.
     public static func crossCheck(folder: String) {
         var expected: [String: [String: String]] = [:]

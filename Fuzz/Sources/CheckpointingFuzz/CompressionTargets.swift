@@ -1,6 +1,6 @@
 @testable import Checkpointing
 
-/// Every decompressor, under ``DecompressionLimits`` small enough that a bomb hits them in a
+/// Every decompressor, under ``ReadingLimits`` small enough that a bomb hits them in a
 /// few milliseconds.
 ///
 /// libzstd is the one codec whose verdict can depend on how the input is cut: a frame that
@@ -11,7 +11,7 @@
 /// decoded in one pass). Decoding them in pieces gives the bytes their blocks and checksum
 /// describe, so nothing is lost; the reverse (refused in pieces, accepted whole) is not allowed.
 enum CompressionTargets {
-    static let limits = DecompressionLimits(maximumBytes: 1 << 20, maximumRatio: 1000, ratioFloor: 64 << 10)
+    static let limits = ReadingLimits(maximumDecompressedBytes: 1 << 20, maximumExpansionRatio: 1000, expansionRatioFloor: 64 << 10)
 
     static let all: [FuzzTarget] = CompressionCodec.allCases.map(target)
 

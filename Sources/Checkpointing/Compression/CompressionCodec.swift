@@ -172,33 +172,6 @@ public struct CompressionOptions: Sendable, Equatable {
     static var defaultThreads: Int { min(processorCount, 16) }
 }
 
-/// Bounds on decompression, so a small hostile file cannot fill the disk or memory.
-///
-/// A decompressed checkpoint is written to an anonymous temporary file and mapped: these
-/// limits stop that file from growing without bound.
-public struct DecompressionLimits: Sendable, Equatable {
-    /// The most bytes one compressed stream may decompress to.
-    public var maximumBytes: Int
-    /// The most bytes out per byte in, enforced once the output passes ``ratioFloor``:
-    /// checkpoints of weights compress to 1.1-3x and a sparse one to perhaps 100x, while a
-    /// bomb reaches 1000x and beyond.
-    public var maximumRatio: Int
-    /// Output below this size is never refused for its ratio (a small file of zeros is not a bomb).
-    public var ratioFloor: Int
-
-    public init(maximumBytes: Int = 1 << 40, maximumRatio: Int = 1000, ratioFloor: Int = 64 << 20) {
-        self.maximumBytes = maximumBytes
-        self.maximumRatio = maximumRatio
-        self.ratioFloor = ratioFloor
-    }
-}
-
-extension CheckpointError.Code {
-    /// Input would exceed an explicit limit (a decompression bomb, an archive member larger
-    /// than its archive, ...).
-    public static let limitExceeded = CheckpointError.Code(rawValue: "limit-exceeded")
-}
-
 /// A byte sink that transforms what it is given (compresses or decompresses it) and writes
 /// the result into the next sink. Memory use is bounded by the codec's buffers, whatever the
 /// stream's length.

@@ -1,13 +1,13 @@
 /// Decompressing a whole file for loading: the compressed bytes stream from their mapping
 /// through the codec into an anonymous temporary file, which is then mapped, so neither side
-/// is ever held in the heap; ``DecompressionLimits`` bound what is written.
+/// is ever held in the heap; ``ReadingLimits`` bound what is written.
 enum Decompression {
     /// Input is handed to the codec in pieces of this size, so the limits are checked often.
     static let pieceSize = 1 << 20
 
     /// Decompresses `input` with `codec` and maps the result, named `path` in messages.
     static func decompress(
-        _ input: UnsafeRawBufferPointer, codec: CompressionCodec, limits: DecompressionLimits, path: String
+        _ input: UnsafeRawBufferPointer, codec: CompressionCodec, limits: ReadingLimits, path: String
     ) throws(CheckpointError) -> MappedFile {
         do throws(CheckpointError) {
             let file = try AnonymousFile()
@@ -33,12 +33,12 @@ enum Decompression {
 final class LimitedSink: ByteSink {
     private let next: any ByteSink
     private let codec: CompressionCodec
-    private let limits: DecompressionLimits
+    private let limits: ReadingLimits
     /// Compressed bytes handed to the decompressor so far (including the piece in progress).
     var inputBytes = 0
     private(set) var position = 0
 
-    init(next: any ByteSink, codec: CompressionCodec, limits: DecompressionLimits) {
+    init(next: any ByteSink, codec: CompressionCodec, limits: ReadingLimits) {
         self.next = next
         self.codec = codec
         self.limits = limits
@@ -46,15 +46,15 @@ final class LimitedSink: ByteSink {
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         let total = position + bytes.count
-        if total > limits.maximumBytes {
+        if total > limits.maximumDecompressedBytes {
             throw CheckpointError(
                 .limitExceeded,
-                "the \(codec.rawValue) stream decompresses to more than \(limits.maximumBytes) bytes, the limit (DecompressionLimits.maximumBytes; ckpt: --max-decompressed-bytes); raise it if the checkpoint really is that large")
+                "the \(codec.rawValue) stream decompresses to more than \(limits.maximumDecompressedBytes) bytes, the limit (ReadingLimits.maximumDecompressedBytes; ckpt: --max-decompressed-bytes); raise it if the checkpoint really is that large")
         }
-        if total > limits.ratioFloor, total / max(inputBytes, 1) > limits.maximumRatio {
+        if total > limits.expansionRatioFloor, total / max(inputBytes, 1) > limits.maximumExpansionRatio {
             throw CheckpointError(
                 .limitExceeded,
-                "the \(codec.rawValue) stream expands more than \(limits.maximumRatio)-fold (\(inputBytes) bytes already gave \(total)): a decompression bomb, or a checkpoint of almost nothing but zeros; raise DecompressionLimits.maximumRatio (ckpt: --max-expansion) to load it anyway",
+                "the \(codec.rawValue) stream expands more than \(limits.maximumExpansionRatio)-fold (\(inputBytes) bytes already gave \(total)): a decompression bomb, or a checkpoint of almost nothing but zeros; raise ReadingLimits.maximumExpansionRatio (ckpt: --max-expansion) to load it anyway",
                 offset: inputBytes)
         }
         try next.write(bytes)

@@ -4,9 +4,9 @@
 /// it was made from.
 ///
 /// - Throws: ``CheckpointError``: `.invalidArgument` when `input` is not a compressed stream;
-///   `.malformed` for a damaged one; `.limitExceeded` past `decompressionLimits`.
+///   `.malformed` for a damaged one; `.limitExceeded` past `limits`.
 public func decompressFile(
-    _ input: String, to output: String, decompressionLimits: DecompressionLimits = DecompressionLimits()
+    _ input: String, to output: String, limits: ReadingLimits = ReadingLimits()
 ) throws(CheckpointError) {
     let source = try MappedFile(path: input)
     let prefix = UnsafeRawBufferPointer(rebasing: source.bytes.prefix(512))
@@ -15,7 +15,7 @@ public func decompressFile(
     }
     let file = try AtomicFileWriter(path: output)
     do {
-        let limited = LimitedSink(next: file, codec: codec, limits: decompressionLimits)
+        let limited = LimitedSink(next: file, codec: codec, limits: limits)
         let decompressor = try codec.decompressor(into: limited)
         source.adviseSequentialRead()
         try source.bytes.forEachChunk(ofAtMost: Decompression.pieceSize) { (piece) throws(CheckpointError) in

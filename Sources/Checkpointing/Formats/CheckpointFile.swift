@@ -2,7 +2,7 @@
 ///
 /// Opening maps the file and reads only its header: tensors in the tree point into the mapping
 /// and are read from disk when used. Checksums are verified by ``verify(progress:)`` (which
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` calls),
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)`` calls),
 /// not by opening.
 public struct CheckpointFile: Sendable {
     /// The path the file was opened from.
@@ -59,30 +59,39 @@ public struct CheckpointFile: Sendable {
     /// the shards' headers (see <doc:HuggingFaceCheckpoints>).
     ///
     /// Compressed streams and tar archives around it are opened first, whatever the name
-    /// says: a compressed file is decompressed (within the default ``DecompressionLimits``)
+    /// says: a compressed file is decompressed (within the default ``ReadingLimits``)
     /// into an anonymous temporary file that is then mapped. A float-split (`.fsz`) file is
     /// opened by its index: only its header is decoded, and each tensor's chunks are decoded
     /// when the tensor is first read, or all at once on every core by ``decode(tensorsWhere:)``.
     ///
     /// - Throws: ``CheckpointError``: `.notFound`; `.malformed` for a damaged file;
     ///   `.unsupportedFormat` for a kind of file this build does not read, naming what it is;
-    ///   `.limitExceeded` for a decompression bomb.
+    ///   `.limitExceeded` for a decompression bomb, a tree nested too deep, or another bound of
+    ///   ``ReadingLimits`` passed.
     public static func open(_ path: String) throws(CheckpointError) -> CheckpointFile {
-        try open(path, decompressionLimits: DecompressionLimits())
+        try open(path, limits: ReadingLimits())
     }
 
-    /// Opens the checkpoint at `path` as ``open(_:)`` does, with explicit bounds on
-    /// decompression (raise them for a checkpoint that compresses extremely well).
-    public static func open(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
-        if let folder = try DistributedCheckpoint.locate(path) { return try open(distributedCheckpoint: folder) }
-        if let index = try HuggingFaceReader.locateIndex(path) { return try HuggingFaceReader.open(indexAt: index) }
-        return try open(mapped: try MappedFile(path: path), path: path, decompressionLimits: decompressionLimits)
+    /// Opens the checkpoint at `path` as ``open(_:)`` does, within `limits` (raise them for a
+    /// checkpoint that compresses extremely well, say).
+    public static func open(_ path: String, limits: ReadingLimits) throws(CheckpointError) -> CheckpointFile {
+        let opened: CheckpointFile
+        if let folder = try DistributedCheckpoint.locate(path) {
+            opened = try open(distributedCheckpoint: folder)
+        } else if let index = try HuggingFaceReader.locateIndex(path) {
+            opened = try HuggingFaceReader.open(indexAt: index)
+        } else {
+            return try open(mapped: try MappedFile(path: path), path: path, limits: limits)
+        }
+        try limits.checkDepth(of: opened.tree, path: opened.path)
+        return opened
     }
 
     /// Opens the checkpoint whose bytes `outer` maps, named `path` in messages.
-    static func open(mapped outer: MappedFile, path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
-        let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: decompressionLimits)
-        var opened = try read(file, path: path)
+    static func open(mapped outer: MappedFile, path: String, limits: ReadingLimits) throws(CheckpointError) -> CheckpointFile {
+        let (file, layers) = try ContainerStack.unwrap(outer, path: path, limits: limits)
+        var opened = try read(file, path: path, limits: limits)
+        try limits.checkDepth(of: opened.tree, path: path)
         opened.floatSplit = file.lazyContents as? FloatSplitArchive
         if let first = layers.first {
             opened.innerKind = opened.kind
@@ -94,7 +103,7 @@ public struct CheckpointFile: Sendable {
     }
 
     /// Reads the checkpoint format of `file` (the innermost layer of `path`).
-    private static func read(_ file: MappedFile, path: String) throws(CheckpointError) -> CheckpointFile {
+    private static func read(_ file: MappedFile, path: String, limits: ReadingLimits) throws(CheckpointError) -> CheckpointFile {
         let prefix = UnsafeRawBufferPointer(rebasing: file.bytes.prefix(512))
         guard let kind = FileKind.sniff(prefix, fileSize: file.bytes.count) else {
             if let refusal = TorchFormat.refusal(forPrefix: prefix) {
@@ -107,13 +116,13 @@ public struct CheckpointFile: Sendable {
         }
         switch kind {
         case .safetensors:
-            let contents = try NativeFormat.read(file)
+            let contents = try NativeFormat.read(file, limits: limits)
             return CheckpointFile(
                 path: path, kind: kind, isNative: contents.isNative, tree: contents.tree,
                 metadata: contents.metadata, byteCount: file.bytes.count, checksums: contents.checksums,
                 integrityDigest: contents.integrityDigest)
         case .torchZip:
-            let contents = try TorchFormat.read(file)
+            let contents = try TorchFormat.read(file, limits: TorchLimits(limits))
             return CheckpointFile(
                 path: path, kind: kind, isNative: false, tree: contents.tree, metadata: contents.metadata,
                 byteCount: file.bytes.count, checksums: contents.checksums, integrityDigest: contents.integrityDigest,

@@ -37,7 +37,7 @@ enum ContainerStack {
 
     /// The innermost file under `file`'s layers, and the layers, outermost first.
     static func unwrap(
-        _ file: MappedFile, path: String, limits: DecompressionLimits
+        _ file: MappedFile, path: String, limits: ReadingLimits
     ) throws(CheckpointError) -> (file: MappedFile, layers: [ContainerLayer]) {
         var current = file
         var layers: [ContainerLayer] = []

@@ -12,7 +12,7 @@ import Synchronization
 /// its record's CRC-32 in a torch file (whose records are fetched whole).
 ///
 /// Only uncompressed checkpoints can be read this way: a compressed stream cannot be entered
-/// midway, so ``open(_:decompressionLimits:)`` returns `nil` for one (and for the rare layouts
+/// midway, so ``open(_:limits:)`` returns `nil` for one (and for the rare layouts
 /// it cannot locate from the ends: a tar whose checkpoint is not its last member, a torch file
 /// with views its reader must copy), and the caller downloads the object whole.
 ///
@@ -47,7 +47,7 @@ package final class RangedCheckpoint: Sendable {
     /// - Throws: `.notFound` for a missing object, the store's errors, and the parsers' errors
     ///   for a damaged index.
     package static func open(
-        _ location: ObjectLocation, decompressionLimits: DecompressionLimits = DecompressionLimits()
+        _ location: ObjectLocation, limits: ReadingLimits = ReadingLimits()
     ) throws(CheckpointError) -> RangedCheckpoint? {
         let (object, mapping) = try RangedObject.open(location)
         let size = object.size
@@ -82,7 +82,7 @@ package final class RangedCheckpoint: Sendable {
         default:
             return nil
         }
-        let file = try CheckpointFile.open(mapped: mapping, path: location.description, decompressionLimits: decompressionLimits)
+        let file = try CheckpointFile.open(mapped: mapping, path: location.description, limits: limits)
         if records != nil {
             // A view torch's reader had to copy was copied from bytes not fetched.
             var copied = false
@@ -201,13 +201,13 @@ extension CheckpointFile {
     /// Opens `path` to describe it (its tree's structure, metadata and layers): an uncompressed
     /// checkpoint in an object store is read from its index alone (``RangedCheckpoint``; a
     /// tensor read later is fetched then), anything else is opened as
-    /// ``open(_:decompressionLimits:)`` does.
-    package static func openIndex(_ path: String, decompressionLimits: DecompressionLimits) throws(CheckpointError) -> CheckpointFile {
+    /// ``open(_:limits:)`` does.
+    package static func openIndex(_ path: String, limits: ReadingLimits) throws(CheckpointError) -> CheckpointFile {
         if case .remote(let location) = StoragePath(path),
-            let ranged = try RangedCheckpoint.open(location, decompressionLimits: decompressionLimits)
+            let ranged = try RangedCheckpoint.open(location, limits: limits)
         {
             return ranged.file
         }
-        return try open(path, decompressionLimits: decompressionLimits)
+        return try open(path, limits: limits)
     }
 }

@@ -8,16 +8,16 @@ import Synchronization
 /// kept and thrown by the next ``submit(_:)`` or ``wait()``, so no error is lost.
 final class BackgroundSaves: Sendable {
     private let queue = DispatchQueue(label: "swift-checkpointing.saves", qos: .utility)
-    private let state = Mutex<(inFlight: DispatchGroup?, failure: (any Error & Sendable)?)>((nil, nil))
+    private let state = Mutex<(inFlight: DispatchGroup?, failure: CheckpointError?)>((nil, nil))
 
     /// Waits for the save in flight, then starts `work` in the background.
-    func submit(_ work: @escaping @Sendable () throws -> Void) throws {
+    func submit(_ work: @escaping @Sendable () throws(CheckpointError) -> Void) throws(CheckpointError) {
         try wait()
         let group = DispatchGroup()
         group.enter()
         state.withLock { $0.inFlight = group }
         queue.async { [self] in
-            do {
+            do throws(CheckpointError) {
                 try work()
             } catch {
                 self.state.withLock { $0.failure = error }
@@ -27,10 +27,10 @@ final class BackgroundSaves: Sendable {
     }
 
     /// Waits for the save in flight, if any, and throws its error, if it failed.
-    func wait() throws {
+    func wait() throws(CheckpointError) {
         let group = state.withLock { $0.inFlight }
         group?.wait()
-        let failure = state.withLock { state -> (any Error & Sendable)? in
+        let failure = state.withLock { state -> CheckpointError? in
             defer { state.failure = nil; state.inFlight = nil }
             return state.failure
         }

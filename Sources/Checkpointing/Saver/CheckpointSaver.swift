@@ -86,7 +86,7 @@ public final class CheckpointSaver {
         public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
-        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``).
+        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)``).
         public var weightsOnly = false
         /// Parts of the state to leave out of every checkpoint.
         public var ignoreKeys: IgnoreKeys?
@@ -109,9 +109,9 @@ public final class CheckpointSaver {
         public var sharding: Sharding?
         /// The compression level and threads when the file name asks for compression.
         public var compression = CompressionOptions()
-        /// Bounds on decompressing compressed checkpoints on resume; raise them for checkpoints
-        /// that are almost all zeros.
-        public var decompressionLimits = DecompressionLimits()
+        /// Bounds on reading checkpoints on resume (nesting depth, decompression, header
+        /// sizes, ...), and the nesting depth every save allows: see ``ReadingLimits``.
+        public var readingLimits = ReadingLimits()
         /// The processes of the run.
         public var processGroup: any ProcessGroup = SingleProcessGroup()
 
@@ -122,7 +122,7 @@ public final class CheckpointSaver {
             remoteCheckpointsToKeep: Int? = nil, overwrite: Bool = false,
             weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
             snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = false, sharding: Sharding? = nil,
-            compression: CompressionOptions = CompressionOptions(), decompressionLimits: DecompressionLimits = DecompressionLimits(),
+            compression: CompressionOptions = CompressionOptions(), readingLimits: ReadingLimits = ReadingLimits(),
             processGroup: any ProcessGroup = SingleProcessGroup()
         ) {
             self.folder = folder
@@ -141,7 +141,7 @@ public final class CheckpointSaver {
             self.saveOnTermination = saveOnTermination
             self.sharding = sharding
             self.compression = compression
-            self.decompressionLimits = decompressionLimits
+            self.readingLimits = readingLimits
             self.processGroup = processGroup
         }
     }
@@ -216,7 +216,7 @@ public final class CheckpointSaver {
 
     /// The saver's statistics (after waiting for a save in flight).
     public var statistics: Statistics {
-        get throws {
+        get throws(CheckpointError) {
             try background.wait()
             return book.withLock { $0.statistics }
         }
@@ -230,7 +230,7 @@ public final class CheckpointSaver {
 
     /// The kept checkpoints, oldest first, as paths.
     public var keptCheckpoints: [String] {
-        get throws {
+        get throws(CheckpointError) {
             try background.wait()
             guard let folder else { return [] }
             return book.withLock { $0.ledger.checkpoints.map { FilePaths.join(folder, $0) } }
@@ -243,7 +243,7 @@ public final class CheckpointSaver {
     /// overwriting is allowed, reconciles the list of kept checkpoints with the folder unless
     /// ``autoresume(into:)`` has (see "Retention after a kill" above), and starts the schedule
     /// at `state`'s timestamp.
-    public func fitStart(_ state: TrainingState) throws {
+    public func fitStart(_ state: TrainingState) throws(CheckpointError) {
         let folder = try resolveFolder(for: state)
         if !options.overwrite {
             let existing = existingCheckpoints(in: folder, state: state) + (options.sharding == nil ? [] : manifests(in: folder))
@@ -262,15 +262,15 @@ public final class CheckpointSaver {
     }
 
     /// After each batch: saves when the interval says so (or after a SIGTERM).
-    public func batchEnd(_ state: TrainingState) throws { try handle(.batchEnd, state) }
+    public func batchEnd(_ state: TrainingState) throws(CheckpointError) { try handle(.batchEnd, state) }
 
     /// After each epoch: saves when the interval says so (or after a SIGTERM).
-    public func epochEnd(_ state: TrainingState) throws { try handle(.epochEnd, state) }
+    public func epochEnd(_ state: TrainingState) throws(CheckpointError) { try handle(.epochEnd, state) }
 
     /// When training ends: saves the final checkpoint (unless this batch was just saved) and
     /// waits for every save to finish, throwing the error of any that failed. Gives SIGTERM
     /// back (see ``close()``).
-    public func fitEnd(_ state: TrainingState) throws {
+    public func fitEnd(_ state: TrainingState) throws(CheckpointError) {
         defer { releaseTerminationSignal() }
         try ensureStarted(state)
         if schedule.shouldSave(at: .fitEnd, timestamp: state.timestamp) {
@@ -283,15 +283,15 @@ public final class CheckpointSaver {
     /// save in flight (throwing its error, if it failed) and gives SIGTERM back, as
     /// ``fitEnd(_:)`` and the saver's release also do. Calling it again does nothing more;
     /// a later ``fitStart(_:)`` or ``autoresume(into:)`` makes the saver active again.
-    public func close() throws {
+    public func close() throws(CheckpointError) {
         defer { releaseTerminationSignal() }
         try background.wait()
     }
 
     /// Waits for a save in flight and throws its error, if it failed.
-    public func waitForPendingSave() throws { try background.wait() }
+    public func waitForPendingSave() throws(CheckpointError) { try background.wait() }
 
-    private func handle(_ event: TrainingEvent, _ state: TrainingState) throws {
+    private func handle(_ event: TrainingEvent, _ state: TrainingState) throws(CheckpointError) {
         try ensureStarted(state)
         if !preparedSnapshots { try prepareSnapshots(for: state) }
         if termination != nil && TerminationSignal.isPending {
@@ -308,7 +308,7 @@ public final class CheckpointSaver {
         }
     }
 
-    private func ensureStarted(_ state: TrainingState) throws {
+    private func ensureStarted(_ state: TrainingState) throws(CheckpointError) {
         if !started { try fitStart(state) }
     }
 
@@ -339,7 +339,7 @@ public final class CheckpointSaver {
 
     /// Saves `state` now; returns the path (for rank 0).
     @discardableResult
-    private func save(_ state: TrainingState, waitForCompletion: Bool) throws -> String? {
+    private func save(_ state: TrainingState, waitForCompletion: Bool) throws(CheckpointError) -> String? {
         let start = ContinuousClock.now
         let folder = try resolveFolder(for: state)
         let values = FilenameValues(timestamp: state.timestamp, runName: state.runName, processGroup: options.processGroup)
@@ -374,7 +374,7 @@ public final class CheckpointSaver {
         let book = book
         let remote = options.processGroup.rank == 0 ? remote : nil
         let remoteShards = remoteShards
-        let work: @Sendable () throws -> Void = {
+        let work: @Sendable () throws(CheckpointError) -> Void = { () throws(CheckpointError) in
             let writeStart = ContinuousClock.now
             var uploadedOnly: Int?
             var localManifest: String?
@@ -382,22 +382,24 @@ public final class CheckpointSaver {
                 if let remoteShards, !remoteShards.keepsLocalCopies {
                     uploadedOnly = try remoteShards.saveWithoutLocalCopy(
                         snapshot.tree, relative: relative, position: position, values: values, ignoreKeys: options.ignoreKeys,
-                        compression: options.compression, sharding: sharding, processGroup: options.processGroup)
+                        compression: options.compression, limits: options.readingLimits, sharding: sharding,
+                        processGroup: options.processGroup)
                 } else {
                     let saved = try ShardedSave.save(
                         snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
-                        compression: options.compression, sharding: sharding, processGroup: options.processGroup)
+                        compression: options.compression, limits: options.readingLimits, sharding: sharding,
+                        processGroup: options.processGroup)
                     localManifest = ShardManifest.path(forRankZeroShard: saved.paths[0])
                 }
             } else {
                 try saveCheckpoint(
                     snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    compression: options.compression, processGroup: options.processGroup)
+                    compression: options.compression, limits: options.readingLimits, processGroup: options.processGroup)
             }
             // Uploaded before local retention runs, so a local copy is pruned only once it is
             // safe remotely; after a failed upload it is kept.
-            var uploadFailure: (any Error)?
-            do {
+            var uploadFailure: CheckpointError?
+            do throws(CheckpointError) {
                 try remote?.didSave(localPath: path, relative: relative, position: position)
                 if let remoteShards, let localManifest {
                     try remoteShards.upload(
@@ -431,7 +433,7 @@ public final class CheckpointSaver {
     /// names another run is not one. Each is verified; a damaged one is skipped with a warning
     /// (and may be overwritten later). Then the list of kept checkpoints is reconciled with the
     /// folder (see "Retention after a kill" above); the checkpoint resumed from is never pruned. `state` must carry
-    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``.
+    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``.
     ///
     /// A sharded saver resumes every rank from the same committed checkpoint: rank 0 lists the
     /// manifests (in the local folder and, with a ``Options/remoteFolder``, in the store, so a
@@ -441,7 +443,7 @@ public final class CheckpointSaver {
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
     ///   with ``fitStart(_:)``).
     @discardableResult
-    public func autoresume(into state: inout TrainingState) throws -> LoadResult? {
+    public func autoresume(into state: inout TrainingState) throws(CheckpointError) -> LoadResult? {
         let folder = try resolveFolder(for: state)
         try claimTerminationSignal()
         if options.sharding != nil { return try autoresumeSharded(from: folder, into: &state) }
@@ -449,8 +451,8 @@ public final class CheckpointSaver {
         var identities: [String: CheckpointIdentity] = [:]
         for path in Set(resumeCandidates(in: folder, state: state)) {
             let file: CheckpointFile
-            do {
-                file = try CheckpointFile.open(path, decompressionLimits: options.decompressionLimits)
+            do throws(CheckpointError) {
+                file = try CheckpointFile.open(path, limits: options.readingLimits)
             } catch {
                 // Anything but damage (a decompression limit, say) is thrown, with what to do
                 // about it: skipping would resume an older checkpoint without a word.
@@ -467,11 +469,11 @@ public final class CheckpointSaver {
         }
         candidates.sort { ($0.batch, $0.path) > ($1.batch, $1.path) }
         for candidate in candidates {
-            do {
+            do throws(CheckpointError) {
                 let result = try resume(from: candidate.path, into: &state)
                 reconcile(folder: folder, state: state, identities: identities, resumedFrom: candidate.path)
                 return result
-            } catch let error as CheckpointError where Self.damage.contains(error.code) {
+            } catch where Self.damage.contains(error.code) {
                 logger.warning("autoresume: \(candidate.path) is damaged, trying an earlier checkpoint: \(error)")
                 markReplaceable(candidate.path)
             }
@@ -483,18 +485,18 @@ public final class CheckpointSaver {
 
     /// Loads `path` into `state` (which changes only on success) and restarts the schedule
     /// there, counting the checkpoint as saved so the fit end does not save it again.
-    private func resume(from path: String, into state: inout TrainingState) throws -> LoadResult {
+    private func resume(from path: String, into state: inout TrainingState) throws(CheckpointError) -> LoadResult {
         var resumed = state
         let result = try loadCheckpoint(
             path, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-            decompressionLimits: options.decompressionLimits, processGroup: options.processGroup)
+            limits: options.readingLimits, processGroup: options.processGroup)
         state = resumed
         try didResume(from: path, state: state)
         return result
     }
 
     /// Restarts the schedule at a resumed state, counting the checkpoint as saved.
-    func didResume(from path: String, state: TrainingState) throws {
+    func didResume(from path: String, state: TrainingState) throws(CheckpointError) {
         schedule = try IntervalSchedule(interval: options.saveInterval, maxDuration: options.maxDuration, start: state.timestamp)
         schedule.didSave(at: state.timestamp)
         started = true
@@ -520,12 +522,12 @@ public final class CheckpointSaver {
 
     /// Resumes from the remote folder when no local checkpoint could be loaded (a run moved to
     /// another machine): the latest pointer's target first, then the kept list newest first.
-    private func autoresumeFromRemote(into state: inout TrainingState) throws -> LoadResult? {
+    private func autoresumeFromRemote(into state: inout TrainingState) throws(CheckpointError) -> LoadResult? {
         guard let remote else { return nil }
         for candidate in try remote.resumeCandidates() {
-            do {
+            do throws(CheckpointError) {
                 return try resume(from: candidate, into: &state)
-            } catch let error as CheckpointError where Self.damage.contains(error.code) || error.code == .objectStore {
+            } catch where Self.damage.contains(error.code) || error.code == .objectStore {
                 logger.warning("autoresume: cannot load \(candidate), trying an earlier checkpoint: \(error)")
             }
         }
@@ -618,7 +620,7 @@ final class Bookkeeping: Sendable {
     func didSave(
         relative: String, position: CheckpointPosition, written: String, folder: String, latest: String?, keep: Int,
         rank: Int, duration: Duration, bytes: Int? = nil
-    ) throws {
+    ) throws(CheckpointError) {
         let path = FilePaths.join(folder, relative)
         let size = bytes ?? (try? FileManager.default.attributesOfItem(atPath: written)[.size] as? Int) ?? 0
         let (ledger, removed) = withLock { records -> (RetentionLedger, [String]) in

@@ -46,11 +46,11 @@ final class RemoteShardedCheckpoints: Sendable {
     /// shard size.
     func saveWithoutLocalCopy(
         _ tree: StateValue, relative: String, position: CheckpointPosition, values: FilenameValues, ignoreKeys: IgnoreKeys?,
-        compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
-    ) throws -> Int {
+        compression: CompressionOptions, limits: ReadingLimits, sharding: Sharding, processGroup group: any ProcessGroup
+    ) throws(CheckpointError) -> Int {
         let saved = try ShardedSave.save(
             tree, rendered: folder.appending(relative).description, values: values, ignoreKeys: ignoreKeys, compression: compression,
-            sharding: sharding, processGroup: group)
+            limits: limits, sharding: sharding, processGroup: group)
         try records?.record(relative + ShardManifest.suffix, position: position)
         return saved.sizes[group.rank]
     }
@@ -60,7 +60,7 @@ final class RemoteShardedCheckpoints: Sendable {
         var location: String
         var size = 0
         var etag: String?
-        var error: String?
+        var error: RankError?
     }
 
     /// Uploads this rank's committed local shard as `relative` (to ``folder``) and commits the
@@ -70,10 +70,10 @@ final class RemoteShardedCheckpoints: Sendable {
     /// where the store can be reached and the local checkpoint stays as it was.
     func upload(
         localShard: String, relative: String, position: CheckpointPosition, localManifest: String, processGroup group: any ProcessGroup
-    ) throws {
+    ) throws(CheckpointError) {
         let target = folder.appending(relative)
         var report = UploadReport(location: target.description)
-        var failure: (any Error)?
+        var failure: CheckpointError?
         do throws(CheckpointError) {
             let store = try ObjectStores.store(for: target)
             if group.rank == 0 {
@@ -84,10 +84,10 @@ final class RemoteShardedCheckpoints: Sendable {
             report.size = uploaded.size
             report.etag = try RemoteShards.confirmUpload(target, size: uploaded.size).etag
         } catch {
-            report.error = "\(error)"
+            report.error = RankError(error, rank: group.rank)
             failure = error
         }
-        let reports = try group.allGather(ShardedSave.encode(report), timeout: group.collectiveTimeout).enumerated().map { rank, bytes in
+        let reports = try group.allGather(ShardedSave.encode(report), timeout: group.collectiveTimeout).enumerated().map { (rank, bytes) throws(CheckpointError) in
             try ShardedSave.decode(UploadReport.self, bytes, from: rank)
         }
         // Beside rank 0's shard.

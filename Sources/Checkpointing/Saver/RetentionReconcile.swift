@@ -17,8 +17,8 @@ struct CheckpointIdentity: Sendable {
 
     /// Opens `path` to read it (the header alone for an uncompressed file; a compressed one is
     /// decompressed); `nil` when it cannot be opened.
-    static func read(_ path: String, limits: DecompressionLimits) -> CheckpointIdentity? {
-        guard let file = try? CheckpointFile.open(path, decompressionLimits: limits) else { return nil }
+    static func read(_ path: String, limits: ReadingLimits) -> CheckpointIdentity? {
+        guard let file = try? CheckpointFile.open(path, limits: limits) else { return nil }
         return CheckpointIdentity(tree: file.tree)
     }
 }
@@ -75,7 +75,7 @@ extension CheckpointSaver {
         func identity(_ relative: String) -> CheckpointIdentity? {
             let path = FilePaths.join(folder, relative)
             if let found = identities[path] { return found }
-            guard !unreadable.contains(path), let found = CheckpointIdentity.read(path, limits: options.decompressionLimits) else {
+            guard !unreadable.contains(path), let found = CheckpointIdentity.read(path, limits: options.readingLimits) else {
                 unreadable.insert(path)
                 return nil
             }
@@ -96,7 +96,7 @@ extension CheckpointSaver {
                     identity: { relative, size in
                         let local = FilePaths.join(folder, relative)
                         if Self.fileSize(local) == size, let found = identity(relative) { return found }
-                        return CheckpointIdentity.read(remote.folder.appending(relative).description, limits: self.options.decompressionLimits)
+                        return CheckpointIdentity.read(remote.folder.appending(relative).description, limits: self.options.readingLimits)
                     })
                 safeRemotely = { relative in copies[relative].map { $0 == Self.fileSize(FilePaths.join(folder, relative)) } ?? false }
             } catch {

@@ -11,12 +11,12 @@ extension CheckpointSaver {
     /// With a remote folder the list also holds the manifests in the store (after a local one
     /// of the same batch), so a run on fresh nodes, whose local folders are empty, resumes
     /// from the store: each rank fetches only its own pieces.
-    func autoresumeSharded(from folder: String, into state: inout TrainingState) throws -> LoadResult? {
+    func autoresumeSharded(from folder: String, into state: inout TrainingState) throws(CheckpointError) -> LoadResult? {
         let group = options.processGroup
-        var message: [UInt8] = [1]
-        var listingFailure: (any Error)?
+        var message = RankOutcome.success()
+        var listingFailure: CheckpointError?
         if group.rank == 0 {
-            do {
+            do throws(CheckpointError) {
                 var found: [(path: String, batch: Int, remote: Bool)] = []
                 for path in manifests(in: folder) {
                     guard let manifest = try? ShardManifest.read(path) else {
@@ -30,38 +30,36 @@ extension CheckpointSaver {
                     found.append((url, batch, true))
                 }
                 let sorted = found.sorted { ($0.batch, $0.remote ? 0 : 1, $0.path) > ($1.batch, $1.remote ? 0 : 1, $1.path) }
-                message += Array(sorted.map(\.path).joined(separator: "\n").utf8)
+                message = RankOutcome.success(Array(sorted.map(\.path).joined(separator: "\n").utf8))
             } catch {
                 listingFailure = error
-                message = [0] + Array("\(error)".utf8)
+                message = RankOutcome.failure(error, rank: 0)
             }
         }
         let shared = try group.broadcast(message, from: 0, timeout: group.collectiveTimeout)
         if let listingFailure { throw listingFailure }
-        guard shared.first == 1 else {
-            throw CheckpointError(
-                .distributed, "autoresume: rank 0 cannot list the checkpoints: \(String(decoding: shared.dropFirst(), as: UTF8.self))")
-        }
-        let candidates = String(decoding: shared.dropFirst(), as: UTF8.self).split(separator: "\n").map(String.init)
+        let candidates = String(decoding: try RankOutcome.payload(of: shared, from: 0), as: UTF8.self).split(separator: "\n").map(String.init)
 
         for candidate in candidates {
             var resumed = state
-            var outcome: Result<LoadResult, any Error>
-            do {
+            var outcome: Result<LoadResult, CheckpointError>
+            do throws(CheckpointError) {
                 outcome = .success(try loadCheckpoint(
                     candidate, into: &resumed, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    decompressionLimits: options.decompressionLimits, shardPlan: .asSaved, processGroup: group))
+                    limits: options.readingLimits, shardPlan: .asSaved, processGroup: group))
             } catch {
                 outcome = .failure(error)
             }
-            // 0: loaded; 1: damaged, try an earlier one; 2: an error no earlier checkpoint fixes.
-            let status: UInt8
+            // 0: loaded; 1: damaged, try an earlier one; 2: an error no earlier checkpoint fixes,
+            // followed by the error.
+            let status: [UInt8]
             switch outcome {
-            case .success: status = 0
-            case .failure(let error as CheckpointError) where Self.damage.contains(error.code): status = 1
-            case .failure: status = 2
+            case .success: status = [0]
+            case .failure(let error) where Self.damage.contains(error.code): status = [1]
+            case .failure(let error): status = [2] + RankError(error, rank: group.rank).encoded
             }
-            let statuses = try group.allGather([status], timeout: group.collectiveTimeout).map { $0.first ?? 2 }
+            let reported = try group.allGather(status, timeout: group.collectiveTimeout)
+            let statuses = reported.map { $0.first ?? 2 }
             if statuses.allSatisfy({ $0 == 0 }), case .success(let result) = outcome {
                 state = resumed
                 try didResume(from: candidate, state: state)
@@ -69,8 +67,10 @@ extension CheckpointSaver {
                 return result
             }
             if let fatal = statuses.firstIndex(of: 2) {
-                if case .failure(let error) = outcome, status == 2 { throw error }
-                throw CheckpointError(.distributed, "autoresume: rank \(fatal) cannot load \(candidate); see its log", path: candidate)
+                if case .failure(let error) = outcome, status.first == 2 { throw error }
+                var error = try RankError.decode(reported[fatal].dropFirst(), from: fatal).error
+                error.message += " (autoresume: rank \(fatal) cannot load \(candidate))"
+                throw error
             }
             if case .failure(let error) = outcome {
                 logger.warning("autoresume: \(candidate) is damaged on this rank, trying an earlier checkpoint: \(error)")

@@ -25,7 +25,7 @@ extension CheckpointSaver {
     /// its other shards of this run (of pruned checkpoints, or of saves that were never
     /// committed), and rewrites its ledger. A shard's position comes from the rank's ledger,
     /// else from its header.
-    func reconcileSharded(folder: String, state: TrainingState, resumedFrom: String?) throws {
+    func reconcileSharded(folder: String, state: TrainingState, resumedFrom: String?) throws(CheckpointError) {
         reconciled = true
         let group = options.processGroup
         var decision = ShardedRetentionDecision()
@@ -59,7 +59,7 @@ extension CheckpointSaver {
         var keptShards: [[Int]: String] = [:]
         for shard in scan.candidates {
             let position = (group.rank == 0 ? rankZeroShards[shard] : recorded[shard])
-                ?? CheckpointIdentity.read(FilePaths.join(folder, shard), limits: options.decompressionLimits)
+                ?? CheckpointIdentity.read(FilePaths.join(folder, shard), limits: options.readingLimits)
                     .flatMap { $0.runName == state.runName ? $0.position : nil }
             guard let position else { continue }
             let key = [position.epoch, position.batch]

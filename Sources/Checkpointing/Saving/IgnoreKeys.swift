@@ -2,7 +2,8 @@
 ///
 /// Either glob patterns over flattened paths from the checkpoint's root
 /// (`"state/optimizers/*"`, `"rng"`), as Python's `fnmatch` reads them (`*` also matches `/`,
-/// `?` one character, `[...]` a set, `[!...]` its complement), or a closure that edits the tree.
+/// `?` one character, `[...]` a set, `[!...]` its complement), or a closure that edits the tree
+/// (an error it throws ends the save or load).
 public enum IgnoreKeys: Sendable, ExpressibleByArrayLiteral {
     case globs([String])
     case closure(@Sendable (inout StateValue) throws -> Void)
@@ -13,10 +14,20 @@ public enum IgnoreKeys: Sendable, ExpressibleByArrayLiteral {
     ///
     /// As in Composer, every node has a path (inner dicts and lists too), a matching node is
     /// removed with everything under it, and list indices are those of the tree before removal.
-    func apply(to tree: inout StateValue) throws -> [String] {
+    ///
+    /// An error the closure throws is rethrown as is when it is a ``CheckpointError``, else as
+    /// one with code ``CheckpointError/Code/invalidArgument`` whose ``CheckpointError/underlying``
+    /// it is.
+    func apply(to tree: inout StateValue) throws(CheckpointError) -> [String] {
         switch self {
         case .closure(let edit):
-            try edit(&tree)
+            do {
+                try edit(&tree)
+            } catch let error as CheckpointError {
+                throw error
+            } catch {
+                throw CheckpointError(.invalidArgument, "the ignore-keys closure failed: \(error)", underlying: error)
+            }
             return []
         case .globs(let patterns):
             let globs = patterns.map(Glob.init)

@@ -1,6 +1,6 @@
 import Logging
 
-/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` found.
+/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)`` found.
 public struct LoadResult: Sendable {
     /// The file that was loaded (the path with its variables filled in).
     public var path: String
@@ -35,8 +35,9 @@ public struct LoadResult: Sendable {
 ///   - ignoreKeys: Parts of the checkpoint to leave out (paths from its root, `state/...`).
 ///   - verifyChecksums: Check every tensor loaded (in a weights-only load, the model's)
 ///     against its recorded checksum (native files).
-///   - decompressionLimits: Bounds on decompressing a compressed checkpoint; raise them for
-///     one that is almost all zeros (it then expands more than the default 1000-fold).
+///   - limits: Bounds on reading the checkpoint (``ReadingLimits``: nesting depth,
+///     decompression, header sizes); raise the expansion ratio for one that is almost all
+///     zeros (it then expands more than the default 1000-fold).
 ///   - shardPlan: For a sharded checkpoint, which part of each tensor this rank loads
 ///     (default: rows split evenly across the ranks, which is every tensor whole on one rank).
 ///   - processGroup: The processes of the run.
@@ -58,22 +59,22 @@ public func loadCheckpoint(
     strict: Bool = true,
     ignoreKeys: IgnoreKeys? = nil,
     verifyChecksums: Bool = true,
-    decompressionLimits: DecompressionLimits = DecompressionLimits(),
+    limits: ReadingLimits = ReadingLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup(),
     progress: CheckpointProgress? = nil
-) throws -> LoadResult {
+) throws(CheckpointError) -> LoadResult {
     if let progress, progress !== CheckpointProgress.current {
-        return try progress.reporting {
+        return try CheckpointProgress.reporting(to: progress) { () throws(CheckpointError) in
             try loadCheckpoint(
                 path, into: &state, weightsOnly: weightsOnly, strict: strict, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
-                decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup, progress: progress)
+                limits: limits, shardPlan: shardPlan, processGroup: processGroup, progress: progress)
         }
     }
     let (file, loaded, tree, unmatched) = try readTrainingState(
         path, runName: state.runName, allowedVariables: FilenameTemplate.loadVariables, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys,
         verifyChecksums: verifyChecksums,
-        decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup)
+        limits: limits, shardPlan: shardPlan, processGroup: processGroup)
 
     var result = state
     var missing: [String] = []
@@ -141,23 +142,23 @@ public func loadCheckpoint(
 /// Loads a checkpoint as a new training state, with no model to compare keys against.
 ///
 /// Use it to read a checkpoint's contents (`progress` reports as it does there); use
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` to
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)`` to
 /// resume a run.
 public func loadCheckpoint(
     _ path: String,
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     verifyChecksums: Bool = true,
-    decompressionLimits: DecompressionLimits = DecompressionLimits(),
+    limits: ReadingLimits = ReadingLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup(),
     progress: CheckpointProgress? = nil
-) throws -> TrainingState {
+) throws(CheckpointError) -> TrainingState {
     if let progress, progress !== CheckpointProgress.current {
-        return try progress.reporting {
+        return try CheckpointProgress.reporting(to: progress) { () throws(CheckpointError) in
             try loadCheckpoint(
                 path, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, verifyChecksums: verifyChecksums,
-                decompressionLimits: decompressionLimits, shardPlan: shardPlan, processGroup: processGroup, progress: progress)
+                limits: limits, shardPlan: shardPlan, processGroup: processGroup, progress: progress)
         }
     }
     var state = TrainingState()
@@ -165,7 +166,7 @@ public func loadCheckpoint(
     let (_, loaded, _, _) = try readTrainingState(
         path, runName: "", allowedVariables: FilenameTemplate.loadVariables.subtracting([.runName]), weightsOnly: weightsOnly,
         ignoreKeys: ignoreKeys,
-        verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits, shardPlan: shardPlan,
+        verifyChecksums: verifyChecksums, limits: limits, shardPlan: shardPlan,
         processGroup: processGroup)
     if weightsOnly {
         state.model = loaded.model
@@ -184,9 +185,9 @@ public func loadCheckpoint(
 /// weights-only checkpoint keeps.
 private func readTrainingState(
     _ pathTemplate: String, runName: String, allowedVariables: Set<FilenameTemplate.Variable>, weightsOnly: Bool,
-    ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, decompressionLimits: DecompressionLimits, shardPlan: ShardPlan,
+    ignoreKeys: IgnoreKeys?, verifyChecksums: Bool, limits: ReadingLimits, shardPlan: ShardPlan,
     processGroup: any ProcessGroup
-) throws -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
+) throws(CheckpointError) -> (path: String, state: TrainingState, tree: StateValue, unmatched: [String]) {
     let template = try FilenameTemplate(pathTemplate, allowedVariables: allowedVariables)
     var path = template.render(FilenameValues(timestamp: Timestamp(), runName: runName, processGroup: processGroup))
     var tree: StateValue
@@ -197,15 +198,15 @@ private func readTrainingState(
     } else if let manifest = try ShardManifest.locate(path) {
         path = manifest
         tree = try ShardedLoad.read(
-            manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,
+            manifestAt: manifest, plan: shardPlan, verifyChecksums: verifyChecksums, limits: limits,
             processGroup: processGroup).tree
     } else if weightsOnly, case .remote(let location) = StoragePath(path),
-        let opened = try RangedCheckpoint.open(location, decompressionLimits: decompressionLimits)
+        let opened = try RangedCheckpoint.open(location, limits: limits)
     {
         ranged = opened
         tree = try weightsOnlyTree(opened.file.tree)
     } else {
-        let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
+        let file = try CheckpointFile.open(path, limits: limits)
         let modelOnly = weightsOnly && file.tree.dictValue?["state"]?.dictValue?["model"] != nil
         let loads: (String) -> Bool = { !modelOnly || $0.hasPrefix("state/model/") }
         try file.decode(tensorsWhere: loads)
@@ -213,6 +214,8 @@ private func readTrainingState(
         path = file.path
         tree = file.trainingTree
     }
+    // Files were checked as they opened; the trees of sharded and DCP checkpoints are whole only now.
+    try limits.checkDepth(of: tree, path: path)
     var unmatched: [String] = []
     if let ignoreKeys {
         unmatched = try ignoreKeys.apply(to: &tree)
@@ -221,7 +224,7 @@ private func readTrainingState(
         }
     }
     try ranged?.fetch(tree.tensors, verify: verifyChecksums)
-    do {
+    do throws(CheckpointError) {
         return (path, try TrainingState(tree: tree), tree, unmatched)
     } catch {
         throw error.at(path: path)

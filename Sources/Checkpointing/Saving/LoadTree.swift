@@ -1,4 +1,4 @@
-/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)`` read it.
+/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)`` read it.
 public struct LoadedTree: Sendable {
     /// The file read, the manifest of a sharded checkpoint, or a DCP folder.
     public var path: String
@@ -19,36 +19,39 @@ public struct LoadedTree: Sendable {
 ///   - path: A checkpoint file, a sharded checkpoint's manifest or the folder that holds it, or
 ///     a PyTorch Distributed Checkpoint folder (or its `.metadata`).
 ///   - verifyChecksums: Check every tensor read (and every record of a torch file).
-///   - decompressionLimits: Bounds on decompressing a compressed checkpoint.
+///   - limits: Bounds on reading the checkpoint (``ReadingLimits``: nesting depth,
+///     decompression, header sizes).
 ///   - shardPlan: Which part of each tensor this rank gets (default: rows split evenly).
 ///   - processGroup: The processes of the run.
 ///   - progress: Reports the bytes downloaded, decompressed and verified.
 public func loadCheckpointTree(
     _ path: String,
     verifyChecksums: Bool = true,
-    decompressionLimits: DecompressionLimits = DecompressionLimits(),
+    limits: ReadingLimits = ReadingLimits(),
     shardPlan: ShardPlan = .splitFirstDimension,
     processGroup: any ProcessGroup = SingleProcessGroup(),
     progress: CheckpointProgress? = nil
-) throws -> LoadedTree {
+) throws(CheckpointError) -> LoadedTree {
     if let progress, progress !== CheckpointProgress.current {
-        return try progress.reporting {
+        return try CheckpointProgress.reporting(to: progress) { () throws(CheckpointError) in
             try loadCheckpointTree(
-                path, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits, shardPlan: shardPlan,
-                processGroup: processGroup, progress: progress)
+                path, verifyChecksums: verifyChecksums, limits: limits, shardPlan: shardPlan, processGroup: processGroup,
+                progress: progress)
         }
     }
     if let folder = try DistributedCheckpoint.locate(path) {
         let (tree, sharding) = try DCPLoad.read(folder: folder, plan: shardPlan, verifyChecksums: verifyChecksums, processGroup: processGroup)
+        try limits.checkDepth(of: tree, path: folder)
         return LoadedTree(path: folder, tree: tree, sharding: sharding)
     }
     if let manifestPath = try ShardManifest.locate(path) {
         let (tree, sharding) = try ShardedLoad.read(
-            manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits,
+            manifestAt: manifestPath, plan: shardPlan, verifyChecksums: verifyChecksums, limits: limits,
             processGroup: processGroup)
+        try limits.checkDepth(of: tree, path: manifestPath)
         return LoadedTree(path: manifestPath, tree: tree, sharding: sharding)
     }
-    let file = try CheckpointFile.open(path, decompressionLimits: decompressionLimits)
+    let file = try CheckpointFile.open(path, limits: limits)
     let (rank, worldSize) = (processGroup.rank, processGroup.worldSize)
     // Only the tensors this rank takes a part of: N ranks splitting one file read it once in all.
     let takes: (String) -> Bool = { path in

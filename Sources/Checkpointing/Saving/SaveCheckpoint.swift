@@ -14,7 +14,7 @@ let logger = Logger(label: "swift-checkpointing")
 ///
 /// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
 /// commits the checkpoint with a ``ShardManifest`` once every rank has written; the template must contain `{rank}`, and weights-only is refused. Load it on any
-/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``.
+/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``.
 ///
 /// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
 /// model's tensors as a Hugging Face sharded checkpoint, the index written last (see
@@ -35,6 +35,9 @@ let logger = Logger(label: "swift-checkpointing")
 ///   - weightsOnly: Save only `state/model`, `state/integrations` and `state/metadata`, no rng.
 ///   - ignoreKeys: Parts to leave out; a pattern that matches nothing is logged as a warning.
 ///   - compression: The level and threads when the name asks for compression (fast defaults).
+///   - limits: The nesting depth the tree may have (``ReadingLimits/maximumDepth``): the one
+///     every load allows by default, so that what is saved loads back; raise it only with the
+///     loads that will read the checkpoint.
 ///   - sharding: Save sharded: which part of each global tensor this rank's tensors hold
 ///     (`Sharding()` when every tensor is whole). `nil` (the default): rank 0 saves alone.
 ///   - processGroup: The processes of the run (default: this process alone, which is refused
@@ -51,13 +54,14 @@ public func saveCheckpoint(
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
+    limits: ReadingLimits = ReadingLimits(),
     sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup(),
     progress: CheckpointProgress? = nil
-) throws -> [String] {
+) throws(CheckpointError) -> [String] {
     try saveCheckpoint(
         tree: state.tree, filename: filename, format: format, runName: state.runName, timestamp: state.timestamp,
-        weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, sharding: sharding,
+        weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, compression: compression, limits: limits, sharding: sharding,
         processGroup: processGroup, progress: progress)
 }
 
@@ -78,15 +82,17 @@ public func saveCheckpoint(
     weightsOnly: Bool = false,
     ignoreKeys: IgnoreKeys? = nil,
     compression: CompressionOptions = CompressionOptions(),
+    limits: ReadingLimits = ReadingLimits(),
     sharding: Sharding? = nil,
     processGroup: any ProcessGroup = SingleProcessGroup(),
     progress: CheckpointProgress? = nil
-) throws -> [String] {
+) throws(CheckpointError) -> [String] {
     if let progress, progress !== CheckpointProgress.current {
-        return try progress.reporting {
+        return try CheckpointProgress.reporting(to: progress) { () throws(CheckpointError) in
             try saveCheckpoint(
                 tree: tree, filename: filename, format: format, runName: runName, timestamp: timestamp, weightsOnly: weightsOnly,
-                ignoreKeys: ignoreKeys, compression: compression, sharding: sharding, processGroup: processGroup, progress: progress)
+                ignoreKeys: ignoreKeys, compression: compression, limits: limits, sharding: sharding, processGroup: processGroup,
+                progress: progress)
         }
     }
     let template = try FilenameTemplate(filename)
@@ -95,8 +101,8 @@ public func saveCheckpoint(
     if format == .distributedCheckpoint {
         return [
             try saveDistributedCheckpoint(
-                tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, sharding: sharding,
-                processGroup: processGroup)
+                tree, template: template, values: values, weightsOnly: weightsOnly, ignoreKeys: ignoreKeys, limits: limits,
+                sharding: sharding, processGroup: processGroup)
         ]
     }
     if case .huggingFaceSharded = format, sharding != nil {
@@ -108,22 +114,24 @@ public func saveCheckpoint(
         try ShardedSave.check(template: template, weightsOnly: weightsOnly)
         return try ShardedSave.save(
             tree, rendered: try template.renderPath(values), values: values, ignoreKeys: ignoreKeys, compression: compression,
-            sharding: sharding, processGroup: processGroup).paths
+            limits: limits, sharding: sharding, processGroup: processGroup).paths
     }
     // A Hugging Face checkpoint is a folder, unless the name is its index.
     let isFolder = format != .file && !template.render(values).hasSuffix(HuggingFaceSharded.indexSuffix)
     let path = try template.renderPath(values, isFolder: isFolder)
     let target = SaveTarget(path: path)
 
-    var outcome: Result<String, any Error> = .success(path)
+    var outcome: Result<String, CheckpointError> = .success(path)
     if processGroup.rank == 0 {
-        outcome = Result {
+        outcome = Result { () throws(CheckpointError) -> String in
             var selected = weightsOnly ? try weightsOnlyTree(tree) : tree
             if let ignoreKeys {
                 for pattern in try ignoreKeys.apply(to: &selected) {
                     logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in the checkpoint being saved")
                 }
             }
+            // Before the format's own bounds, so every format refuses the same trees, as loads do.
+            try limits.checkDepth(of: selected)
             var saved = path
             switch (format, target.format) {
             case (.file, .native): try NativeFormat.save(selected, to: path, compression: compression)
@@ -137,19 +145,16 @@ public func saveCheckpoint(
             return saved
         }
     }
-    // Every rank learns rank 0's outcome, so no rank reports success for a file that failed.
+    // Every rank learns rank 0's outcome (its error, whole), so no rank reports success for a
+    // file that failed.
     let message: [UInt8]
     switch outcome {
-    case .success(let path): message = [1] + Array(path.utf8)
-    case .failure(let error): message = [0] + Array("\(error)".utf8)
+    case .success(let path): message = RankOutcome.success(Array(path.utf8))
+    case .failure(let error): message = RankOutcome.failure(error, rank: 0)
     }
     let shared = try processGroup.broadcast(message, from: 0, timeout: processGroup.collectiveTimeout)
     if case .failure(let error) = outcome { throw error }
-    guard let status = shared.first, status == 1 else {
-        throw CheckpointError(
-            .distributed, "rank 0 failed to save the checkpoint: \(String(decoding: shared.dropFirst(), as: UTF8.self))")
-    }
-    return [String(decoding: shared.dropFirst(), as: UTF8.self)]
+    return [String(decoding: try RankOutcome.payload(of: shared, from: 0), as: UTF8.self)]
 }
 
 /// Refuses the default single-process group in a process its launcher started as one of

@@ -6,7 +6,7 @@ extension ShardManifest {
     ///
     /// - Throws: ``CheckpointError`` naming the first shard and what is wrong with it.
     public func verifyShards(
-        manifestPath: String, decompressionLimits: DecompressionLimits = DecompressionLimits()
+        manifestPath: String, limits: ReadingLimits = ReadingLimits()
     ) throws(CheckpointError) {
         var pieces: [Int: [(path: String, dtype: DType, shape: [Int])]] = [:]
         for tensor in tensors {
@@ -14,7 +14,7 @@ extension ShardManifest {
         }
         for shard in shards {
             let path = shardPath(rank: shard.rank, manifestPath: manifestPath)
-            let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: decompressionLimits).file
+            let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: limits).file
             try file.verify()
             for piece in pieces[shard.rank] ?? [] {
                 guard let tensor = file.tree[path: piece.path]?.tensorValue, tensor.dtype == piece.dtype, tensor.shape == piece.shape

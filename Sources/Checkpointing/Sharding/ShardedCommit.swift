@@ -5,22 +5,23 @@ enum ShardedCommit {
     /// Runs `commit` on rank 0 when no rank reported an error, and shares the outcome.
     ///
     /// When the checkpoint is not committed, this rank removes `discard` (its shard, now
-    /// garbage) and throws: its own `failure` when it is the rank that failed, else a
-    /// `.distributed` error saying which rank failed and why.
+    /// garbage) and throws: its own `failure` when it is the rank that failed, else the error
+    /// of the rank that did (its code, path and ``CheckpointError/rank``), which says that the
+    /// checkpoint was not committed.
     ///
     /// - Parameters:
     ///   - errors: Every rank's reported failure, in rank order (`nil`: it succeeded).
     ///   - what: What the ranks did, for the message (`"wrote its shard"`).
     static func finish(
-        errors: [String?], failure: (any Error)?, discard: String?, manifestPath: String, what: String,
+        errors: [RankError?], failure: CheckpointError?, discard: String?, manifestPath: String, what: String,
         group: any ProcessGroup, commit: () throws(CheckpointError) -> Void
-    ) throws {
-        var outcome: [UInt8] = [1]
+    ) throws(CheckpointError) {
+        var outcome = RankOutcome.success()
+        var decided: CheckpointError?
         if group.rank == 0 {
             do throws(CheckpointError) {
-                let failures = errors.enumerated().compactMap { rank, error in error.map { "rank \(rank): \($0)" } }
-                guard failures.isEmpty else {
-                    throw CheckpointError(.io, "not every rank \(what): " + failures.joined(separator: "; "))
+                if let error = RankError.combined(errors, outcome: "not every rank \(what); the sharded checkpoint was not committed") {
+                    throw error
                 }
                 do {
                     try commit()
@@ -30,16 +31,16 @@ enum ShardedCommit {
                     throw error
                 }
             } catch {
-                outcome = [0] + Array("\(error)".utf8)
+                decided = error
+                outcome = RankOutcome.failure(error, rank: 0)
             }
         }
         let shared = try group.broadcast(outcome, from: 0, timeout: group.collectiveTimeout)
-        guard shared.first == 1 else {
+        do throws(CheckpointError) {
+            _ = try RankOutcome.payload(of: shared, from: 0)
+        } catch {
             if let discard { RemoteShards.discard(discard) }
-            if let failure { throw failure }
-            throw CheckpointError(
-                .distributed, "the sharded checkpoint was not committed: \(String(decoding: shared.dropFirst(), as: UTF8.self))",
-                path: manifestPath)
+            throw failure ?? decided ?? error
         }
     }
 }

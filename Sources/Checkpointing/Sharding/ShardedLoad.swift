@@ -11,7 +11,7 @@
 /// against its checksum. A compressed shard cannot be entered midway and is downloaded whole.
 enum ShardedLoad {
     static func read(
-        manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, decompressionLimits: DecompressionLimits,
+        manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, limits: ReadingLimits,
         processGroup group: any ProcessGroup
     ) throws(CheckpointError) -> (tree: StateValue, sharding: Sharding) {
         let manifest = try ShardManifest.read(manifestPath)
@@ -22,7 +22,7 @@ enum ShardedLoad {
                 path: manifestPath)
         }
         var shards = Shards(
-            manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums, decompressionLimits: decompressionLimits)
+            manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums, limits: limits)
         let skeleton = try shards.file(rank: 0).tree
 
         var wanted: [(entry: ShardManifest.TensorEntry, box: TensorSlice, sources: [Source])] = []
@@ -128,7 +128,7 @@ enum ShardedLoad {
     /// and the digest of its index (which covers, through the checksums it holds, every byte).
     /// With `inPieces`, a shard in an object store is opened from its index alone when it can be.
     static func openShard(
-        rank: Int, of manifest: ShardManifest, manifestPath: String, limits: DecompressionLimits, inPieces: Bool = false
+        rank: Int, of manifest: ShardManifest, manifestPath: String, limits: ReadingLimits, inPieces: Bool = false
     ) throws(CheckpointError) -> OpenedShard {
         let recorded = manifest.shards[rank]
         let path = manifest.shardPath(rank: rank, manifestPath: manifestPath)
@@ -136,12 +136,12 @@ enum ShardedLoad {
         let file: CheckpointFile
         do throws(CheckpointError) {
             if inPieces, case .remote(let location) = StoragePath(path) {
-                ranged = try RangedCheckpoint.open(location, decompressionLimits: limits)
+                ranged = try RangedCheckpoint.open(location, limits: limits)
             }
             if let ranged {
                 file = ranged.file
             } else {
-                file = try CheckpointFile.open(path, decompressionLimits: limits)
+                file = try CheckpointFile.open(path, limits: limits)
             }
         } catch where error.code == .notFound {
             throw CheckpointError(.notFound, "rank \(rank)'s shard, which the manifest \(manifestPath) lists, is missing", path: path)
@@ -163,21 +163,21 @@ enum ShardedLoad {
         let manifest: ShardManifest
         let manifestPath: String
         let verifyChecksums: Bool
-        let decompressionLimits: DecompressionLimits
+        let limits: ReadingLimits
         private var opened: [Int: OpenedShard] = [:]
         private var verified = Set<String>()
 
-        init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool, decompressionLimits: DecompressionLimits) {
+        init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool, limits: ReadingLimits) {
             self.manifest = manifest
             self.manifestPath = manifestPath
             self.verifyChecksums = verifyChecksums
-            self.decompressionLimits = decompressionLimits
+            self.limits = limits
         }
 
         mutating func shard(rank: Int) throws(CheckpointError) -> OpenedShard {
             if let shard = opened[rank] { return shard }
             let shard = try ShardedLoad.openShard(
-                rank: rank, of: manifest, manifestPath: manifestPath, limits: decompressionLimits, inPieces: true)
+                rank: rank, of: manifest, manifestPath: manifestPath, limits: limits, inPieces: true)
             if verifyChecksums, shard.ranged == nil, shard.file.checksums.isEmpty {
                 try shard.file.verify()  // a torch shard: every record's CRC-32
             }

@@ -17,12 +17,13 @@ import Logging
 /// the ETag the store shows; the manifest is uploaded last. A shard of a save that is not
 /// committed is deleted where the store can still be reached, and is never loaded (no
 /// manifest names it). A rank whose own write or upload failed throws its own error (a 403 is
-/// `.permissionDenied`); the others throw `.distributed`, naming it.
+/// `.permissionDenied`); the others throw that same error, received from it: its code, path
+/// and errno, with ``CheckpointError/rank`` naming it.
 enum ShardedSave {
     /// What a rank tells the others before writing.
     private struct Plan: Codable {
         var path: String?
-        var error: String?
+        var error: RankError?
     }
 
     /// What a rank tells rank 0 after writing.
@@ -38,7 +39,7 @@ enum ShardedSave {
         /// The ETag of an uploaded shard.
         var etag: String?
         var tensors: [Entry] = []
-        var error: String?
+        var error: RankError?
     }
 
     /// Refuses what no sharded save allows, the same way on every rank (no collective needed).
@@ -60,8 +61,8 @@ enum ShardedSave {
     /// Returns every rank's shard path and size, by rank.
     static func save(
         _ tree: StateValue, rendered: String, values: FilenameValues, ignoreKeys: IgnoreKeys?,
-        compression: CompressionOptions, sharding: Sharding, processGroup group: any ProcessGroup
-    ) throws -> (paths: [String], sizes: [Int]) {
+        compression: CompressionOptions, limits: ReadingLimits, sharding: Sharding, processGroup group: any ProcessGroup
+    ) throws(CheckpointError) -> (paths: [String], sizes: [Int]) {
         let timeout = group.collectiveTimeout
 
         // 1. Check this rank's inputs; every rank learns every rank's path and problems.
@@ -69,22 +70,25 @@ enum ShardedSave {
         var entries: [Report.Entry] = []
         let path = shardPath(rendered)
         var plan = Plan(path: path)
-        do {
+        var problem: CheckpointError?
+        do throws(CheckpointError) {
             if let ignoreKeys {
                 for pattern in try ignoreKeys.apply(to: &selected) {
                     logger.warning("ignore-keys pattern \"\(pattern)\" matched nothing in rank \(group.rank)'s shard")
                 }
             }
+            try limits.checkDepth(of: selected)
             entries = try boxes(of: selected, sharding: sharding)
         } catch {
-            plan = Plan(error: "\(error)")
+            plan = Plan(error: RankError(error, rank: group.rank))
+            problem = error
         }
-        let plans = try group.allGather(encode(plan), timeout: timeout).enumerated().map { rank, bytes in
+        let plans = try group.allGather(encode(plan), timeout: timeout).enumerated().map { (rank, bytes) throws(CheckpointError) in
             try decode(Plan.self, bytes, from: rank)
         }
-        let problems = plans.enumerated().compactMap { rank, plan in plan.error.map { "rank \(rank): \($0)" } }
-        guard problems.isEmpty else {
-            throw CheckpointError(.invalidArgument, "the sharded save was refused before writing: " + problems.joined(separator: "; "))
+        if let problem { throw problem }
+        if let refused = RankError.combined(plans.map(\.error), outcome: "the sharded save was refused before any rank wrote") {
+            throw refused
         }
         let paths = plans.map { $0.path ?? "" }
         guard Set(paths).count == paths.count else {
@@ -101,8 +105,8 @@ enum ShardedSave {
 
         // 2. Write this rank's shard. A failure is reported, not thrown: the others wait for it.
         var report = Report(tensors: entries)
-        var failure: (any Error)?
-        do {
+        var failure: CheckpointError?
+        do throws(CheckpointError) {
             if group.rank == 0 {
                 // A manifest of that name would describe shards this save is replacing.
                 try removeStaleManifest(manifestPath)
@@ -118,11 +122,11 @@ enum ShardedSave {
                 report.etag = try RemoteShards.confirmUpload(location, size: saved.byteCount).etag
             }
         } catch {
-            report.error = "\(error)"
+            report.error = RankError(error, rank: group.rank)
             failure = error
         }
         let gathered: [[UInt8]]
-        do {
+        do throws(CheckpointError) {
             gathered = try group.allGather(encode(report), timeout: timeout)
         } catch {
             // Rank 0, the committer, gave up on a rank that died or hangs: nothing will be
@@ -132,7 +136,7 @@ enum ShardedSave {
             if group.rank == 0 { paths.filter(StoragePaths.isRemote).forEach(RemoteShards.discard) }
             throw error
         }
-        let reports = try gathered.enumerated().map { rank, bytes in try decode(Report.self, bytes, from: rank) }
+        let reports = try gathered.enumerated().map { (rank, bytes) throws(CheckpointError) in try decode(Report.self, bytes, from: rank) }
 
         // 3. Rank 0 commits.
         try ShardedCommit.finish(

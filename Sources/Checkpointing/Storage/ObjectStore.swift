@@ -141,18 +141,6 @@ extension ObjectStore {
     }
 }
 
-extension CheckpointError.Code {
-    /// The object store refused the operation (HTTP 403): the credentials lack a permission.
-    public static let permissionDenied = CheckpointError.Code(rawValue: "permission-denied")
-    /// The object store did not accept the credentials (unknown key, wrong secret, expired token).
-    public static let badCredentials = CheckpointError.Code(rawValue: "bad-credentials")
-    /// The object store could not be reached (refused or timed-out connections, after retries).
-    public static let unreachable = CheckpointError.Code(rawValue: "unreachable")
-    /// The object store failed the request (a server error after retries, or a response that
-    /// does not make sense).
-    public static let objectStore = CheckpointError.Code(rawValue: "object-store")
-}
-
 /// The object stores that paths with a URL scheme (`s3://`) are sent to, and the local folder
 /// that uploads and downloads are staged in.
 ///

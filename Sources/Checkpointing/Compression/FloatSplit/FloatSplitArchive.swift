@@ -57,7 +57,7 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
     }
 
     /// Opens the float-split stream `source` and returns its decoded bytes, named `path` in messages.
-    static func open(_ source: MappedFile, limits: DecompressionLimits, path: String) throws(CheckpointError) -> MappedFile {
+    static func open(_ source: MappedFile, limits: ReadingLimits, path: String) throws(CheckpointError) -> MappedFile {
         do throws(CheckpointError) {
             let index = try FloatSplitIndex(parsing: source.bytes)
             try index.check(limits, streamSize: source.bytes.count)

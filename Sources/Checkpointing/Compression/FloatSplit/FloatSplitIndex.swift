@@ -112,16 +112,16 @@ struct FloatSplitIndex {
 
     /// Refuses a stream whose decoded size exceeds `limits` (what stops a decompression bomb
     /// before a byte is decoded).
-    func check(_ limits: DecompressionLimits, streamSize: Int) throws(CheckpointError) {
-        if decodedLength > limits.maximumBytes {
+    func check(_ limits: ReadingLimits, streamSize: Int) throws(CheckpointError) {
+        if decodedLength > limits.maximumDecompressedBytes {
             throw CheckpointError(
                 .limitExceeded,
-                "the float-split (.fsz) stream decodes to \(decodedLength) bytes, more than the limit of \(limits.maximumBytes) (DecompressionLimits.maximumBytes; ckpt: --max-decompressed-bytes); raise it if the checkpoint really is that large")
+                "the float-split (.fsz) stream decodes to \(decodedLength) bytes, more than the limit of \(limits.maximumDecompressedBytes) (ReadingLimits.maximumDecompressedBytes; ckpt: --max-decompressed-bytes); raise it if the checkpoint really is that large")
         }
-        if decodedLength > limits.ratioFloor, decodedLength / max(streamSize, 1) > limits.maximumRatio {
+        if decodedLength > limits.expansionRatioFloor, decodedLength / max(streamSize, 1) > limits.maximumExpansionRatio {
             throw CheckpointError(
                 .limitExceeded,
-                "the float-split (.fsz) stream expands more than \(limits.maximumRatio)-fold (\(streamSize) bytes to \(decodedLength)): a decompression bomb, or a checkpoint of almost nothing but zeros; raise DecompressionLimits.maximumRatio (ckpt: --max-expansion) to load it anyway")
+                "the float-split (.fsz) stream expands more than \(limits.maximumExpansionRatio)-fold (\(streamSize) bytes to \(decodedLength)): a decompression bomb, or a checkpoint of almost nothing but zeros; raise ReadingLimits.maximumExpansionRatio (ckpt: --max-expansion) to load it anyway")
         }
     }
 

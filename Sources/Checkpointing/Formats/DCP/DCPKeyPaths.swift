@@ -19,7 +19,7 @@ enum DCPKeyPaths {
     }
 
     /// The most keys in one path: deeper than any state dict, shallow enough for recursion.
-    static let maximumDepth = TorchLimits.standard.maximumDepth
+    static let maximumDepth = ReadingLimits.deepestSupportedDepth
 
     // MARK: Flattening (writing)
 
@@ -43,7 +43,7 @@ enum DCPKeyPaths {
         var path: [DCPKey] = []
         func visit(_ value: StateValue, statePath: String) throws(CheckpointError) {
             guard path.count <= maximumDepth else {
-                throw CheckpointError(.invalidArgument, "the tree is nested more than \(maximumDepth) levels deep at \"\(statePath)\"")
+                throw ReadingLimits(maximumDepth: maximumDepth).depthExceeded(at: statePath)
             }
             switch value {
             case .dict(let dict):

@@ -7,7 +7,7 @@ import Darwin
 #endif
 
 /// Saves `tree` as a PyTorch Distributed Checkpoint (DCP) folder: what
-/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``
+/// ``saveCheckpoint(tree:filename:format:runName:timestamp:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)``
 /// does for ``SaveFormat/distributedCheckpoint``. Returns the folder, on every rank.
 ///
 /// The folder gets one data file per writing rank, `__<rank>_0.distcp`, a run of `torch.save`
@@ -24,8 +24,8 @@ import Darwin
 /// so far; a value that is not a tensor, by the lowest rank that holds it.
 func saveDistributedCheckpoint(
     _ tree: StateValue, template: FilenameTemplate, values: FilenameValues, weightsOnly: Bool, ignoreKeys: IgnoreKeys?,
-    sharding: Sharding?, processGroup: any ProcessGroup
-) throws -> String {
+    limits: ReadingLimits, sharding: Sharding?, processGroup: any ProcessGroup
+) throws(CheckpointError) -> String {
     for variable in [FilenameTemplate.Variable.rank, .localRank, .nodeRank] where template.contains(variable) {
         throw CheckpointError(
             .invalidTemplate,
@@ -48,7 +48,7 @@ func saveDistributedCheckpoint(
         }
         contributed = selected
     }
-    try DCPSave(folder: rendered, processGroup: processGroup).save(contributed, sharding: sharding)
+    try DCPSave(folder: rendered, processGroup: processGroup, limits: limits).save(contributed, sharding: sharding)
     return rendered
 }
 
@@ -65,10 +65,14 @@ func saveDistributedCheckpoint(
 struct DCPSave {
     let folder: String
     let group: any ProcessGroup
+    /// The nesting depth a rank's tree may have: checked while planning, so every rank learns of
+    /// a tree too deep before any writes.
+    let limits: ReadingLimits
 
-    init(folder: String, processGroup: any ProcessGroup) {
+    init(folder: String, processGroup: any ProcessGroup, limits: ReadingLimits = ReadingLimits()) {
         self.folder = folder
         group = processGroup
+        self.limits = limits
     }
 
     /// The archives start on multiples of this, so tensors can be mapped in place.
@@ -87,7 +91,7 @@ struct DCPSave {
         }
         var folder: String
         var items: [Item] = []
-        var error: String?
+        var error: RankError?
     }
 
     /// Where a rank wrote each piece, shared after writing.
@@ -98,7 +102,7 @@ struct DCPSave {
             var length: Int
         }
         var pieces: [Piece] = []
-        var error: String?
+        var error: RankError?
     }
 
     /// One piece to write: a value, or one distinct box of a tensor.
@@ -129,65 +133,81 @@ struct DCPSave {
         // 1. What every rank holds, and who writes what.
         var plan = Plan(folder: folder)
         var local: [String: (value: StateValue, layout: TorchFormat.Layout)] = [:]
+        var problem: CheckpointError?
         do throws(CheckpointError) {
-            if let tree { (plan.items, local) = try items(of: tree, sharding: sharding ?? Sharding()) }
+            if let tree {
+                try limits.checkDepth(of: tree)
+                (plan.items, local) = try items(of: tree, sharding: sharding ?? Sharding())
+            }
         } catch {
-            plan.error = error.message
+            plan.error = RankError(error, rank: group.rank)
+            problem = error
         }
         let plans = try group.allGather(encode(plan), timeout: timeout).enumerated().map { (rank, bytes) throws(CheckpointError) in
             try decode(Plan.self, bytes, from: rank)
         }
+        if let problem { throw problem }
         let (entries, units) = try assign(plans)
         let mine = units.indices.filter { units[$0].writer == group.rank }
 
         // 2. No old .metadata may describe the new data files.
-        var cleared: [UInt8] = [1]
+        var cleared = RankOutcome.success()
+        var clearingFailure: CheckpointError?
         if group.rank == 0 {
             do throws(CheckpointError) {
                 try removeStaleFiles(keepingRanks: sharding != nil ? plans.count : 1)
             } catch {
-                cleared = [0] + Array(error.description.utf8)
+                clearingFailure = error
+                cleared = RankOutcome.failure(error, rank: 0)
             }
         }
         let clearing = try group.broadcast(cleared, from: 0, timeout: timeout)
-        guard clearing.first == 1 else {
-            throw CheckpointError(
-                .distributed, "the DCP save was not started: rank 0 could not clear the folder: \(String(decoding: clearing.dropFirst(), as: UTF8.self))",
-                path: folder)
+        do throws(CheckpointError) {
+            _ = try RankOutcome.payload(of: clearing, from: 0)
+        } catch {
+            var refused = clearingFailure ?? error
+            refused.message += " (the DCP save was not started: rank 0 could not clear the folder)"
+            throw refused
         }
 
         // 3. Every rank writes its data file; a failure is reported, not thrown: the others wait for it.
         let dataPath = FilePaths.join(folder, dataName)
         var report = Report()
+        var failure: CheckpointError?
         do throws(CheckpointError) {
             if writesFile { report.pieces = try write(mine.map { ($0, units[$0]) }, local: local, to: dataPath) }
         } catch {
-            report.error = error.description
+            report.error = RankError(error, rank: group.rank)
+            failure = error
         }
         let reports = try group.allGather(encode(report), timeout: timeout).enumerated().map { (rank, bytes) throws(CheckpointError) in
             try decode(Report.self, bytes, from: rank)
         }
 
         // 4. Rank 0 commits.
-        var outcome: [UInt8] = [1]
+        var outcome = RankOutcome.success()
+        var decided: CheckpointError?
         if group.rank == 0 {
             do throws(CheckpointError) {
-                let failures = reports.enumerated().compactMap { rank, report in report.error.map { "rank \(rank): \($0)" } }
-                guard failures.isEmpty else {
-                    throw CheckpointError(.io, "not every rank wrote its data file: " + failures.joined(separator: "; "))
+                if let failed = RankError.combined(
+                    reports.map(\.error), outcome: "not every rank wrote its data file; the DCP checkpoint was not committed")
+                {
+                    throw failed
                 }
                 let pickle = try metadata(entries: entries, units: units, reports: reports)
                 try writeFileAtomically(pickle, to: FilePaths.join(folder, DistributedCheckpoint.metadataName))
             } catch {
-                outcome = [0] + Array(error.description.utf8)
+                decided = error
+                outcome = RankOutcome.failure(error, rank: 0)
             }
         }
         let shared = try group.broadcast(outcome, from: 0, timeout: timeout)
-        guard shared.first == 1 else {
+        do throws(CheckpointError) {
+            _ = try RankOutcome.payload(of: shared, from: 0)
+        } catch {
             // Known not committed: this rank's data file is garbage.
             if writesFile, report.error == nil { SystemCalls.discard(dataPath) }
-            throw CheckpointError(
-                .distributed, "the DCP checkpoint was not committed: \(String(decoding: shared.dropFirst(), as: UTF8.self))", path: folder)
+            throw failure ?? decided ?? error
         }
         logger.debug("saved DCP checkpoint", metadata: ["folder": "\(folder)", "file": "\(dataName)"])
     }
@@ -246,7 +266,10 @@ struct DCPSave {
     /// to the holder with the fewest bytes assigned so far (the lowest rank on a tie). Every
     /// rank computes the same result from the same plans.
     private func assign(_ plans: [Plan]) throws(CheckpointError) -> ([Entry], [Unit]) {
-        var problems = plans.enumerated().compactMap { rank, plan in plan.error.map { "rank \(rank): \($0)" } }
+        if let refused = RankError.combined(plans.map(\.error), outcome: "the DCP save was refused before any rank wrote") {
+            throw refused
+        }
+        var problems: [String] = []
         for (rank, plan) in plans.enumerated() where plan.folder != plans[0].folder {
             problems.append("rank \(rank) would write into \(plan.folder), rank 0 into \(plans[0].folder)")
         }

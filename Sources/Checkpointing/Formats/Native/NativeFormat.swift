@@ -179,8 +179,13 @@ enum NativeFormat: CheckpointFormat {
     /// file records when it records them as this library does (a Hugging Face shard it wrote).
     /// Tensor bytes stay mapped.
     static func read(_ file: MappedFile) throws(CheckpointError) -> FormatContents {
+        try read(file, limits: ReadingLimits())
+    }
+
+    /// Reads a safetensors file as ``read(_:)`` does, its header within `limits`.
+    static func read(_ file: MappedFile, limits: ReadingLimits) throws(CheckpointError) -> FormatContents {
         do throws(CheckpointError) {
-            let header = try SafetensorsHeader(parsing: file.bytes)
+            let header = try SafetensorsHeader(parsing: file.bytes, maximumLength: limits.maximumHeaderBytes)
             var tensors: [String: Tensor] = [:]
             for entry in header.entries {
                 let bytes = UnsafeRawBufferPointer(
@@ -228,7 +233,7 @@ enum NativeFormat: CheckpointFormat {
                 throw CheckpointError(.malformed, "the tree in the header's metadata is not valid: \(error)")
             }
             var referenced = Set<String>()
-            let tree = try TreeCoding.decode(node) { (reference) throws(CheckpointError) in
+            let tree = try TreeCoding.decode(node, limit: limits.maximumDepth) { (reference) throws(CheckpointError) in
                 guard let tensor = tensors[reference] else {
                     throw CheckpointError(.malformed, "the tree refers to a tensor \"\(reference)\" that the file does not hold")
                 }

@@ -28,16 +28,16 @@ struct SafetensorsHeader {
     /// 100 MB or past the end of the file; a header that is not a UTF-8 JSON object; unknown
     /// dtypes; negative or overflowing shapes; offsets that do not match the shape's size;
     /// tensors that overlap, leave gaps, or run past the end; trailing bytes.
-    init(parsing bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
+    init(parsing bytes: UnsafeRawBufferPointer, maximumLength: Int = SafetensorsHeader.maximumLength) throws(CheckpointError) {
         guard bytes.count >= 8 else {
             throw CheckpointError(
                 .malformed, "the file is \(bytes.count) bytes long, too short for a safetensors header (at least 8)")
         }
         let declared = bytes.loadUnaligned(as: UInt64.self).littleEndian
-        guard declared <= UInt64(Self.maximumLength) else {
+        guard declared <= UInt64(maximumLength) else {
             throw CheckpointError(
-                .malformed,
-                "the header claims \(declared) bytes, over the safetensors limit of \(Self.maximumLength); the file is corrupt or not a safetensors file",
+                declared <= UInt64(Self.maximumLength) ? .limitExceeded : .malformed,
+                "the header claims \(declared) bytes, over the limit of \(maximumLength) (ReadingLimits.maximumHeaderBytes; ckpt: --max-header-bytes; safetensors itself stops at \(Self.maximumLength)); the file is corrupt or not a safetensors file",
                 offset: 0)
         }
         let length = Int(declared)

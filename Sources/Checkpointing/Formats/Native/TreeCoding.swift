@@ -83,8 +83,10 @@ indirect enum TreeNode: Codable, Equatable {
 /// Converts between the value tree and its JSON description.
 enum TreeCoding {
     /// Deeper trees are refused: Foundation's JSON coders stop at 512 levels and a dict level
-    /// takes 3 of them, and no real checkpoint comes close.
-    static let maximumDepth = 150
+    /// takes 3 of them. The depth a load or save allows, ``ReadingLimits/maximumDepth``, is
+    /// checked on the whole tree first (``ReadingLimits/checkDepth(of:path:)``) and never
+    /// exceeds this.
+    static let maximumDepth = ReadingLimits.deepestSupportedDepth
 
     /// Describes `value`, calling `tensor` for each tensor with its flattened path (in tree order).
     static func encode(
@@ -92,8 +94,7 @@ enum TreeCoding {
         tensor: (String, Tensor) throws(CheckpointError) -> Void
     ) throws(CheckpointError) -> TreeNode {
         guard depth <= maximumDepth else {
-            throw CheckpointError(
-                .invalidArgument, "the tree is nested more than \(maximumDepth) levels deep at \"\(path ?? "")\"")
+            throw ReadingLimits(maximumDepth: maximumDepth).depthExceeded(at: path ?? "")
         }
         func child(_ value: StateValue, _ component: String) throws(CheckpointError) -> TreeNode {
             try encode(value, path: StatePath.join(path, component), depth: depth + 1, tensor: tensor)
@@ -139,15 +140,18 @@ enum TreeCoding {
     ///
     /// A reference must be the flattened path of the place it sits in the tree: the checksum
     /// recorded under that name is then the one checked for that place.
+    ///
+    /// `limit` (at most ``maximumDepth``) is the reader's ``ReadingLimits/maximumDepth``: a
+    /// hostile tree is refused as soon as it passes it, with the error every format gives.
     static func decode(
-        _ node: TreeNode, path: String? = nil, depth: Int = 0,
+        _ node: TreeNode, path: String? = nil, depth: Int = 0, limit: Int = maximumDepth,
         tensor: (String) throws(CheckpointError) -> Tensor
     ) throws(CheckpointError) -> StateValue {
-        guard depth <= maximumDepth else {
-            throw CheckpointError(.malformed, "the tree is nested more than \(maximumDepth) levels deep")
+        guard depth <= min(limit, maximumDepth) else {
+            throw ReadingLimits(maximumDepth: min(limit, maximumDepth)).depthExceeded(at: path ?? "")
         }
         func child(_ node: TreeNode, _ component: String) throws(CheckpointError) -> StateValue {
-            try decode(node, path: StatePath.join(path, component), depth: depth + 1, tensor: tensor)
+            try decode(node, path: StatePath.join(path, component), depth: depth + 1, limit: limit, tensor: tensor)
         }
         switch node {
         case .dict(let entries):

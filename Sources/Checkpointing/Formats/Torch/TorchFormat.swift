@@ -31,7 +31,7 @@ enum TorchFormat: CheckpointFormat {
 
     static func layout(_ tree: StateValue) throws(CheckpointError) -> Layout {
         let storages = TorchStoragePlan(tree)
-        let pickle = try Pickler.pickle(tree, storages: storages, maximumDepth: TorchLimits.standard.maximumDepth)
+        let pickle = try Pickler.pickle(tree, storages: storages, maximumDepth: ReadingLimits.deepestSupportedDepth)
         var entries: [(name: String, size: Int)] = [("data.pkl", pickle.count)]
         var texts: [Int: [UInt8]] = [:]
         for (name, text) in [(".format_version", "1"), (".storage_alignment", "64"), ("byteorder", "little")] {
@@ -93,7 +93,7 @@ enum TorchFormat: CheckpointFormat {
     /// mapping (misaligned, strided, big-endian) is copied when first used rather than now.
     static func read(_ file: MappedFile, limits: TorchLimits, deferringCopies: Bool = false) throws(CheckpointError) -> FormatContents {
         do throws(CheckpointError) {
-            let archive = try ZipArchive(file)
+            let archive = try ZipArchive(file, maximumEntries: limits.maximumDirectoryEntries)
             if archive.entry("constants.pkl") != nil {
                 throw CheckpointError(
                     .unsupportedFormat,

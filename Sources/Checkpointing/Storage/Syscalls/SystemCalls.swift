@@ -273,8 +273,3 @@ package enum SystemCalls {
         _ = try? unlink(path)
     }
 }
-
-extension CheckpointError {
-    /// The errno of the failed system call behind this error, if one is.
-    var systemErrno: Int32? { (underlying as? Errno)?.rawValue }
-}

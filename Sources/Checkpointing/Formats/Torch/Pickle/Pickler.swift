@@ -45,7 +45,7 @@ struct Pickler {
 
     private mutating func write(_ value: StateValue, path: String?, depth: Int) throws(CheckpointError) {
         guard depth <= maximumDepth else {
-            throw CheckpointError(.invalidArgument, "the tree is nested more than \(maximumDepth) levels deep at \"\(path ?? "")\"")
+            throw ReadingLimits(maximumDepth: maximumDepth).depthExceeded(at: path ?? "")
         }
         switch value {
         case .dict(let dict):

@@ -239,7 +239,10 @@ final class Unpickler {
     private func put(_ index: UInt32) throws(CheckpointError) {
         if memo[index] == nil {
             guard memo.count < limits.maximumMemoEntries else {
-                throw failure("the pickle's memo holds more than \(limits.maximumMemoEntries) entries")
+                throw CheckpointError(
+                    .limitExceeded,
+                    "the pickle's memo holds more than \(limits.maximumMemoEntries) entries (ReadingLimits.maximumMemoEntries; ckpt: --max-pickle-memo)",
+                    offset: opcodeOffset)
             }
         }
         memo[index] = try top()

@@ -34,10 +34,10 @@ final class ZipArchive: Sendable {
     /// Far beyond any checkpoint (one entry per storage), small enough to bound the work.
     static let maximumEntries = 1 << 22
 
-    init(_ file: MappedFile) throws(CheckpointError) {
+    init(_ file: MappedFile, maximumEntries: Int = ZipArchive.maximumEntries) throws(CheckpointError) {
         self.file = file
         let bytes = file.bytes
-        let (directory, central) = try Self.centralRecords(bytes)
+        let (directory, central) = try Self.centralRecords(bytes, maximumEntries: maximumEntries)
         directoryDigest = TensorChecksum.of(UnsafeRawBufferPointer(rebasing: bytes[directory.offset..<(directory.offset + directory.size)]))
         var entries: [Entry] = []
         entries.reserveCapacity(directory.count)
@@ -121,9 +121,9 @@ final class ZipArchive: Sendable {
     /// The central directory's place and its entries, checked; reads only the end records and
     /// the directory itself (what a ranged read of an archive in an object store fetches first).
     static func centralRecords(
-        _ bytes: UnsafeRawBufferPointer
+        _ bytes: UnsafeRawBufferPointer, maximumEntries: Int = ZipArchive.maximumEntries
     ) throws(CheckpointError) -> (directory: (offset: Int, size: Int, count: Int), records: [CentralRecord]) {
-        let directory = try centralDirectory(bytes)
+        let directory = try centralDirectory(bytes, maximumEntries: maximumEntries)
         var reader = ByteReader(
             UnsafeRawBufferPointer(rebasing: bytes[directory.offset..<(directory.offset + directory.size)]),
             fileOffset: directory.offset, what: "the zip central directory")
@@ -187,7 +187,7 @@ final class ZipArchive: Sendable {
 
     /// Finds the end records and returns where the central directory is and how many entries it holds.
     static func centralDirectory(
-        _ bytes: UnsafeRawBufferPointer
+        _ bytes: UnsafeRawBufferPointer, maximumEntries: Int = ZipArchive.maximumEntries
     ) throws(CheckpointError) -> (offset: Int, size: Int, count: Int) {
         guard bytes.count >= ZipLayout.endRecordSize else {
             throw CheckpointError(.malformed, "the zip archive is truncated: it is too short to hold an end of central directory record")
@@ -270,7 +270,10 @@ final class ZipArchive: Sendable {
                 offset: end)
         }
         guard count <= UInt64(maximumEntries) else {
-            throw CheckpointError(.malformed, "the zip archive claims \(count) entries, more than the limit of \(maximumEntries)", offset: end)
+            throw CheckpointError(
+                .limitExceeded,
+                "the zip archive claims \(count) entries, more than the limit of \(maximumEntries) (ReadingLimits.maximumDirectoryEntries; ckpt: --max-zip-entries)",
+                offset: end)
         }
         guard count * UInt64(ZipLayout.centralHeaderSize) <= size else {
             throw CheckpointError(
