@@ -315,7 +315,7 @@ public final class CheckpointSaver {
     /// For asynchronous saves of borrowed tensors, allocates and faults in the snapshot memory
     /// in the background (see ``SnapshotArena``), so the first save stalls for a copy only; a
     /// save waits for the preparation as it waits for a save in flight.
-    private func prepareSnapshots(for state: TrainingState) throws {
+    private func prepareSnapshots(for state: TrainingState) throws(CheckpointError) {
         guard options.asynchronous else { return }
         let byteCounts = SnapshotArena.borrowedByteCounts(state.tree)
         let total = byteCounts.reduce(0, +)
