@@ -119,11 +119,18 @@ import Testing
             #expect(typed.code == .notFound)
         }
         try Data("not a checkpoint at all, just text".utf8).write(to: URL(fileURLWithPath: folder.file("junk.safetensors")))
+        // The same error as the synchronous call's, code and message.
+        func synchronousOpen() -> CheckpointError? {
+            do { _ = try CheckpointFile.open(folder.file("junk.safetensors")) } catch { return error }
+            return nil
+        }
+        let expected = try #require(synchronousOpen())
         do {
             _ = try await CheckpointFile.open(folder.file("junk.safetensors"))
             Issue.record("a text file opened as a checkpoint")
         } catch {
-            #expect(error.code == .malformed)
+            #expect(error.code == expected.code)
+            #expect(error.description == expected.description)
         }
         // A strict load into a state with another model is refused, and the state is untouched.
         let paths = try await saveCheckpoint(try Self.state(), filename: folder.file("a.safetensors"))
@@ -145,7 +152,7 @@ import Testing
         }
         try await saver.epochEnd(try Self.state(batch: 5))
         try await saver.fitEnd(try Self.state(batch: 5))
-        #expect(try folderContents(folder.path).sorted() == ["ba2.safetensors", "ba4.safetensors", "ba5.safetensors"])
+        #expect(try folderContents(folder.path).filter { $0.hasPrefix("ba") }.sorted() == ["ba2.safetensors", "ba4.safetensors", "ba5.safetensors"])
 
         let resumer = try CheckpointSaver(options: options)
         var resumed = TrainingState(model: try Self.state().model, runName: "async-run")
