@@ -129,25 +129,28 @@ struct S3XML: Sendable {
             byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D
         }
 
+        /// Replaces the predefined entities and character references, scalar by scalar (a
+        /// `;` followed by a combining mark is one `Character`, but it still ends an entity).
         static func decodeEntities(_ bytes: [UInt8]) -> String {
             let text = String(decoding: bytes, as: UTF8.self)
             guard text.contains("&") else { return text }
-            var result = ""
-            var rest = text[...]
+            var result = String.UnicodeScalarView()
+            var rest = text.unicodeScalars[...]
             while let amp = rest.firstIndex(of: "&") {
                 result += rest[..<amp]
-                guard let semi = rest[amp...].firstIndex(of: ";"), rest.distance(from: amp, to: semi) <= 10 else {
-                    result += "&"
-                    rest = rest[rest.index(after: amp)...]
+                let afterAmp = rest.index(after: amp)
+                guard let semi = rest[amp...].prefix(11).firstIndex(of: ";") else {
+                    result.append("&")
+                    rest = rest[afterAmp...]
                     continue
                 }
-                let entity = rest[rest.index(after: amp)..<semi]
+                let entity = String(String.UnicodeScalarView(rest[afterAmp..<semi]))
                 switch entity {
-                case "amp": result += "&"
-                case "lt": result += "<"
-                case "gt": result += ">"
-                case "quot": result += "\""
-                case "apos": result += "'"
+                case "amp": result.append("&")
+                case "lt": result.append("<")
+                case "gt": result.append(">")
+                case "quot": result.append("\"")
+                case "apos": result.append("'")
                 default:
                     var scalar: Unicode.Scalar?
                     if entity.hasPrefix("#x") || entity.hasPrefix("#X") {
@@ -156,30 +159,33 @@ struct S3XML: Sendable {
                         scalar = UInt32(entity.dropFirst()).flatMap(Unicode.Scalar.init)
                     }
                     if let scalar {
-                        result.unicodeScalars.append(scalar)
+                        result.append(scalar)
                     } else {
-                        result += "&" + entity + ";"
+                        result += rest[amp...semi]
                     }
                 }
                 rest = rest[rest.index(after: semi)...]
             }
-            return result + rest
+            return String(result + rest)
         }
     }
 
     /// `text` with the characters XML reserves escaped, for request bodies.
+    ///
+    /// Scalar by scalar, not character by character: a `<` followed by a combining mark is one
+    /// Swift `Character` that is not equal to `"<"`, but still a `<` to an XML reader.
     static func escape(_ text: String) -> String {
-        var result = ""
-        for character in text {
-            switch character {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            case "\"": result += "&quot;"
-            case "'": result += "&apos;"
-            default: result.append(character)
+        var result = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": result += "&amp;".unicodeScalars
+            case "<": result += "&lt;".unicodeScalars
+            case ">": result += "&gt;".unicodeScalars
+            case "\"": result += "&quot;".unicodeScalars
+            case "'": result += "&apos;".unicodeScalars
+            default: result.append(scalar)
             }
         }
-        return result
+        return String(result)
     }
 }

@@ -47,4 +47,50 @@ import Testing
         #expect(name == "ep----3-.....run.pt")
         #expect(template.couldHaveRendered(name))
     }
+
+    /// Target `filename-template`: a template with many fields between a few literals made
+    /// `couldHaveRendered`'s regular expression backtrack for seconds and then give up, so a
+    /// saver would not have recognised its own checkpoints. The matcher is linear now.
+    @Test func aTemplateWithManyFieldsRecognisesItsRenderingsQuickly() throws {
+        let separator = String(repeating: "\u{FFFD}", count: 12)
+        let repeated: String = "{token:}o_in{token:,}" + separator + "{sample_in_epoch}"
+        let pattern = "en:t" + String(repeating: repeated, count: 12) + ".pt"
+        let template = try FilenameTemplate(pattern)
+        let values = FilenameValues(runName: "run", sample: 1 << 40, sampleInEpoch: 3, token: -(1 << 62))
+        let name = template.render(values)
+        let start = ContinuousClock.now
+        #expect(template.couldHaveRendered(name))
+        #expect(template.couldHaveRendered(name, known: Set(FilenameTemplate.Variable.allCases), values: values))
+        #expect(!template.couldHaveRendered(name + "x"))
+        #expect(!template.couldHaveRendered("x" + name))
+        #expect(!template.couldHaveRendered("a/" + name))
+        #expect(ContinuousClock.now - start < .seconds(1))
+
+        // The fuzzer's input itself, with the harness's extreme values.
+        let found = try FilenameTemplate(String(decoding: try #require(Data(base64Encoded: Self.manyFieldsTemplate)), as: UTF8.self))
+        let extremes = FilenameValues(
+            runName: "ünï côdé ☃ run", rank: .max, localRank: .min, worldSize: -1, localWorldSize: 7, nodeRank: 12,
+            epoch: 0, batch: 123_456_789, batchInEpoch: -42, sample: 1 << 40, sampleInEpoch: 3, token: -(1 << 62),
+            tokenInEpoch: 5, totalWct: .nan, epochWct: -.infinity, batchWct: -0.0)
+        #expect(found.couldHaveRendered(found.render(extremes)))
+    }
+
+    private static let manyFieldsTemplate = "ZW46dO5yYWx9fecpc2FtcGxlX2lue3Rva2VuOn1vAQAAb3h7dG9rZW46fS17dG9rZW46LH3//////////////////v////////////////97dG9rZW46fW9faW57dG9rZW46fW8BAABveHt0b2tlbjp9LXt0b2tlbjosff///////////////////////////////////3t0b2tlbjp9b19pbnt0b2tlbjp9bwH////////////////////////////////////+////////////AAAAbv////////////////7//////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////3t0b2tlbjp9b19pbnt0b2tlbjp9bwEAAG94e3Rva2VuOn0te3Rva2VuOix9////////////////e3Rva2VuOn1vX2lue3Rva2VuOn1vAZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkZGRkQAAb3h7dG9rZW46fS17dG9rZW46LH3///////////////////////////////////97dG9rZW46LH0="
+
+    /// The matcher's rules: a field matches any run of bytes but `/` (empty too), literals
+    /// match exactly, and a known field matches only its rendering.
+    @Test func couldHaveRenderedMatchesFieldsWithinOnePathComponent() throws {
+        let template = try FilenameTemplate("{run_name}/ep{epoch}-{batch}ba.pt")
+        #expect(template.couldHaveRendered("run/ep1-2ba.pt"))
+        #expect(template.couldHaveRendered("/ep-ba.pt"))
+        #expect(template.couldHaveRendered("r/ep1-2-3ba.pt"))
+        #expect(!template.couldHaveRendered("a/b/ep1-2ba.pt"))
+        #expect(!template.couldHaveRendered("run/ep1/2ba.pt"))
+        #expect(!template.couldHaveRendered("run/ep12ba.pt"))
+        #expect(!template.couldHaveRendered("run/ep1-2ba.pt.tmp"))
+        let known: Set<FilenameTemplate.Variable> = [.runName, .epoch]
+        #expect(template.couldHaveRendered("run/ep1-77ba.pt", known: known, values: FilenameValues(runName: "run", epoch: 1)))
+        #expect(!template.couldHaveRendered("run/ep2-77ba.pt", known: known, values: FilenameValues(runName: "run", epoch: 1)))
+        #expect(!template.couldHaveRendered("other/ep1-77ba.pt", known: known, values: FilenameValues(runName: "run", epoch: 1)))
+    }
 }

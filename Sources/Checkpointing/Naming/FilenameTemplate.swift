@@ -314,19 +314,74 @@ extension FilenameTemplate {
     /// holds (`{run_name}`, format specs, folders), without guessing how to glob it. A field's
     /// rendering never holds a `/`, so fields match within one path component.
     public func couldHaveRendered(_ name: String, known: Set<Variable> = [], values: FilenameValues = FilenameValues()) -> Bool {
-        var pattern = "^"
+        // The template as literal bytes and wildcards (an unknown field: any bytes but `/`),
+        // cut into path components at the `/`s of its literals. Matched by hand, not with a
+        // regular expression: a backtracking engine takes exponential time (and ICU's gives up,
+        // answering "no match") on templates with many fields, found by fuzzing.
+        var components: [[WildcardPart]] = [[]]
+        func appendLiteral(_ text: String) {
+            for (index, piece) in text.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).enumerated() {
+                if index > 0 { components.append([]) }
+                if !piece.isEmpty { components[components.count - 1].append(.literal(Array(piece))) }
+            }
+        }
         for segment in segments {
             switch segment {
             case .literal(let text):
-                pattern += NSRegularExpression.escapedPattern(for: text)
+                appendLiteral(text)
             case .field(let variable, let spec):
-                pattern += known.contains(variable)
-                    ? NSRegularExpression.escapedPattern(for: spec.format(values[variable])) : "[^/]*"
+                if known.contains(variable) {
+                    appendLiteral(spec.format(values[variable]))
+                } else {
+                    components[components.count - 1].append(.anything)
+                }
             }
         }
-        pattern += "$"
-        // The pattern is built from escaped literals and one fixed class: it always compiles.
-        let expression = try! NSRegularExpression(pattern: pattern)
-        return expression.firstMatch(in: name, range: NSRange(name.startIndex..., in: name)) != nil
+        let names = name.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard names.count == components.count else { return false }
+        return zip(names, components).allSatisfy { Self.matches(Array($0), $1) }
+    }
+
+    /// A part of one path component of a template: bytes, or any run of bytes.
+    private enum WildcardPart {
+        case literal([UInt8])
+        case anything
+    }
+
+    /// Whether `text` matches `parts`, in time linear in their product: the literals between
+    /// two wildcards are found leftmost first, which is always right when the wildcards match
+    /// any run of bytes.
+    private static func matches(_ text: [UInt8], _ parts: [WildcardPart]) -> Bool {
+        // The literals between the wildcards (adjacent literals joined, the first and last
+        // possibly empty).
+        var literals: [[UInt8]] = [[]]
+        for part in parts {
+            switch part {
+            case .literal(let bytes): literals[literals.count - 1] += bytes
+            case .anything: literals.append([])
+            }
+        }
+        guard let first = literals.first, let last = literals.last, literals.count > 1 else { return text == literals[0] }
+        guard text.count >= first.count + last.count, text.starts(with: first), text.reversed().starts(with: last.reversed()) else {
+            return false
+        }
+        var position = first.count
+        let end = text.count - last.count
+        for literal in literals.dropFirst().dropLast() {
+            guard let found = endOfFirstOccurrence(of: literal, in: text, from: position, to: end) else { return false }
+            position = found
+        }
+        return true
+    }
+
+    /// Where the first occurrence of `literal` in `text[from..<to]` ends, or `nil`.
+    private static func endOfFirstOccurrence(of literal: [UInt8], in text: [UInt8], from: Int, to: Int) -> Int? {
+        guard !literal.isEmpty else { return from }
+        var start = from
+        while start + literal.count <= to {
+            if text[start..<(start + literal.count)].elementsEqual(literal) { return start + literal.count }
+            start += 1
+        }
+        return nil
     }
 }

@@ -4,9 +4,9 @@ import Synchronization
 /// decompressing, uploading, downloading, in bytes.
 ///
 /// Pass one to an entry point that takes `progress:`
-/// (``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:sharding:processGroup:progress:)``,
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``,
-/// ``loadCheckpointTree(_:verifyChecksums:decompressionLimits:shardPlan:processGroup:progress:)``,
+/// (``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)``,
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``,
+/// ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)``,
 /// ``CheckpointFile/verify(progress:)``), or run any code under ``reporting(_:)`` so that every
 /// operation it starts on this thread reports to it (opening a compressed file reports its
 /// decompression; an object store module reports uploads and downloads).
