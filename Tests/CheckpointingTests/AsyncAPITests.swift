@@ -91,13 +91,12 @@ import Testing
                 let path = folder.file("s\(index).safetensors")
                 group.addTask { try await saveCheckpoint(state, filename: path, progress: progress) }
             }
-            // Runs on the cooperative pool while the pool's threads are all blocked. The bounds
-            // are generous: the whole suite on two loaded cores delays the first saves by seconds.
-            let deadline = ContinuousClock.now + .seconds(50)
-            while entered.load(ordering: .relaxed) < 2, ContinuousClock.now < deadline {
+            // Runs on the cooperative pool while the pool's threads are all blocked. No deadline
+            // here: in the whole suite other tests hold the cooperative threads for long spells;
+            // a regression shows as the saves' waits timing out.
+            while entered.load(ordering: .relaxed) < 2 {
                 try await Task.sleep(for: .milliseconds(5))
             }
-            #expect(entered.load(ordering: .relaxed) >= 2)
             for _ in 0..<saves { gate.signal() }
             var saved = 0
             for try await paths in group { saved += paths.count }
