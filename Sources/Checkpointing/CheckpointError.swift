@@ -71,7 +71,7 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
         /// The checkpoint tree does not have the layout the operation needs (no `state` dict for
         /// a weights-only save, a timestamp field of the wrong type).
         ///
-        /// Load it with ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)``,
+        /// Load it with ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)-29crs``,
         /// which takes any tree, or fix the tree before saving.
         public static let invalidState = Code(rawValue: "invalid-state")
         /// A checkpoint of that name exists and overwriting was not allowed.

@@ -89,10 +89,12 @@ import Testing
         defer { ObjectStores.unregister(prefix: "s3://\(bucket)") }
         var state = try smallState(batch: 3)
         state.model["big"] = .tensor(try Tensor(dtype: .uint8, shape: [12 << 20]) { _ in })
-        try saveCheckpoint(state, filename: "s3://\(bucket)/ba3.safetensors")
+        try await saveCheckpoint(state, filename: "s3://\(bucket)/ba3.safetensors")
+        // A synchronous function, so that the tasks call the blocking load, not its async overload.
+        @Sendable func blockingLoadBatch() throws -> Int { try loadCheckpoint("s3://\(bucket)/ba3.safetensors").timestamp.batch }
         let batches = try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<(2 * ProcessInfo.processInfo.activeProcessorCount + 4) {
-                group.addTask { try loadCheckpoint("s3://\(bucket)/ba3.safetensors").timestamp.batch }
+                group.addTask { try blockingLoadBatch() }
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }

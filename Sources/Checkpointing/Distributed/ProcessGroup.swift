@@ -1,7 +1,7 @@
 /// The processes of a run and the collectives that coordinate them.
 ///
-/// ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)`` and
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)`` take
+/// ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)-80tki`` and
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y`` take
 /// one; the default, ``SingleProcessGroup``, is a run of one process. A multi-process
 /// implementation (Open MPI) lives in its own module.
 public protocol ProcessGroup: Sendable {

@@ -1,8 +1,8 @@
 /// An opened checkpoint file: its kind, its tree, and what is needed to verify it.
 ///
 /// Opening maps the file and reads only its header: tensors in the tree point into the mapping
-/// and are read from disk when used. Checksums are verified by ``verify(progress:)`` (which
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)`` calls),
+/// and are read from disk when used. Checksums are verified by ``verify(progress:)-8jpej`` (which
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y`` calls),
 /// not by opening.
 public struct CheckpointFile: Sendable {
     /// The path the file was opened from.
@@ -72,7 +72,7 @@ public struct CheckpointFile: Sendable {
         try open(path, limits: ReadingLimits())
     }
 
-    /// Opens the checkpoint at `path` as ``open(_:)`` does, within `limits` (raise them for a
+    /// Opens the checkpoint at `path` as ``open(_:)-7qhys`` does, within `limits` (raise them for a
     /// checkpoint that compresses extremely well, say).
     public static func open(_ path: String, limits: ReadingLimits) throws(CheckpointError) -> CheckpointFile {
         let opened: CheckpointFile

@@ -9,9 +9,9 @@
 /// the `ckpt` flag that raises it.
 ///
 /// The defaults are far above any real checkpoint's needs. Pass other limits to
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``,
-/// ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)``,
-/// ``CheckpointFile/open(_:limits:)`` or ``CheckpointSaver/Options/readingLimits``; the `ckpt`
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y``,
+/// ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)-29crs``,
+/// ``CheckpointFile/open(_:limits:)-5hgzb`` or ``CheckpointSaver/Options/readingLimits``; the `ckpt`
 /// commands that read take them as flags (`--max-depth`, `--max-expansion`, ...).
 ///
 /// ```swift

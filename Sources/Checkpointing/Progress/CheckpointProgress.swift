@@ -4,10 +4,10 @@ import Synchronization
 /// decompressing, uploading, downloading, in bytes.
 ///
 /// Pass one to an entry point that takes `progress:`
-/// (``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)``,
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``,
-/// ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)``,
-/// ``CheckpointFile/verify(progress:)``), or run any code under ``reporting(_:)`` so that every
+/// (``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)-80tki``,
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y``,
+/// ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)-29crs``,
+/// ``CheckpointFile/verify(progress:)-8jpej``), or run any code under ``reporting(_:)`` so that every
 /// operation it starts on this thread reports to it (opening a compressed file reports its
 /// decompression; an object store module reports uploads and downloads).
 ///

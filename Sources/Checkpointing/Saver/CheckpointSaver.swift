@@ -5,8 +5,8 @@ import Synchronization
 /// Saves checkpoints on a schedule during training, keeps the right ones, and resumes a run
 /// where it stopped: Composer's `CheckpointSaver` callback, for any Swift training loop.
 ///
-/// Call ``fitStart(_:)`` (or ``autoresume(into:)``) before training, ``batchEnd(_:)`` after each
-/// batch, ``epochEnd(_:)`` after each epoch and ``fitEnd(_:)`` when training ends:
+/// Call ``fitStart(_:)-8tkym`` (or ``autoresume(into:)-8lm64``) before training, ``batchEnd(_:)-8hhjh`` after each
+/// batch, ``epochEnd(_:)-19j0v`` after each epoch and ``fitEnd(_:)-7l1g6`` when training ends:
 ///
 /// ```swift
 /// let saver = try CheckpointSaver(options: .init(saveInterval: "500ba", checkpointsToKeep: 3))
@@ -27,7 +27,7 @@ import Synchronization
 ///
 /// A process can be killed at any moment, including between committing a checkpoint and
 /// recording it in the list of kept checkpoints, or between dropping one from the list and
-/// deleting it. So when a run starts (``autoresume(into:)``, or ``fitStart(_:)`` without it) the
+/// deleting it. So when a run starts (``autoresume(into:)-8lm64``, or ``fitStart(_:)-8tkym`` without it) the
 /// saver reconciles the list with the folder: it adopts every checkpoint of this run the list
 /// lacks (a file the file name template could have made whose header names this run), puts the
 /// list in training order and prunes it to ``Options/checkpointsToKeep``, and removes the
@@ -44,13 +44,13 @@ import Synchronization
 /// ## Saving on SIGTERM
 ///
 /// Schedulers send SIGTERM before they preempt a job. With ``Options/saveOnTermination`` the
-/// saver catches it: the next ``batchEnd(_:)`` or ``epochEnd(_:)`` saves and throws a
+/// saver catches it: the next ``batchEnd(_:)-8hhjh`` or ``epochEnd(_:)-19j0v`` saves and throws a
 /// ``CheckpointError`` with code `.terminated`, and the training loop should stop. It is off
 /// by default, because a library must not change its process's signal handling unasked. When
 /// on:
 /// - the handler is installed with `sigaction` while the saver is active: from its creation
-///   (and again at ``fitStart(_:)`` or ``autoresume(into:)`` after it ended) until
-///   ``fitEnd(_:)``, ``close()``, the save on SIGTERM or the saver's release, whichever comes
+///   (and again at ``fitStart(_:)-8tkym`` or ``autoresume(into:)-8lm64`` after it ended) until
+///   ``fitEnd(_:)-7l1g6``, ``close()``, the save on SIGTERM or the saver's release, whichever comes
 ///   first. Savers share it; the last one to end restores the disposition it replaced, unless
 ///   something else has replaced the handler since;
 /// - a signal is recorded, then passed on to the handler that was there before when that is a
@@ -86,7 +86,7 @@ public final class CheckpointSaver {
         public var remoteCheckpointsToKeep: Int?
         /// Whether to replace checkpoints an earlier run left in the folder.
         public var overwrite = false
-        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)``).
+        /// Save only the model (see ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)-80tki``).
         public var weightsOnly = false
         /// Parts of the state to leave out of every checkpoint.
         public var ignoreKeys: IgnoreKeys?
@@ -105,7 +105,7 @@ public final class CheckpointSaver {
         /// every rank the pieces it saved. With a ``remoteFolder`` the nodes need no shared
         /// disk: every rank uploads its shard, rank 0 uploads the manifest once all are in the
         /// store, and autoresume on a fresh node loads from the store (see
-        /// ``autoresume(into:)``); with ``checkpointsToKeep`` 0 the shards go to the store only.
+        /// ``autoresume(into:)-8lm64``); with ``checkpointsToKeep`` 0 the shards go to the store only.
         public var sharding: Sharding?
         /// The compression level and threads when the file name asks for compression.
         public var compression = CompressionOptions()
@@ -241,7 +241,7 @@ public final class CheckpointSaver {
 
     /// Starts a new run: checks that the folder holds no checkpoints of this run unless
     /// overwriting is allowed, reconciles the list of kept checkpoints with the folder unless
-    /// ``autoresume(into:)`` has (see "Retention after a kill" above), and starts the schedule
+    /// ``autoresume(into:)-8lm64`` has (see "Retention after a kill" above), and starts the schedule
     /// at `state`'s timestamp.
     public func fitStart(_ state: TrainingState) throws(CheckpointError) {
         let folder = try resolveFolder(for: state)
@@ -281,8 +281,8 @@ public final class CheckpointSaver {
 
     /// Ends the saver without a final save, for a training loop that stops early: waits for a
     /// save in flight (throwing its error, if it failed) and gives SIGTERM back, as
-    /// ``fitEnd(_:)`` and the saver's release also do. Calling it again does nothing more;
-    /// a later ``fitStart(_:)`` or ``autoresume(into:)`` makes the saver active again.
+    /// ``fitEnd(_:)-7l1g6`` and the saver's release also do. Calling it again does nothing more;
+    /// a later ``fitStart(_:)-8tkym`` or ``autoresume(into:)-8lm64`` makes the saver active again.
     public func close() throws(CheckpointError) {
         defer { releaseTerminationSignal() }
         try background.wait()
@@ -433,7 +433,7 @@ public final class CheckpointSaver {
     /// names another run is not one. Each is verified; a damaged one is skipped with a warning
     /// (and may be overwritten later). Then the list of kept checkpoints is reconciled with the
     /// folder (see "Retention after a kill" above); the checkpoint resumed from is never pruned. `state` must carry
-    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``.
+    /// the run name and the model keys, as for ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y``.
     ///
     /// A sharded saver resumes every rank from the same committed checkpoint: rank 0 lists the
     /// manifests (in the local folder and, with a ``Options/remoteFolder``, in the store, so a
@@ -441,7 +441,7 @@ public final class CheckpointSaver {
     /// when any rank finds its part damaged or missing.
     ///
     /// - Returns: The load's result, or `nil` when there was nothing to resume from (then start
-    ///   with ``fitStart(_:)``).
+    ///   with ``fitStart(_:)-8tkym``).
     @discardableResult
     public func autoresume(into state: inout TrainingState) throws(CheckpointError) -> LoadResult? {
         let folder = try resolveFolder(for: state)

@@ -1,6 +1,6 @@
 import Logging
 
-/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)`` found.
+/// What ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y`` found.
 public struct LoadResult: Sendable {
     /// The file that was loaded (the path with its variables filled in).
     public var path: String
@@ -142,7 +142,7 @@ public func loadCheckpoint(
 /// Loads a checkpoint as a new training state, with no model to compare keys against.
 ///
 /// Use it to read a checkpoint's contents (`progress` reports as it does there); use
-/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)`` to
+/// ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y`` to
 /// resume a run.
 public func loadCheckpoint(
     _ path: String,

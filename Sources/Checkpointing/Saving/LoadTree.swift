@@ -1,4 +1,4 @@
-/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)`` read it.
+/// A checkpoint's tree as ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)-29crs`` read it.
 public struct LoadedTree: Sendable {
     /// The file read, the manifest of a sharded checkpoint, or a DCP folder.
     public var path: String

@@ -14,7 +14,7 @@ let logger = Logger(label: "swift-checkpointing")
 ///
 /// With `sharding`, every rank writes its own part of the state to its own tarball, and rank 0
 /// commits the checkpoint with a ``ShardManifest`` once every rank has written; the template must contain `{rank}`, and weights-only is refused. Load it on any
-/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``.
+/// number of ranks with ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y``.
 ///
 /// With `format: .huggingFaceSharded(maxShardSize:)`, the name is a folder that gets the
 /// model's tensors as a Hugging Face sharded checkpoint, the index written last (see

@@ -1,4 +1,4 @@
-/// How ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)``
+/// How ``saveCheckpoint(_:filename:format:weightsOnly:ignoreKeys:compression:limits:sharding:processGroup:progress:)-80tki``
 /// stores a checkpoint.
 public enum SaveFormat: Sendable, Equatable {
     /// One file, whose name's extension chain chooses the format (this library's native

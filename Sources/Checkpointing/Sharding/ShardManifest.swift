@@ -79,7 +79,7 @@ public struct ShardManifest: Codable, Sendable, Equatable {
     /// `path` may be a manifest, or a folder that holds exactly one manifest (the folder of a
     /// sharded checkpoint). A folder with several is ambiguous and an error that lists them;
     /// a folder with none is an error saying the save was never committed, unless it is a
-    /// Hugging Face checkpoint's folder (which ``CheckpointFile/open(_:)`` opens). In an object
+    /// Hugging Face checkpoint's folder (which ``CheckpointFile/open(_:)-7qhys`` opens). In an object
     /// store, a folder is a URL that ends in `/` (`s3://bucket/run/ep3/`), whose objects are listed.
     public static func locate(_ path: String) throws(CheckpointError) -> String? {
         if path.hasSuffix(suffix) { return path }

@@ -84,7 +84,7 @@ public struct ObjectListing: Sendable {
 ///
 /// The core library knows object stores only through this protocol, so it builds and works
 /// without any of them; a module such as `CheckpointingS3` implements it and registers itself
-/// with ``ObjectStores``. Then `saveCheckpoint`, `loadCheckpoint` and ``CheckpointFile/open(_:)``
+/// with ``ObjectStores``. Then `saveCheckpoint`, `loadCheckpoint` and ``CheckpointFile/open(_:)-7qhys``
 /// accept `s3://...` wherever they accept a path: a save is written to a local staging file
 /// through the usual atomic path and uploaded when it commits; a load downloads to a staging
 /// file, verified, then maps it.

@@ -15,8 +15,8 @@ import Darwin
 ///
 /// Opening reads `.metadata` alone (through the safe unpickler, which accepts DCP's
 /// dataclasses as plain data and refuses any other global) and checks it against the data
-/// files' sizes; no data is read. ``CheckpointFile/open(_:)``, ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)``
-/// and ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)``
+/// files' sizes; no data is read. ``CheckpointFile/open(_:)-7qhys``, ``loadCheckpoint(_:into:weightsOnly:strict:ignoreKeys:verifyChecksums:limits:shardPlan:processGroup:progress:)-9jr1y``
+/// and ``loadCheckpointTree(_:verifyChecksums:limits:shardPlan:processGroup:progress:)-29crs``
 /// take the folder (or its `.metadata`) wherever they take a checkpoint. See the DocC article
 /// "PyTorch Distributed Checkpoints" for how DCP's dotted names map to the tree.
 public struct DistributedCheckpoint: Sendable {

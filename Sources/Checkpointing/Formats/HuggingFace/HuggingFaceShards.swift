@@ -1,4 +1,4 @@
-/// The shards of a Hugging Face sharded checkpoint that ``CheckpointFile/open(_:)`` opened:
+/// The shards of a Hugging Face sharded checkpoint that ``CheckpointFile/open(_:)-7qhys`` opened:
 /// ``CheckpointFile/huggingFaceShards``.
 ///
 /// Opening already checked everything listed here against the shards' headers: every tensor of
@@ -36,7 +36,7 @@ public struct HuggingFaceShards: Sendable, Equatable {
     public var isCommitRecorded: Bool
 
     /// Whether every shard records a checksum for each of its tensors, so that
-    /// ``CheckpointFile/verify(progress:)`` checks every byte of every tensor.
+    /// ``CheckpointFile/verify(progress:)-8jpej`` checks every byte of every tensor.
     public var hasChecksums: Bool { shards.allSatisfy(\.hasChecksums) }
 
     /// The path of a shard (its ``Shard/name`` joined to the index's folder).
