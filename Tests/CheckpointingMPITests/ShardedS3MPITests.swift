@@ -18,7 +18,7 @@ struct MotoForMPI: SuiteTrait, TestScoping {
 
 extension MPIProcessGroupTests {
     /// Sharded checkpoints in an object store across real processes, as a multi-node job with no
-    /// shared disk runs them (SPEC §6.3, §7): every rank has a folder of its own (its staging
+    /// shared disk runs them: every rank has a folder of its own (its staging
     /// folder and its saver's local folder), and a load or resume starts from empty ones, so
     /// nothing reaches a rank but through the store (moto on 127.0.0.1).
     @Suite(MotoForMPI()) struct ShardedS3MPITests {

@@ -5,7 +5,7 @@ import Testing
 
 @testable import CheckpointingS3
 
-/// Sharded checkpoints in an object store with no shared disk (SPEC §6.3, §7), ranks as threads
+/// Sharded checkpoints in an object store with no shared disk, ranks as threads
 /// of this process (the MPI tests run the same across real processes): uploads committed by a
 /// manifest, loads that fetch only the pieces they need, and the faults of a multi-node run.
 @Suite(.motoServer) struct ShardedS3Tests {

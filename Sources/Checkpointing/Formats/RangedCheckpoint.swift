@@ -1,7 +1,8 @@
 import Synchronization
 
 /// A checkpoint in an object store opened from its index alone, whose tensors are fetched with
-/// ranged GETs only when asked for (SPEC §7, §6.3).
+/// ranged GETs only when asked for (the DocC article "Object storage", "Reading only what a
+/// load needs").
 ///
 /// Opening fetches the object's first and last 16 KiB, then what the format needs to describe
 /// the checkpoint: the tar headers around a tar member; a safetensors header whole; a torch

@@ -1,8 +1,8 @@
 import Foundation
 import Logging
 
-/// A sharded saver's checkpoints in an object store (SPEC §5.2, §6.3, §7): how a multi-node run
-/// whose nodes share no disk checkpoints and resumes.
+/// A sharded saver's checkpoints in an object store: how a multi-node run whose nodes share no
+/// disk checkpoints and resumes (the DocC articles "Sharded checkpoints" and "Object storage").
 ///
 /// Every rank uploads its own shard; rank 0 uploads the manifest once every rank's upload is
 /// confirmed, then moves the remote latest pointer (`latest-rank0.symlink`, naming the
