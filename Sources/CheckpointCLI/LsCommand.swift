@@ -100,7 +100,7 @@ struct LsCommand: ParsableCommand {
         if (try? DistributedCheckpoint.locate(folder)) != nil {
             // The folder is itself a DCP checkpoint.
             let name = (folder as NSString).lastPathComponent
-            return [distributedEntry(name, path: folder, latest: false)]
+            return [checkpointEntry(name, path: folder, bytes: nil, format: "dcp", latest: false)]
         }
         let names = try manager.contentsOfDirectory(atPath: folder).sorted()
         // Every symlink (and pointer file) in the folder counts as a latest pointer.
@@ -140,37 +140,26 @@ struct LsCommand: ParsableCommand {
             if isFolder.boolValue {
                 let located = Result { () throws(CheckpointError) in try DistributedCheckpoint.locate(path) }
                 if case .success(nil) = located { continue }
-                entries.append(distributedEntry(name, path: path, latest: latestTargets.contains(name)))
+                entries.append(checkpointEntry(name, path: path, bytes: nil, format: "dcp", latest: latestTargets.contains(name)))
                 continue
             }
             let bytes = (try? manager.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            var entry = Entry(name: name, bytes: bytes, complete: false, latest: latestTargets.contains(name))
-            do throws(CheckpointError) {
-                let file = try CheckpointFile.open(path, limits: limits.readingLimits)
-                entry.format = file.formatName
-                if let state = try? TrainingState(tree: file.tree) {
-                    entry.epoch = state.timestamp.epoch
-                    entry.batch = state.timestamp.batch
-                }
-                if verify { try file.verify() }
-                entry.complete = true
-            } catch {
-                entry.problem = error.message
-            }
-            entries.append(entry)
+            entries.append(checkpointEntry(name, path: path, bytes: bytes, format: nil, latest: latestTargets.contains(name)))
         }
         return entries.sorted { $0.name < $1.name }
     }
 
     private static func standardized(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
 
-    /// A DCP folder's row: complete when it opens (every archive read in place), and with
-    /// `--verify` when every archive's CRC-32 matches.
-    private func distributedEntry(_ name: String, path: String, latest: Bool) -> Entry {
-        var entry = Entry(name: name, bytes: 0, format: "dcp", complete: false, latest: latest)
+    /// A checkpoint file's or DCP folder's row: complete when it opens (a DCP folder's every
+    /// archive read in place), and with `--verify` when its checksums match. `bytes` `nil`: the
+    /// checkpoint's own count (a DCP folder's data files); `format` `nil`: the file's.
+    private func checkpointEntry(_ name: String, path: String, bytes: Int?, format: String?, latest: Bool) -> Entry {
+        var entry = Entry(name: name, bytes: bytes ?? 0, format: format, complete: false, latest: latest)
         do throws(CheckpointError) {
             let file = try CheckpointFile.open(path, limits: limits.readingLimits)
-            entry.bytes = file.byteCount
+            entry.bytes = bytes ?? file.byteCount
+            entry.format = format ?? file.formatName
             if let state = try? TrainingState(tree: file.tree) {
                 entry.epoch = state.timestamp.epoch
                 entry.batch = state.timestamp.batch
