@@ -29,6 +29,13 @@ cd "$(dirname "$0")/.."
 scratch=.build-fuzz
 binary=$scratch/release/checkpointing-fuzz
 
+build_once() {
+  swift build --package-path Fuzz --scratch-path "$scratch" -c release \
+    --sanitize=fuzzer --sanitize=address \
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing \
+    -Xswiftc -assert-config -Xswiftc Debug >"$scratch/build.log" 2>&1
+}
+
 build() {
   mkdir -p "$scratch"
   echo "fuzz.sh: building the instrumented harness in $scratch" >&2
@@ -36,10 +43,9 @@ build() {
   # hence -sanitize=fuzzer for the compiler too. -enable-testing opens the parsers' internal
   # entry points to the harness; -assert-config Debug keeps the standard library's bounds
   # checks on unsafe buffers, which an optimized build drops.
-  if ! swift build --package-path Fuzz --scratch-path "$scratch" -c release \
-    --sanitize=fuzzer --sanitize=address \
-    -Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing \
-    -Xswiftc -assert-config -Xswiftc Debug >"$scratch/build.log" 2>&1; then
+  # A build plan kept from before source files moved can name files that are gone; SwiftPM then
+  # fails instead of planning again, so a failed build is retried once without the kept plan.
+  if ! build_once && ! { rm -f "$scratch/release.yaml" "$scratch/build.db"; build_once; }; then
     grep -v "warning: Cannot export local symbol" "$scratch/build.log" >&2
     echo "fuzz.sh: the harness did not build (log: $scratch/build.log)" >&2
     exit 1

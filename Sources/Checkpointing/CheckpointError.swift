@@ -82,6 +82,11 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
         ///
         /// Stop the training loop; the next run resumes from that checkpoint.
         public static let terminated = Code(rawValue: "terminated")
+        /// The Swift task running the operation was cancelled before it finished.
+        ///
+        /// Nothing was committed by a cancelled save (the previous checkpoint is intact), and a
+        /// cancelled load changed nothing; call it again when the work is wanted.
+        public static let cancelled = Code(rawValue: "cancelled")
 
         // MARK: Storage
 
