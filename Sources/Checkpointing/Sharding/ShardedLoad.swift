@@ -176,6 +176,7 @@ enum ShardedLoad {
 
         mutating func shard(rank: Int) throws(CheckpointError) -> OpenedShard {
             if let shard = opened[rank] { return shard }
+            try CancellationFlag.current?.check("loading shards", path: manifestPath)
             let shard = try ShardedLoad.openShard(
                 rank: rank, of: manifest, manifestPath: manifestPath, limits: limits, inPieces: true)
             if verifyChecksums, shard.ranged == nil, shard.file.checksums.isEmpty {
@@ -207,6 +208,7 @@ enum ShardedLoad {
 
         /// `rank`'s piece of `entry`, checked against the manifest (and its checksum).
         mutating func tensor(_ entry: ShardManifest.TensorEntry, rank: Int, slice: TensorSlice) throws(CheckpointError) -> Tensor {
+            try CancellationFlag.current?.check("loading shards", path: manifestPath)
             let shard = try shard(rank: rank)
             let file = shard.file
             guard let tensor = file.tree[path: entry.path]?.tensorValue else {

@@ -47,8 +47,10 @@ enum DCPLoad {
                 break
             }
         }
+        let cancellation = CancellationFlag.current
         try reader.prefetchingHeaders(of: needed) { () throws(CheckpointError) in
             for fqn in metadata.fqns {
+                try cancellation?.check("loading", path: folder)
                 switch metadata.items[fqn] {
                 case .value:
                     let item = try reader.value(fqn)
