@@ -121,7 +121,7 @@ import Testing
                 _ = try await loadCheckpoint(path, into: &loading, progress: progress)
                 return (loading, nil)
             } catch {
-                return (loading, error)
+                return (loading, error as? CheckpointError)
             }
         }
         try await pause.cancel(task)

@@ -157,4 +157,78 @@ import Testing
             #expect(recorder.finished.count == 2, "nothing reports outside the scope")
         }
     }
+
+    /// The saver's own reporter gets every save, those it makes in the background included,
+    /// reported from the saver's thread.
+    @Test func aSaverReportsItsBackgroundSavesToItsReporter() throws {
+        try withTemporaryFolder { folder in
+            let caller = ObjectIdentifier(Thread.current)
+            let fromCaller = Atomic<Int>(0)
+            let updates = Mutex([CheckpointProgress.Update]())
+            let progress = CheckpointProgress(interval: .zero) { update in
+                if ObjectIdentifier(Thread.current) == caller { fromCaller.add(1, ordering: .relaxed) }
+                updates.withLock { $0.append(update) }
+            }
+            let saver = try CheckpointSaver(options: .init(
+                folder: folder, filename: "ba{batch}.safetensors", latestFilename: nil, saveInterval: "1ba", asynchronous: true,
+                progress: progress))
+            var state = try Self.state(megabytes: 1)
+            state.timestamp = Timestamp()
+            try saver.fitStart(state)
+            for batch in 1...2 {
+                state.timestamp = Timestamp(epoch: 0, batch: batch)
+                try saver.batchEnd(state)
+            }
+            try saver.close()
+            let sizes = try [1, 2].map { try Self.size(folder + "/ba\($0).safetensors") }
+            let finished = updates.withLock { $0 }.filter(\.isFinished)
+            #expect(finished == sizes.map { .init(phase: "saving", completedBytes: $0, totalBytes: $0, isFinished: true) })
+            #expect(fromCaller.load(ordering: .relaxed) == 0, "the saves ran, and reported, on the saver's thread")
+        }
+    }
+
+    /// A reporter in scope at the event is handed to the background save that event starts,
+    /// in place of the saver's own; a save outside the scope reports to the saver's.
+    @Test func theReporterInScopeAtAnEventFollowsItsBackgroundSave() throws {
+        try withTemporaryFolder { folder in
+            let saverRecorder = Recorder()
+            let scoped = Recorder()
+            let saver = try CheckpointSaver(options: .init(
+                folder: folder, filename: "ba{batch}.safetensors", latestFilename: nil, saveInterval: "1ba", asynchronous: true,
+                progress: saverRecorder.reporter()))
+            var state = try Self.state(megabytes: 1)
+            try saver.fitStart(state)
+            state.timestamp = Timestamp(epoch: 0, batch: 1)
+            try scoped.reporter().reporting { try saver.batchEnd(state) }
+            try saver.waitForPendingSave()
+            state.timestamp = Timestamp(epoch: 0, batch: 2)
+            try saver.batchEnd(state)
+            try saver.close()
+            let first = try Self.size(folder + "/ba1.safetensors")
+            let second = try Self.size(folder + "/ba2.safetensors")
+            #expect(scoped.finished == [.init(phase: "saving", completedBytes: first, totalBytes: first, isFinished: true)])
+            #expect(saverRecorder.finished == [.init(phase: "saving", completedBytes: second, totalBytes: second, isFinished: true)])
+        }
+    }
+
+    /// From Swift concurrency: the reporter in scope in the task reaches the work the `async`
+    /// overloads run on the library's threads.
+    @Test func anAsyncReportingScopeReachesTheAsyncOverloads() async throws {
+        let folder = try TemporaryFolder()
+        let recorder = Recorder()
+        let state = try Self.state(megabytes: 1)
+        let path = folder.file("a.safetensors")
+        try await recorder.reporter().reporting {
+            _ = try await saveCheckpoint(state, filename: path)
+            _ = try await loadCheckpoint(path)
+        }
+        let size = try Self.size(path)
+        let tensors = Self.tensorBytes(state)
+        #expect(recorder.finished == [
+            .init(phase: "saving", completedBytes: size, totalBytes: size, isFinished: true),
+            .init(phase: "verifying", completedBytes: tensors, totalBytes: tensors, isFinished: true),
+        ])
+        _ = try await loadCheckpoint(path)
+        #expect(recorder.finished.count == 2, "nothing reports outside the scope")
+    }
 }
