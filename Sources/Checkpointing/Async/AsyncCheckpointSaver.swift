@@ -31,7 +31,7 @@ extension CheckpointSaver {
     /// Cancelling the task stops a save made in the foreground before its commit, with code
     /// `.cancelled`: no temporary is left and the previous checkpoint is intact. A save made in
     /// the background (``Options/asynchronous``) is not stopped: it runs on the saver's thread
-    /// to its end, and ``waitForPendingSave()`` or the next event reports its outcome.
+    /// to its end, and ``waitForPendingSave()-6z6f9`` or the next event reports its outcome.
     ///
     /// - Throws: ``CheckpointError``, as ``batchEnd(_:)`` throws it.
     public func batchEnd(_ state: TrainingState) async throws(CheckpointError) {
@@ -86,7 +86,7 @@ extension CheckpointSaver {
         return result
     }
 
-    /// Waits for a save in flight, as ``waitForPendingSave()`` does, from Swift concurrency:
+    /// Waits for a save in flight, as ``waitForPendingSave()-6z6f9`` does, from Swift concurrency:
     /// the caller's task is suspended, holding no thread of the cooperative pool, while the
     /// background save finishes.
     ///
@@ -101,11 +101,11 @@ extension CheckpointSaver {
         }
     }
 
-    /// Ends the saver without a final save, as ``close()`` does, from Swift concurrency: waits
+    /// Ends the saver without a final save, as ``close()-9bxd1`` does, from Swift concurrency: waits
     /// for a save in flight on a thread of the library's own and gives SIGTERM back.
     ///
     /// A task cancelled before the call throws `.cancelled` and the saver stays open (call
-    /// ``close()`` again, or release it); once started, closing is not interrupted.
+    /// ``close()-9bxd1`` again, or release it); once started, closing is not interrupted.
     ///
     /// - Throws: ``CheckpointError``: the error of the save in flight, if it failed.
     public func close() async throws(CheckpointError) {

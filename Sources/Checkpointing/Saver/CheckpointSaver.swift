@@ -50,7 +50,7 @@ import Synchronization
 /// on:
 /// - the handler is installed with `sigaction` while the saver is active: from its creation
 ///   (and again at ``fitStart(_:)-8tkym`` or ``autoresume(into:)-8lm64`` after it ended) until
-///   ``fitEnd(_:)-7l1g6``, ``close()``, the save on SIGTERM or the saver's release, whichever comes
+///   ``fitEnd(_:)-7l1g6``, ``close()-9bxd1``, the save on SIGTERM or the saver's release, whichever comes
 ///   first. Savers share it; the last one to end restores the disposition it replaced, unless
 ///   something else has replaced the handler since;
 /// - a signal is recorded, then passed on to the handler that was there before when that is a
@@ -276,7 +276,7 @@ public final class CheckpointSaver {
 
     /// When training ends: saves the final checkpoint (unless this batch was just saved) and
     /// waits for every save to finish, throwing the error of any that failed. Gives SIGTERM
-    /// back (see ``close()``).
+    /// back (see ``close()-9bxd1``).
     public func fitEnd(_ state: TrainingState) throws(CheckpointError) {
         defer { releaseTerminationSignal() }
         try ensureStarted(state)
