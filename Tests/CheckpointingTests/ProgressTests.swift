@@ -231,4 +231,51 @@ import Testing
         _ = try await loadCheckpoint(path)
         #expect(recorder.finished.count == 2, "nothing reports outside the scope")
     }
+
+    /// A sharded save reports, on each rank, its one shard as one phase; a load on fewer ranks
+    /// reads several shards (compressed: each is decompressed whole) as one `loading` phase
+    /// over the bytes of the pieces it reads, with no phase of any shard's own.
+    @Test func aShardedSaveAndLoadAreOnePhaseOnARank() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 2)
+            let tree = state.tree
+            let recorders = [Recorder(), Recorder()]
+            _ = try ThreadWorld.run(size: 2) { group in
+                let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: tree, rank: group.rank, worldSize: 2)
+                return try saveCheckpoint(
+                    tree: part, filename: folder + "/ep{epoch}-rank{rank}.safetensors.zst", runName: state.runName,
+                    timestamp: state.timestamp, sharding: sharding, processGroup: group, progress: recorders[group.rank].reporter())
+            }.map { try $0.get() }
+            for recorder in recorders {
+                let finished = recorder.finished
+                #expect(finished.map(\.phase) == ["saving"] && finished[0].fraction == 1, "\(finished)")
+            }
+
+            let loading = Recorder()
+            let manifest = ShardManifest.path(forRankZeroShard: folder + "/ep1-rank0.safetensors.tar.zst")
+            let loaded = try loadCheckpoint(manifest, progress: loading.reporter())
+            #expect(loaded.model == state.model)
+            let tensors = Self.tensorBytes(state)
+            #expect(Set(loading.updates.map(\.phase)) == ["loading"], "no shard reports a phase of its own")
+            #expect(loading.finished == [.init(phase: "loading", completedBytes: tensors, totalBytes: tensors, isFinished: true)])
+            let completed = loading.updates.map(\.completedBytes)
+            #expect(completed == completed.sorted() && completed.count > 3, "counted piece by piece: \(completed)")
+        }
+    }
+
+    /// A DCP load is one `loading` phase over the archives the rank reads.
+    @Test func aDistributedCheckpointLoadIsOnePhase() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 2)
+            let path = try saveCheckpoint(state, filename: folder + "/dcp", format: .distributedCheckpoint)[0]
+            let recorder = Recorder()
+            let loaded = try loadCheckpoint(path, progress: recorder.reporter())
+            #expect(loaded.model == state.model)
+            #expect(Set(recorder.updates.map(\.phase)) == ["loading"])
+            let last = try #require(recorder.finished.last)
+            #expect(recorder.finished.count == 1 && last.fraction == 1)
+            // Every archive: the tensors' bytes and the records around them.
+            #expect(last.totalBytes > Self.tensorBytes(state), "\(last)")
+        }
+    }
 }

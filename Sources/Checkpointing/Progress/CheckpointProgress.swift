@@ -24,8 +24,10 @@ import Synchronization
 /// - a load reports `downloading` (an object store), `decompressing` (a compressed file), then
 ///   `verifying`; a weights-only load from an object store that fetches only the model's
 ///   tensors reports `downloading` over the bytes it fetches, then `verifying`;
-/// - a sharded load reports, in turn, the phases of each shard the rank reads (each shard is
-///   its own file, read only where this rank's tensors lie): a progress bar restarts per shard.
+/// - a sharded load, and a load of a DCP folder, report one phase on each rank, `loading`,
+///   over the bytes of the saved pieces (DCP: the archives) the rank reads, counted as each is
+///   read and checked; the shards' own steps report nothing of their own, so a compressed
+///   shard, which is decompressed whole, counts when its pieces are read.
 ///
 /// `CheckpointSaver` reports its saves to ``CheckpointSaver/Options/progress``, or to the
 /// reporter in scope at the event that saves; a background save reports from the saver's thread.
@@ -41,7 +43,8 @@ import Synchronization
 public final class CheckpointProgress: Sendable {
     /// Where a phase stands.
     public struct Update: Sendable, Equatable {
-        /// What is being done: `saving`, `verifying`, `decompressing`, `uploading`, `downloading`.
+        /// What is being done: `saving`, `verifying`, `decompressing`, `uploading`, `downloading`,
+        /// `loading` (a sharded or DCP load, one phase over its parts).
         public var phase: String
         /// Bytes done so far in this phase.
         public var completedBytes: Int
@@ -144,6 +147,13 @@ public final class CheckpointProgress: Sendable {
     static func reporting<Result>(to progress: CheckpointProgress?, _ body: () throws(CheckpointError) -> Result) throws(CheckpointError) -> Result {
         guard let progress, progress !== current else { return try body() }
         return try rethrowingCheckpointError { try progress.reporting { try body() } }
+    }
+
+    /// Runs `body` reporting to no one: for the steps of an operation that reports as one phase
+    /// of its own (a sharded load), whose steps would each start a phase.
+    static func withoutReporting<Result>(_ body: () throws(CheckpointError) -> Result) throws(CheckpointError) -> Result {
+        guard current != nil else { return try body() }
+        return try rethrowingCheckpointError { try $current.withValue(nil) { try body() } }
     }
 
     private func send(completedBytes: Int, isFinished: Bool) {
