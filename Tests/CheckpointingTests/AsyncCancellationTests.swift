@@ -11,12 +11,14 @@ import Testing
 /// checkpoint intact, the caller's state unchanged), and never touches the disk when the task
 /// was cancelled before the call. The synchronous API is never cancelled.
 @Suite struct AsyncCancellationTests {
-    /// Holds the work on the pool's thread at the first progress update `matches` accepts,
-    /// until the test has cancelled the task: the cancellation lands at a known point.
+    /// Cancels a task from its own work, on the pool's thread, at the first progress update
+    /// `matches` accepts: the cancellation lands at a known point, and nothing depends on when
+    /// the test's task gets a thread of the cooperative pool (other suites may hold them all).
     final class Pause: Sendable {
         private let matches: @Sendable (CheckpointProgress.Update) -> Bool
-        private let reached = Atomic<Bool>(false)
-        private let release = DispatchSemaphore(value: 0)
+        private let fired = Atomic<Bool>(false)
+        private let cancelTask = Mutex<(@Sendable () -> Void)?>(nil)
+        private let armed = DispatchSemaphore(value: 0)
         private let seen = Mutex([CheckpointProgress.Update]())
 
         init(at matches: @escaping @Sendable (CheckpointProgress.Update) -> Bool) {
@@ -26,28 +28,25 @@ import Testing
         /// Every update the reporter received.
         var updates: [CheckpointProgress.Update] { seen.withLock { $0 } }
 
-        /// A reporter with no throttling that pauses at the matching update.
+        /// Whether the matching update came and the task was cancelled there.
+        var didCancel: Bool { fired.load(ordering: .relaxed) }
+
+        /// A reporter with no throttling that cancels the task at the matching update.
         func reporter() -> CheckpointProgress {
             CheckpointProgress(interval: .zero) { update in
                 self.seen.withLock { $0.append(update) }
-                guard self.matches(update), self.reached.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+                guard self.matches(update), self.fired.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
                 else { return }
-                _ = self.release.wait(timeout: .now() + 60)
+                // The test hands the task over right after creating it.
+                guard self.armed.wait(timeout: .now() + 600) == .success else { return }
+                self.cancelTask.withLock { $0 }?()
             }
         }
 
-        /// Cancels `task` once the work has paused, then lets the work go on.
-        func cancel<Success, Failure>(_ task: Task<Success, Failure>) async throws {
-            let deadline = ContinuousClock.now + .seconds(60)
-            while !reached.load(ordering: .relaxed) {
-                guard ContinuousClock.now < deadline else {
-                    Issue.record("the work never reached the update to cancel at")
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(2))
-            }
-            task.cancel()
-            release.signal()
+        /// The task to cancel at the matching update.
+        func cancel<Success, Failure>(_ task: Task<Success, Failure>) {
+            cancelTask.withLock { $0 = { task.cancel() } }
+            armed.signal()
         }
     }
 
@@ -71,8 +70,9 @@ import Testing
         let pause = Pause { $0.phase == "saving" && $0.completedBytes > 0 && !$0.isFinished }
         let progress = pause.reporter()
         let task = Task { try await saveCheckpoint(state, filename: path, progress: progress) }
-        try await pause.cancel(task)
+        pause.cancel(task)
         #expect(await Self.cancelledCode(task) == .cancelled)
+        #expect(pause.didCancel)
 
         // Stopped midway: the phase ended short of its total.
         let last = try #require(pause.updates.last { $0.phase == "saving" })
@@ -91,8 +91,9 @@ import Testing
         let progress = pause.reporter()
         let state = try ProgressTests.state(megabytes: 1)
         let task = Task { try await saveCheckpoint(state, filename: path, progress: progress) }
-        try await pause.cancel(task)
+        pause.cancel(task)
         #expect(await Self.cancelledCode(task) == .cancelled)
+        #expect(pause.didCancel)
         #expect(pause.updates.last?.fraction == 1, "every byte was written before the cancellation")
         #expect(try folderContents(folder.path).isEmpty)
     }
@@ -124,9 +125,10 @@ import Testing
                 return (loading, error as? CheckpointError)
             }
         }
-        try await pause.cancel(task)
+        pause.cancel(task)
         let outcome = await task.value
         #expect(outcome.error?.code == .cancelled)
+        #expect(pause.didCancel)
         #expect(outcome.state == before, "the caller's state is unchanged")
         let last = try #require(pause.updates.last { $0.phase == phase })
         #expect(last.isFinished && last.completedBytes < last.totalBytes, "\(last)")
@@ -198,8 +200,9 @@ import Testing
         // The test's task waits for this one: one task uses the saver at a time.
         nonisolated(unsafe) let shared = saver
         let task = Task { try await shared.batchEnd(first) }
-        try await pause.cancel(task)
+        pause.cancel(task)
         #expect(await Self.cancelledCode(task) == .cancelled)
+        #expect(pause.didCancel)
         #expect(try folderContents(folder.path).filter { $0.hasPrefix("ba") || $0.hasPrefix(".ba") }.isEmpty)
         #expect(try saver.keptCheckpoints.isEmpty)
 
@@ -223,8 +226,9 @@ import Testing
         let pause = Pause { $0.phase == "verifying" && $0.completedBytes == 0 && !$0.isFinished }
         let progress = pause.reporter()
         let task = Task { try await progress.reporting { try await manifest.verifyShards(manifestPath: manifestPath) } }
-        try await pause.cancel(task)
+        pause.cancel(task)
         #expect(await Self.cancelledCode(task) == .cancelled)
+        #expect(pause.didCancel)
         // Not cancelled, it checks every shard.
         try await manifest.verifyShards(manifestPath: manifestPath)
     }

@@ -45,10 +45,11 @@ package final class BlockingWorkPool: Sendable {
     /// (it is not stopped otherwise: it may finish and return its result). The reporter of
     /// ``CheckpointProgress/current`` in the caller's task is bound around `body` too.
     ///
-    /// - Parameter what: What `body` does, as a gerund (`"saving"`), for a `.cancelled` error.
-    /// - Parameter path: What `body` works on, for a `.cancelled` error.
+    /// - Parameter what: What `body` does, as a gerund (`"saving"`), for a `.cancelled` error
+    ///   thrown before `body` starts.
+    /// - Parameter path: What `body` works on, for that error.
     package func run<Value: Sendable>(
-        _ what: String, path: String, _ body: @escaping @Sendable () throws(CheckpointError) -> Value
+        _ what: String = "working", path: String? = nil, _ body: @escaping @Sendable () throws(CheckpointError) -> Value
     ) async throws(CheckpointError) -> Value {
         let flag = CancellationFlag()
         let progress = CheckpointProgress.current
@@ -60,7 +61,7 @@ package final class BlockingWorkPool: Sendable {
                         CheckpointProgress.$current.withValue(progress) {
                             Result { () throws(CheckpointError) -> Value in
                                 // The task may have been cancelled while the work waited its turn.
-                                try flag.check(what, path: path)
+                                if flag.isCancelled { throw CancellationFlag.error(what, path: path) }
                                 return try body()
                             }
                         }

@@ -89,7 +89,7 @@ package final class CancellationFlag: Sendable {
     }
 
     /// The error of an operation stopped by its task's cancellation.
-    package static func error(_ what: String, path: String) -> CheckpointError {
+    package static func error(_ what: String, path: String?) -> CheckpointError {
         CheckpointError(
             .cancelled,
             "stopped while \(what): the Swift task running it was cancelled; nothing was committed (a checkpoint already under this name is untouched) and nothing was loaded; call it again when the work is wanted",
