@@ -26,7 +26,7 @@ import Synchronization
 /// between retries, parts as child tasks, file work on NIO's thread pool): from Swift
 /// concurrency, `try await store.upload(file:to:)` holds no thread while it waits, and a
 /// cancelled task stops at its next request with `.cancelled` (a multipart upload is aborted,
-/// so no object appears). The blocking forms that ``ObjectStore`` requires, and that
+/// so no object appears). The blocking forms that `ObjectStore` requires, and that
 /// `saveCheckpoint` and `loadCheckpoint` use, run the same code in a task of their own.
 public final class S3ObjectStore: ObjectStore {
     let client: S3Client
