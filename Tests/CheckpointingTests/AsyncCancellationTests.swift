@@ -233,6 +233,69 @@ import Testing
         try await manifest.verifyShards(manifestPath: manifestPath)
     }
 
+    /// One process whose broadcast, the collective a save makes once rank 0 has committed,
+    /// first cancels the operation in progress: a cancellation that lands after the commit.
+    struct CancelAfterCommitGroup: ProcessGroup {
+        var rank: Int { 0 }
+        var worldSize: Int { 1 }
+        var localRank: Int { 0 }
+        var localWorldSize: Int { 1 }
+        var nodeRank: Int { 0 }
+        var collectiveTimeout: Duration { .seconds(60) }
+        func barrier(timeout: Duration) {}
+        func allGather(_ bytes: [UInt8], timeout: Duration) -> [[UInt8]] { [bytes] }
+        func broadcast(_ bytes: [UInt8], from root: Int, timeout: Duration) -> [UInt8] {
+            CancellationFlag.current?.cancel()
+            return bytes
+        }
+    }
+
+    /// A save cancelled after its commit succeeds, and the saver records it (the kept list,
+    /// the latest pointer: writes that follow the commit and are not cut short).
+    @Test func aCommittedSaveIsNeverReportedAsCancelled() async throws {
+        let folder = try TemporaryFolder()
+        let state = try ProgressTests.state(megabytes: 1)
+        let path = try await saveCheckpoint(state, filename: folder.file("a.safetensors"), processGroup: CancelAfterCommitGroup())[0]
+        #expect(try await loadCheckpoint(path).model == state.model)
+
+        let saver = try CheckpointSaver(options: .init(
+            folder: folder.file("run"), filename: "ba{batch}.safetensors", latestFilename: "latest", saveInterval: "1ba",
+            processGroup: CancelAfterCommitGroup()))
+        var batch = state
+        func synchronousStart() throws { try saver.fitStart(batch) }
+        try synchronousStart()
+        batch.timestamp = Timestamp(epoch: 0, batch: 1)
+        try await saver.batchEnd(batch)
+        #expect(try saver.keptCheckpoints == [folder.file("run/ba1.safetensors")])
+        #expect(try await loadCheckpoint(folder.file("run/latest")).model == state.model)
+        #expect(try folderContents(folder.file("run")).allSatisfy { !$0.contains(".partial-") })
+    }
+
+    /// A sharded save cancelled on one rank fails on every rank, with that rank's
+    /// cancellation, and commits nothing: no manifest, no temporary.
+    @Test func aShardedSaveCancelledOnOneRankCommitsNothing() throws {
+        let folder = try TemporaryFolder()
+        let tree = try ProgressTests.state(megabytes: 1).tree
+        let template = folder.file("ep1-rank{rank}")
+        let outcomes = ThreadWorld.run(size: 2) { group in
+            let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: tree, rank: group.rank, worldSize: 2)
+            let flag = CancellationFlag()
+            if group.rank == 1 { flag.cancel() }
+            return try CancellationFlag.$current.withValue(flag) {
+                try saveCheckpoint(tree: part, filename: template, sharding: sharding, processGroup: group)
+            }
+        }
+        for (rank, outcome) in outcomes.enumerated() {
+            guard case .failure(let error) = outcome, let error = error as? CheckpointError else {
+                Issue.record("rank \(rank) did not fail: \(outcome)")
+                continue
+            }
+            #expect(error.code == .cancelled && error.rank == (rank == 1 ? nil : 1), "rank \(rank): \(error)")
+        }
+        let left = try folderContents(folder.path)
+        #expect(!left.contains { $0.hasSuffix(ShardManifest.suffix) || $0.contains(".partial-") }, "\(left)")
+    }
+
     @Test func handlersRunOnceOnCancellationAndAtOnceWhenAlreadyCancelled() {
         let flag = CancellationFlag()
         let runs = Atomic<Int>(0)
