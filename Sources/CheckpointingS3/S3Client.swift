@@ -95,7 +95,9 @@ final class S3Client: Sendable {
 
     /// Runs `operation` in a task of its own and blocks the calling thread until it is done:
     /// how the synchronous API calls the asynchronous one. The caller's progress reporter goes
-    /// with it.
+    /// with it, and so does its cancellation: when the library's `async` entry points run a
+    /// save or load through the blocking forms, cancelling their task cancels this one (a
+    /// transfer in flight stops at once, a multipart upload is aborted).
     ///
     /// The task runs on ``bridgeExecutor``, not the cooperative pool, and the HTTP work on
     /// AsyncHTTPClient's event loops, so blocking is safe from any thread but an event loop's
@@ -111,7 +113,7 @@ final class S3Client: Sendable {
         let progress = CheckpointProgress.current
         let outcome = Mutex<Result<Value, CheckpointError>?>(nil)
         let done = DispatchSemaphore(value: 0)
-        Task(executorPreference: Self.bridgeExecutor) {
+        let task = Task(executorPreference: Self.bridgeExecutor) {
             let result = await CheckpointProgress.$current.withValue(progress) { () async -> Result<Value, CheckpointError> in
                 do throws(CheckpointError) {
                     return .success(try await operation())
@@ -122,6 +124,8 @@ final class S3Client: Sendable {
             outcome.withLock { $0 = result }
             done.signal()
         }
+        let cancellation = CancellationFlag.current?.onCancel { task.cancel() }
+        defer { cancellation?.remove() }
         done.wait()
         // The task stored its outcome before it signalled.
         return try outcome.withLock { $0 ?? .failure(CheckpointError(.invalidState, "an S3 call ended without an outcome")) }.get()

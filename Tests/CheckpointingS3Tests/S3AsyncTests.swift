@@ -122,6 +122,10 @@ import Testing
     }
 
     /// A task cancelled while the client waits to retry stops at once, not after the retries.
+    ///
+    /// The read runs on the S3 client's own threads and is cancelled from a thread: the test
+    /// measures the client, not how soon a busy cooperative pool (the other suites' blocking
+    /// tests) gets around to the test's own task.
     @Test func cancellingDuringBackoffStopsAtOnce() async throws {
         let folder = try TemporaryFolder()
         _ = try Self.randomFile(folder, "object.bin", megabytes: 1, seed: 6)
@@ -132,16 +136,57 @@ import Testing
             retry: .init(maxAttempts: 3, baseDelay: .seconds(300), maxDelay: .seconds(300))))
         defer { store.shutdown() }
         let location = try #require(ObjectLocation("s3://busy/object.bin"))
-        let start = ContinuousClock.now
-        let task = Task { try await store.read(location, range: 0..<16) }
-        // Wait until the first 503 is in and the client sleeps before its second attempt.
-        while !stub.log.contains("503") { try await Task.sleep(for: .milliseconds(20)) }
-        task.cancel()
+        let task = Task(executorPreference: S3Client.bridgeExecutor) { () async -> (CheckpointError?, Duration) in
+            let start = ContinuousClock.now
+            do throws(CheckpointError) {
+                _ = try await store.read(location, range: 0..<16)
+                return (nil, ContinuousClock.now - start)
+            } catch {
+                return (error, ContinuousClock.now - start)
+            }
+        }
+        // Once the first 503 is in, the client waits 150-300 s before its second attempt.
+        let canceller = Thread {
+            while !stub.log.contains("503") { usleep(20_000) }
+            task.cancel()
+        }
+        canceller.start()
+        let (failure, elapsed) = await task.value
+        #expect(failure?.code == .cancelled, "\(failure?.description ?? "no error")")
+        #expect(elapsed < .seconds(60), "the retry wait was not cut short")
+        #expect(Self.requests(stub).count == 1)
+    }
+
+    /// The library's `async` save to `s3://` runs through the store's blocking forms; cancelling
+    /// its task reaches the upload in flight, which stops and is aborted: the save throws
+    /// `.cancelled`, and the object saved before under that name is untouched.
+    @Test func cancellingAnAsyncSaveStopsItsUpload() async throws {
+        let (store, bucket) = try await Self.motoStore(partSize: 5 << 20, maxConcurrency: 2)
+        defer { store.shutdown() }
+        ObjectStores.register(store, for: "s3://\(bucket)")
+        defer { ObjectStores.unregister(prefix: "s3://\(bucket)") }
+        let url = "s3://\(bucket)/run/model.safetensors"
+        let location = try #require(ObjectLocation(url))
+        try await saveCheckpoint(try smallState(batch: 1), filename: url)
+        let before = try #require(try await store.info(location))
+        let uploadedBefore = store.transfers.snapshot.bytesUploaded
+
+        let large = try S3FaultTests.largeState(batch: 2, megabytes: 40)
+        let save = Mutex<Task<[String], any Error>?>(nil)
+        // Called on the thread that moves the bytes: no wait on the cooperative pool.
+        let progress = CheckpointProgress(interval: .zero) { update in
+            if update.phase == "uploading", update.completedBytes > 0, !update.isFinished { save.withLock { $0?.cancel() } }
+        }
+        let task = Task { try await saveCheckpoint(large, filename: url, progress: progress) }
+        save.withLock { $0 = task }
         let failure = await #expect(throws: CheckpointError.self) { try await task.value }
         #expect(failure?.code == .cancelled, "\(failure.map(String.init(describing:)) ?? "")")
-        // The wait before the second attempt is 150-300 s; the bound leaves room for a test
-        // run whose other suites keep the cooperative pool busy.
-        #expect(ContinuousClock.now - start < .seconds(120), "the retry wait was not cut short")
-        #expect(Self.requests(stub).count == 1)
+
+        let after = try #require(try await store.info(location))
+        #expect(after.etag == before.etag && after.size == before.size, "the previous object was replaced")
+        let open = try await store.client.send(S3Operation(
+            name: "ListMultipartUploads", method: .GET, bucket: bucket, key: nil, query: [("uploads", "")]))
+        #expect(!String(decoding: open.bytes, as: UTF8.self).contains("<UploadId>"), "an upload was left open")
+        #expect(store.transfers.snapshot.bytesUploaded - uploadedBefore < 30 << 20)
     }
 }

@@ -179,36 +179,52 @@ extension ObjectStore {
 extension ObjectStore {
     @discardableResult
     public func upload(file path: String, to location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.upload(file: path, to: location) }
+        try await BlockingWorkPool.shared.run("uploading", path: location.description) { () throws(CheckpointError) in
+            try self.upload(file: path, to: location)
+        }
     }
 
     @discardableResult
     public func download(_ location: ObjectLocation, to path: String) async throws(CheckpointError) -> ObjectInfo {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.download(location, to: path) }
+        try await BlockingWorkPool.shared.run("downloading", path: location.description) { () throws(CheckpointError) in
+            try self.download(location, to: path)
+        }
     }
 
     public func info(_ location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo? {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.info(location) }
+        try await BlockingWorkPool.shared.run("asking for the object", path: location.description) { () throws(CheckpointError) in
+            try self.info(location)
+        }
     }
 
     public func list(_ prefix: ObjectLocation, delimiter: String?) async throws(CheckpointError) -> ObjectListing {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.list(prefix, delimiter: delimiter) }
+        try await BlockingWorkPool.shared.run("listing", path: prefix.description) { () throws(CheckpointError) in
+            try self.list(prefix, delimiter: delimiter)
+        }
     }
 
     public func read(_ location: ObjectLocation, range: Range<Int>?) async throws(CheckpointError) -> [UInt8] {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.read(location, range: range) }
+        try await BlockingWorkPool.shared.run("reading", path: location.description) { () throws(CheckpointError) in
+            try self.read(location, range: range)
+        }
     }
 
     public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) async throws(CheckpointError) -> [UInt8] {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.read(location, range: range, ifMatch: etag) }
+        try await BlockingWorkPool.shared.run("reading", path: location.description) { () throws(CheckpointError) in
+            try self.read(location, range: range, ifMatch: etag)
+        }
     }
 
     public func write(_ bytes: [UInt8], to location: ObjectLocation) async throws(CheckpointError) {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.write(bytes, to: location) }
+        try await BlockingWorkPool.shared.run("writing", path: location.description) { () throws(CheckpointError) in
+            try self.write(bytes, to: location)
+        }
     }
 
     public func delete(_ location: ObjectLocation) async throws(CheckpointError) {
-        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.delete(location) }
+        try await BlockingWorkPool.shared.run("deleting", path: location.description) { () throws(CheckpointError) in
+            try self.delete(location)
+        }
     }
 }
 
