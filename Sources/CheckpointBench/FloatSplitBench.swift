@@ -45,14 +45,18 @@ public struct FloatSplitBench {
     let folder: String
     let options: CompressionOptions
     let repetitions: Int
+    /// Whether to measure the `.fsz` file alone (its save, open, decodes and verified load),
+    /// for more repetitions of its decodes in the time.
+    let fszOnly: Bool
 
     /// The benchmark, ready to ``run()``.
-    public init(tree: StateValue, source: String, folder: String, options: CompressionOptions, repetitions: Int) {
+    public init(tree: StateValue, source: String, folder: String, options: CompressionOptions, repetitions: Int, fszOnly: Bool = false) {
         self.tree = tree
         self.source = source
         self.folder = folder
         self.options = options
         self.repetitions = repetitions
+        self.fszOnly = fszOnly
     }
 
     /// Runs every measurement, removing its files as it goes.
@@ -67,7 +71,7 @@ public struct FloatSplitBench {
             var load: (() throws -> Void)?
         }
         var methods: [Method] = []
-        for name in ["bench.safetensors.fsz", "bench.safetensors.zst", "bench.pt.zst"] {
+        for name in fszOnly ? ["bench.safetensors.fsz"] : ["bench.safetensors.fsz", "bench.safetensors.zst", "bench.pt.zst"] {
             let path = folder + "/" + name
             methods.append(Method(
                 row: Row(method: "ours: save ." + name.split(separator: ".").dropFirst().joined(separator: "."), save: 0, cpu: 0, compressedBytes: 0, durable: true),
@@ -76,13 +80,13 @@ public struct FloatSplitBench {
         }
         let toolOutput = folder + "/tool.zst"
         let decoded = folder + "/tool.out"
-        methods.append(Method(
+        if !fszOnly { methods.append(Method(
             row: Row(method: "zstd -1 -T0 FILE", save: 0, cpu: 0, compressedBytes: 0, durable: false), output: toolOutput,
             save: { _ = try CompressionBench.runTool(["zstd", "-q", "-1", "-T0", "-c", plain], output: toolOutput) },
             load: {
                 _ = try CompressionBench.runTool(["zstd", "-q", "-d", "-c", toolOutput], output: decoded)
                 try FileManager.default.removeItem(atPath: decoded)
-            }))
+            })) }
 
         var saves = Array(repeating: [Double](), count: methods.count)
         var cpus = saves, opens = saves, loads = saves
@@ -105,10 +109,10 @@ public struct FloatSplitBench {
                             return (seconds, CompressionBench.cpuSeconds() - before)
                         }
                         // The first into fresh memory, the second into what the first left.
-                        ReusedMemory.releaseAll()
+                        ReusedMemory.shared.releaseAll()
                         let first = try decode()
                         let repeated = try decode()
-                        ReusedMemory.releaseAll()
+                        ReusedMemory.shared.releaseAll()
                         decodes.append(first.seconds)
                         decodeCPUs.append(first.cpu)
                         repeatedDecodes.append(repeated.seconds)

@@ -18,8 +18,10 @@ public final class MappedFile: @unchecked Sendable {
     /// The file's bytes.
     public let bytes: UnsafeRawBufferPointer
     private let mapped: Bool
-    /// Whether the mapping is anonymous memory that ``ReusedMemory`` keeps after this file.
-    private let reused: Bool
+    /// What keeps the mapping, anonymous memory, after this file.
+    private let reused: ReusedMemory?
+    /// Whether the mapping is anonymous memory an earlier file used: its pages are there already.
+    let isReusedMemory: Bool
     /// The mapping this one is a part of, kept alive by it.
     private let parent: MappedFile?
     /// What decodes the bytes when they are first read (a float-split stream's decoded
@@ -47,7 +49,8 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
         mapped = false
-        reused = false
+        reused = nil
+        isReusedMemory = false
         self.parent = parent
         lazyContents = parent.lazyContents
     }
@@ -58,7 +61,8 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         parent = nil
         self.lazyContents = lazyContents
-        reused = false
+        reused = nil
+        isReusedMemory = false
         let size = try SystemCalls.fileSize(fd, path: path)
         guard size > 0 else {
             // mmap refuses length 0; an empty file still needs a valid, empty view.
@@ -81,12 +85,16 @@ public final class MappedFile: @unchecked Sendable {
         guard size > 0 else {
             bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: 64), count: 0)
             mapped = false
-            reused = false
+            reused = nil
+            isReusedMemory = false
             return
         }
-        bytes = UnsafeRawBufferPointer(start: try ReusedMemory.take(size: size, path: path), count: size)
+        let memory = ReusedMemory.current
+        let taken = try memory.take(size: size, path: path)
+        bytes = UnsafeRawBufferPointer(start: taken.base, count: size)
         mapped = true
-        reused = true
+        reused = memory
+        isReusedMemory = taken.reused
     }
 
     /// Hints that the whole file is about to be read in order, so the kernel reads ahead.
@@ -98,8 +106,8 @@ public final class MappedFile: @unchecked Sendable {
     deinit {
         guard mapped else { return }
         let base = UnsafeMutableRawPointer(mutating: bytes.baseAddress!)
-        if reused {
-            ReusedMemory.give(base, size: bytes.count, path: path)
+        if let reused {
+            reused.give(base, size: bytes.count, path: path)
         } else {
             Syscall.munmap(base, bytes.count, path: path)
         }

@@ -19,17 +19,26 @@ import Darwin
 ///
 /// What a reused mapping held before is never read: the float-split archive writes every chunk
 /// (or zeros, for a chunk that fails) before a reader can see it.
-package enum ReusedMemory {
+package final class ReusedMemory: Sendable {
+    /// The process's mappings, which every decode uses.
+    package static let shared = ReusedMemory()
+
+    /// Where a mapping made now is taken from and given back to: ``shared``, unless a test
+    /// gives one of its own.
+    @TaskLocal static var current = shared
+
     /// The mappings kept, the most recently given: a loop that holds one checkpoint while it
     /// loads the next needs two.
     static let maximumKept = 2
+
+    init() {}
 
     private struct Mapping: @unchecked Sendable {
         var base: UnsafeMutableRawPointer
         var size: Int
     }
 
-    private static let kept = Mutex<[Mapping]>([])
+    private let kept = Mutex<[Mapping]>([])
 
     private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
@@ -37,10 +46,10 @@ package enum ReusedMemory {
     static func mappedSize(_ size: Int) -> Int { (size + pageSize - 1) / pageSize * pageSize }
 
     /// `size` (above 0) bytes of writable memory: a kept mapping, its tail beyond `size` unmapped,
-    /// when one is large enough, else a new one, zeroed. The contents of a kept mapping are
-    /// whatever was last written to it, or zeros.
-    static func take(size: Int, path: String) throws(CheckpointError) -> UnsafeMutableRawPointer {
-        let needed = mappedSize(size)
+    /// when one is large enough (`reused`), else a new one, zeroed. The contents of a kept
+    /// mapping are whatever was last written to it, or zeros.
+    func take(size: Int, path: String) throws(CheckpointError) -> (base: UnsafeMutableRawPointer, reused: Bool) {
+        let needed = Self.mappedSize(size)
         let reused = kept.withLock { kept -> Mapping? in
             let fits = kept.indices.filter { kept[$0].size >= needed }
             guard let best = fits.min(by: { kept[$0].size < kept[$1].size }) else { return nil }
@@ -48,30 +57,30 @@ package enum ReusedMemory {
         }
         if let reused {
             if reused.size > needed { Syscall.munmap(reused.base + needed, reused.size - needed, path: path) }
-            return reused.base
+            return (reused.base, true)
         }
-        return try SystemCalls.mapMemory(size: size, path: path)
+        return (try SystemCalls.mapMemory(size: size, path: path), false)
     }
 
     /// Keeps the mapping of `size` bytes at `base` (from ``take(size:path:)``) for the next
     /// ``take(size:path:)``, or unmaps it when its pages cannot be released or
     /// ``maximumKept`` are kept already (then the oldest goes).
-    static func give(_ base: UnsafeMutableRawPointer, size: Int, path: String) {
-        let mapping = Mapping(base: base, size: mappedSize(size))
+    func give(_ base: UnsafeMutableRawPointer, size: Int, path: String) {
+        let mapping = Mapping(base: base, size: Self.mappedSize(size))
         guard Syscall.madvise(base, mapping.size, MADV_FREE, path: path) == 0 else {
             Syscall.munmap(base, mapping.size, path: path)
             return
         }
         let dropped = kept.withLock { kept -> Mapping? in
             kept.append(mapping)
-            return kept.count > maximumKept ? kept.removeFirst() : nil
+            return kept.count > Self.maximumKept ? kept.removeFirst() : nil
         }
         if let dropped { Syscall.munmap(dropped.base, dropped.size, path: path) }
     }
 
     /// Unmaps every kept mapping, so the next decode gets fresh memory (the benchmark's first
     /// decode; a process that is done loading).
-    package static func releaseAll() {
+    package func releaseAll() {
         let all = kept.withLock { kept in
             defer { kept = [] }
             return kept
@@ -79,6 +88,8 @@ package enum ReusedMemory {
         for mapping in all { Syscall.munmap(mapping.base, mapping.size, path: "kept decode memory") }
     }
 
-    /// The sizes of the mappings kept, for tests.
-    static var keptSizes: [Int] { kept.withLock { $0.map(\.size) } }
+    deinit { releaseAll() }
+
+    /// The sizes of the mappings kept, oldest first, for tests.
+    var keptSizes: [Int] { kept.withLock { $0.map(\.size) } }
 }
