@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Checkpointing
 import Crypto
+import Dispatch
 import Foundation
 import Logging
 import NIOCore
@@ -51,10 +52,11 @@ struct S3Response: Sendable {
 /// Sends S3 API calls: signs them, retries what may succeed on a second try, and turns every
 /// failure into a `CheckpointError` a person can act on.
 ///
-/// Every call blocks its thread until the response (or the last retry) is in. The HTTP work
-/// runs on AsyncHTTPClient's event loops and never on the calling thread, so blocking is safe
-/// from any thread but an event loop's: a thread of Swift's cooperative pool waits without
-/// anything it waits for needing that pool.
+/// The client is asynchronous through and through: requests are AsyncHTTPClient's, awaited;
+/// retries wait with `Task.sleep`; parallel parts are child tasks; file reads and writes run on
+/// NIO's blocking thread pool. A cancelled task stops at its next request or wait, throwing
+/// `.cancelled`. The synchronous API (``ObjectStore``'s) runs the same code through
+/// ``blocking(_:)``.
 final class S3Client: Sendable {
     let configuration: S3Configuration
     let endpoint: S3Endpoint
@@ -85,22 +87,60 @@ final class S3Client: Sendable {
 
     // MARK: Sending
 
+    /// The threads that the tasks of ``blocking(_:)`` run on: never the cooperative pool's, so
+    /// a synchronous call from one of its threads cannot wait on itself. The tasks only await
+    /// (their file work runs on NIO's thread pool), so a few threads serve every transfer.
+    static let bridgeExecutor = BlockingWorkPool(
+        threadCount: max(2, ProcessInfo.processInfo.activeProcessorCount), name: "Checkpointing S3")
+
+    /// Runs `operation` in a task of its own and blocks the calling thread until it is done:
+    /// how the synchronous API calls the asynchronous one. The caller's progress reporter goes
+    /// with it.
+    ///
+    /// The task runs on ``bridgeExecutor``, not the cooperative pool, and the HTTP work on
+    /// AsyncHTTPClient's event loops, so blocking is safe from any thread but an event loop's
+    /// (whose I/O the task may need).
+    func blocking<Value: Sendable>(
+        _ operation: @escaping @Sendable () async throws(CheckpointError) -> Value
+    ) throws(CheckpointError) -> Value {
+        guard MultiThreadedEventLoopGroup.currentEventLoop == nil else {
+            throw CheckpointError(
+                .invalidArgument,
+                "the synchronous S3 calls block, so they must not be made on an event loop's thread; use the async ones")
+        }
+        let progress = CheckpointProgress.current
+        let outcome = Mutex<Result<Value, CheckpointError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task(executorPreference: Self.bridgeExecutor) {
+            let result = await CheckpointProgress.$current.withValue(progress) { () async -> Result<Value, CheckpointError> in
+                do throws(CheckpointError) {
+                    return .success(try await operation())
+                } catch {
+                    return .failure(error)
+                }
+            }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        // The task stored its outcome before it signalled.
+        return try outcome.withLock { $0 ?? .failure(CheckpointError(.invalidState, "an S3 call ended without an outcome")) }.get()
+    }
+
     /// Sends `operation`, retrying timeouts, connection errors and 5xx answers.
     ///
     /// - Returns: The response of a 2xx answer, or of one in `operation.passThrough`.
-    /// - Throws: `CheckpointError` naming the object and saying what to do.
-    func send(_ operation: S3Operation) throws(CheckpointError) -> S3Response {
-        guard MultiThreadedEventLoopGroup.currentEventLoop == nil else {
-            throw CheckpointError(
-                .invalidArgument, "S3 calls block, so they must not be made on an event loop's thread",
-                path: operation.location.description)
-        }
+    /// - Throws: `CheckpointError` naming the object and saying what to do; `.cancelled` when
+    ///   the task is cancelled before an answer is in.
+    func send(_ operation: S3Operation) async throws(CheckpointError) -> S3Response {
         let payloadHash = payloadHash(of: operation)
         let started = ContinuousClock.now
         let maxAttempts = min(operation.maxAttempts ?? .max, configuration.retry.maxAttempts)
         var attempt = 1
         while true {
-            let outcome = execute(operation, payloadHash: payloadHash)
+            try Self.checkCancellation(operation)
+            let outcome = await execute(operation, payloadHash: payloadHash)
+            try Self.checkCancellation(operation)
             let retry: String
             switch outcome {
             case .success(let response):
@@ -129,13 +169,28 @@ final class S3Client: Sendable {
             let delay = configuration.retry.delay(after: attempt)
             logger.debug(
                 "retrying \(operation.name) \(operation.location) after \(retry) (attempt \(attempt + 1) of \(maxAttempts), in \(delay))")
-            Thread.sleep(forTimeInterval: delay.seconds)
+            do {
+                try await Task.sleep(for: delay)
+            } catch {
+                throw Self.cancelled(operation)
+            }
             attempt += 1
         }
     }
 
+    /// Throws `.cancelled` when the current task is cancelled.
+    static func checkCancellation(_ operation: S3Operation) throws(CheckpointError) {
+        if Task.isCancelled { throw cancelled(operation) }
+    }
+
+    static func cancelled(_ operation: S3Operation) -> CheckpointError {
+        CheckpointError(
+            .cancelled, "\(operation.name) was cancelled: its task was cancelled before the server's answer was in",
+            path: operation.location.description)
+    }
+
     /// One attempt: sign now, send, collect the response.
-    private func execute(_ operation: S3Operation, payloadHash: String) -> Result<S3Response, TransportFailure> {
+    private func execute(_ operation: S3Operation, payloadHash: String) async -> Result<S3Response, TransportFailure> {
         let signed = signer.sign(request(for: operation), payloadHash: payloadHash, date: Date())
         let request: HTTPClient.Request
         do {
@@ -152,7 +207,11 @@ final class S3Client: Sendable {
         for counter in counters { counter.didSendRequest() }
         let task = http.client.execute(request: request, delegate: collector, logger: logger)
         do {
-            let response = try task.wait()
+            let response = try await withTaskCancellationHandler {
+                try await task.futureResult.get()
+            } onCancel: {
+                task.cancel()
+            }
             for counter in counters { counter.didUpload(operation.body?.readableBytes ?? 0) }
             return .success(response)
         } catch let error as ResponseCollector.TooLarge {
@@ -424,7 +483,10 @@ final class ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
         var description: String { "\(received) of \(expected) bytes arrived" }
     }
 
-    private let limit: Int
+    /// The most bytes of an error answer's body accepted.
+    static let errorBodyLimit = 64 << 10
+
+    private var limit: Int
     private let expectedLength: Int?
     /// Where the bytes received are counted.
     private let counters: [TransferStatistics]
@@ -439,6 +501,10 @@ final class ResponseCollector: HTTPClientResponseDelegate, @unchecked Sendable {
 
     func didReceiveHead(task: HTTPClient.Task<S3Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         self.head = head
+        // The limit is the size of the data asked for; an error's XML body may be longer than a
+        // small range (an 8-byte read answered by 503 SlowDown), and must arrive whole to be
+        // retried or reported.
+        if !(200..<300).contains(head.status.code) { limit = max(limit, Self.errorBodyLimit) }
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length <= limit {
             body.reserveCapacity(length)
         }

@@ -21,6 +21,13 @@ import Synchronization
 /// Timeouts, connection errors and 5xx answers are retried with exponential backoff and jitter;
 /// nothing else is. Failures say what to do: permission denied (403), bucket or key not found,
 /// bad credentials, unreachable endpoint.
+///
+/// Every operation is natively `async` (AsyncHTTPClient's requests awaited, `Task.sleep`
+/// between retries, parts as child tasks, file work on NIO's thread pool): from Swift
+/// concurrency, `try await store.upload(file:to:)` holds no thread while it waits, and a
+/// cancelled task stops at its next request with `.cancelled` (a multipart upload is aborted,
+/// so no object appears). The blocking forms that `ObjectStore` requires, and that
+/// `saveCheckpoint` and `loadCheckpoint` use, run the same code in a task of their own.
 public final class S3ObjectStore: ObjectStore {
     let client: S3Client
     private let reports = Mutex<[S3TransferReport]>([])
@@ -67,38 +74,41 @@ public final class S3ObjectStore: ObjectStore {
             "\(report.direction.rawValue) \(report.location): \(report.bytes) bytes in \(report.parts) parts of \(report.partSize), \(report.partsInFlight) in flight, \(report.seconds) s")
     }
 
-    // MARK: ObjectStore
+    // MARK: ObjectStore, natively async
+
+    // Each operation is implemented once, here, as an `async` function; the synchronous
+    // requirements below run the same code through `S3Client.blocking`.
 
     @discardableResult
-    public func upload(file path: String, to location: ObjectLocation) throws(CheckpointError) -> ObjectInfo {
+    public func upload(file path: String, to location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo {
         try Self.check(location)
-        let report = try client.upload(file: path, to: location)
+        let report = try await client.upload(file: path, to: location)
         record(report)
         return ObjectInfo(location: location, size: report.bytes, etag: report.etag)
     }
 
     @discardableResult
-    public func download(_ location: ObjectLocation, to path: String) throws(CheckpointError) -> ObjectInfo {
+    public func download(_ location: ObjectLocation, to path: String) async throws(CheckpointError) -> ObjectInfo {
         try Self.check(location)
-        let (info, report) = try client.download(location, to: path)
+        let (info, report) = try await client.download(location, to: path)
         record(report)
         return info
     }
 
-    public func info(_ location: ObjectLocation) throws(CheckpointError) -> ObjectInfo? {
+    public func info(_ location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo? {
         try Self.check(location)
-        return try client.head(location).map {
+        return try await client.head(location).map {
             ObjectInfo(location: location, size: $0.size, etag: $0.etag, lastModified: $0.lastModified)
         }
     }
 
-    public func list(_ prefix: ObjectLocation, delimiter: String?) throws(CheckpointError) -> ObjectListing {
+    public func list(_ prefix: ObjectLocation, delimiter: String?) async throws(CheckpointError) -> ObjectListing {
         try Self.check(prefix, keyRequired: false)
         var objects: [ObjectInfo] = []
         var folders: [String] = []
         var token: String?
         repeat {
-            let page = try client.listPage(bucket: prefix.bucket, prefix: prefix.key, delimiter: delimiter, continuation: token)
+            let page = try await client.listPage(bucket: prefix.bucket, prefix: prefix.key, delimiter: delimiter, continuation: token)
             objects += page.objects
             folders += page.prefixes
             token = page.next
@@ -109,27 +119,62 @@ public final class S3ObjectStore: ObjectStore {
     /// Whole objects read into memory are limited to this size.
     static let readLimit = 64 << 20
 
-    public func read(_ location: ObjectLocation, range: Range<Int>?) throws(CheckpointError) -> [UInt8] {
+    public func read(_ location: ObjectLocation, range: Range<Int>?) async throws(CheckpointError) -> [UInt8] {
         try Self.check(location)
         if let range, range.isEmpty { return [] }
-        let response = try client.get(location, range: range, limit: range?.count ?? Self.readLimit)
-        return response.bytes
+        return try await client.get(location, range: range, limit: range?.count ?? Self.readLimit).bytes
+    }
+
+    public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) async throws(CheckpointError) -> [UInt8] {
+        try Self.check(location)
+        if range.isEmpty { return [] }
+        return try await client.get(location, range: range, ifMatch: etag, limit: range.count).bytes
+    }
+
+    public func write(_ bytes: [UInt8], to location: ObjectLocation) async throws(CheckpointError) {
+        try Self.check(location)
+        try await client.put(location, body: ByteBuffer(bytes: bytes))
+    }
+
+    public func delete(_ location: ObjectLocation) async throws(CheckpointError) {
+        try Self.check(location)
+        try await client.delete(location)
+    }
+
+    // MARK: ObjectStore, blocking
+
+    @discardableResult
+    public func upload(file path: String, to location: ObjectLocation) throws(CheckpointError) -> ObjectInfo {
+        try client.blocking { () async throws(CheckpointError) in try await self.upload(file: path, to: location) }
+    }
+
+    @discardableResult
+    public func download(_ location: ObjectLocation, to path: String) throws(CheckpointError) -> ObjectInfo {
+        try client.blocking { () async throws(CheckpointError) in try await self.download(location, to: path) }
+    }
+
+    public func info(_ location: ObjectLocation) throws(CheckpointError) -> ObjectInfo? {
+        try client.blocking { () async throws(CheckpointError) in try await self.info(location) }
+    }
+
+    public func list(_ prefix: ObjectLocation, delimiter: String?) throws(CheckpointError) -> ObjectListing {
+        try client.blocking { () async throws(CheckpointError) in try await self.list(prefix, delimiter: delimiter) }
+    }
+
+    public func read(_ location: ObjectLocation, range: Range<Int>?) throws(CheckpointError) -> [UInt8] {
+        try client.blocking { () async throws(CheckpointError) in try await self.read(location, range: range) }
     }
 
     public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8] {
-        try Self.check(location)
-        if range.isEmpty { return [] }
-        return try client.get(location, range: range, ifMatch: etag, limit: range.count).bytes
+        try client.blocking { () async throws(CheckpointError) in try await self.read(location, range: range, ifMatch: etag) }
     }
 
     public func write(_ bytes: [UInt8], to location: ObjectLocation) throws(CheckpointError) {
-        try Self.check(location)
-        try client.put(location, body: ByteBuffer(bytes: bytes))
+        try client.blocking { () async throws(CheckpointError) in try await self.write(bytes, to: location) }
     }
 
     public func delete(_ location: ObjectLocation) throws(CheckpointError) {
-        try Self.check(location)
-        try client.delete(location)
+        try client.blocking { () async throws(CheckpointError) in try await self.delete(location) }
     }
 
     /// Refuses locations S3 cannot hold before any request is made.

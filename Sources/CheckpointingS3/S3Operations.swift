@@ -22,15 +22,15 @@ extension S3Client {
     static let partSizeMetadata = "x-amz-meta-checkpoint-part-size"
 
     /// HEAD of an object; `nil` when there is no such key (a missing bucket throws).
-    func head(_ location: ObjectLocation, partNumber: Int? = nil) throws(CheckpointError) -> Head? {
+    func head(_ location: ObjectLocation, partNumber: Int? = nil) async throws(CheckpointError) -> Head? {
         let operation = S3Operation(
             name: "HeadObject", method: .HEAD, bucket: location.bucket, key: location.key,
             query: partNumber.map { [("partNumber", String($0))] } ?? [], passThrough: [403, 404])
-        let response = try send(operation)
+        let response = try await send(operation)
         if response.status == 403 || response.status == 404 {
             // HEAD answers carry no body, so they cannot tell a missing bucket from a missing
             // key, or say why access was refused: one byte of the object can.
-            let probe = try send(S3Operation(
+            let probe = try await send(S3Operation(
                 name: "GetObject", method: .GET, bucket: location.bucket, key: location.key,
                 headers: [("Range", "bytes=0-0")], passThrough: [403, 404, 416]))
             let failure = S3Failure(response: probe)
@@ -54,24 +54,24 @@ extension S3Client {
     /// for, or this throws.
     func get(
         _ location: ObjectLocation, range: Range<Int>? = nil, ifMatch etag: String? = nil, limit: Int
-    ) throws(CheckpointError) -> S3Response {
+    ) async throws(CheckpointError) -> S3Response {
         var headers: [(name: String, value: String)] = []
         if let range { headers.append(("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")) }
         if let etag { headers.append(("If-Match", "\"\(etag)\"")) }
-        return try send(S3Operation(
+        return try await send(S3Operation(
             name: "GetObject", method: .GET, bucket: location.bucket, key: location.key, headers: headers,
             responseLimit: limit, expectedLength: range?.count))
     }
 
     /// PUT of a whole object; returns its ETag, checked against the body's MD5.
     @discardableResult
-    func put(_ location: ObjectLocation, body: ByteBuffer, metadata: [String: String] = [:]) throws(CheckpointError) -> String? {
+    func put(_ location: ObjectLocation, body: ByteBuffer, metadata: [String: String] = [:]) async throws(CheckpointError) -> String? {
         let md5 = body.withUnsafeReadableBytes { Data(Insecure.MD5.hash(data: $0)) }
         var headers: [(name: String, value: String)] = [
             ("Content-MD5", md5.base64EncodedString()), ("Content-Type", "application/octet-stream"),
         ]
         for (key, value) in metadata.sorted(by: { $0.key < $1.key }) { headers.append((key, value)) }
-        let response = try send(S3Operation(
+        let response = try await send(S3Operation(
             name: "PutObject", method: .PUT, bucket: location.bucket, key: location.key, headers: headers, body: body))
         let etag = response.header("etag")
         try Self.checkETag(etag, md5: SigV4.hex(md5), what: "the uploaded object", location: location)
@@ -93,7 +93,7 @@ extension S3Client {
     /// One page of ListObjectsV2.
     func listPage(
         bucket: String, prefix: String, delimiter: String?, continuation: String?
-    ) throws(CheckpointError) -> (objects: [ObjectInfo], prefixes: [String], next: String?) {
+    ) async throws(CheckpointError) -> (objects: [ObjectInfo], prefixes: [String], next: String?) {
         var query: [(name: String, value: String)] = [
             ("list-type", "2"), ("prefix", prefix), ("max-keys", String(configuration.listPageSize)), ("encoding-type", "url"),
         ]
@@ -101,23 +101,23 @@ extension S3Client {
         if let continuation { query.append(("continuation-token", continuation)) }
         let operation = S3Operation(
             name: "ListObjectsV2", method: .GET, bucket: bucket, key: nil, query: query, responseLimit: 16 << 20)
-        let response = try send(operation)
+        let response = try await send(operation)
         let page = try S3ListingPage(parsing: response.bytes, bucket: bucket, location: operation.location.description)
         return (page.objects, page.prefixes, page.next)
     }
 
-    func delete(_ location: ObjectLocation) throws(CheckpointError) {
-        _ = try send(S3Operation(
+    func delete(_ location: ObjectLocation) async throws(CheckpointError) {
+        _ = try await send(S3Operation(
             name: "DeleteObject", method: .DELETE, bucket: location.bucket, key: location.key, passThrough: [404]))
     }
 
-    func createMultipartUpload(_ location: ObjectLocation, metadata: [String: String]) throws(CheckpointError) -> String {
+    func createMultipartUpload(_ location: ObjectLocation, metadata: [String: String]) async throws(CheckpointError) -> String {
         var headers: [(name: String, value: String)] = [("Content-Type", "application/octet-stream")]
         for (key, value) in metadata.sorted(by: { $0.key < $1.key }) { headers.append((key, value)) }
         let operation = S3Operation(
             name: "CreateMultipartUpload", method: .POST, bucket: location.bucket, key: location.key,
             query: [("uploads", "")], headers: headers)
-        let response = try send(operation)
+        let response = try await send(operation)
         guard let id = S3XML.parse(response.bytes)?.value("UploadId"), !id.isEmpty else {
             throw CheckpointError(.objectStore, "the server did not return an upload id", path: location.description)
         }
@@ -127,8 +127,8 @@ extension S3Client {
     /// Uploads one part; returns its ETag, checked against the part's MD5.
     func uploadPart(
         _ location: ObjectLocation, uploadID: String, number: Int, body: ByteBuffer, md5: [UInt8]
-    ) throws(CheckpointError) -> String {
-        let response = try send(S3Operation(
+    ) async throws(CheckpointError) -> String {
+        let response = try await send(S3Operation(
             name: "UploadPart", method: .PUT, bucket: location.bucket, key: location.key,
             query: [("partNumber", String(number)), ("uploadId", uploadID)],
             headers: [("Content-MD5", Data(md5).base64EncodedString())], body: body))
@@ -142,7 +142,7 @@ extension S3Client {
     /// Completes a multipart upload; returns the object's ETag.
     func completeMultipartUpload(
         _ location: ObjectLocation, uploadID: String, parts: [(number: Int, etag: String)]
-    ) throws(CheckpointError) -> String? {
+    ) async throws(CheckpointError) -> String? {
         var xml = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
         for part in parts {
             xml += "<Part><PartNumber>\(part.number)</PartNumber><ETag>\"\(S3XML.escape(part.etag))\"</ETag></Part>"
@@ -150,15 +150,15 @@ extension S3Client {
         xml += "</CompleteMultipartUpload>"
         let body = ByteBuffer(string: xml)
         let md5 = body.withUnsafeReadableBytes { Data(Insecure.MD5.hash(data: $0)) }
-        let response = try send(S3Operation(
+        let response = try await send(S3Operation(
             name: "CompleteMultipartUpload", method: .POST, bucket: location.bucket, key: location.key,
             query: [("uploadId", uploadID)],
             headers: [("Content-MD5", md5.base64EncodedString()), ("Content-Type", "application/xml")], body: body))
         return S3XML.parse(response.bytes)?.value("ETag")?.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
     }
 
-    func abortMultipartUpload(_ location: ObjectLocation, uploadID: String) throws(CheckpointError) {
-        _ = try send(S3Operation(
+    func abortMultipartUpload(_ location: ObjectLocation, uploadID: String) async throws(CheckpointError) {
+        _ = try await send(S3Operation(
             name: "AbortMultipartUpload", method: .DELETE, bucket: location.bucket, key: location.key,
             query: [("uploadId", uploadID)], passThrough: [404], maxAttempts: 2))
     }

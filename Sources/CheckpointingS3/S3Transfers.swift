@@ -1,9 +1,9 @@
 public import Checkpointing
 import Crypto
-import Dispatch
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -29,12 +29,12 @@ public struct S3TransferReport: Sendable {
     public var verifiedAgainstETag: Bool
 }
 
-/// Multipart uploads and ranged downloads on worker threads of their own.
+/// Multipart uploads and ranged downloads, with parts in parallel.
 ///
-/// Each worker takes the next part, reads it from the file into a buffer (uploads) or fetches
-/// it into one (downloads), and sends or writes it, blocking on its own request only. The
-/// workers are plain threads, not tasks: they block on file I/O and on responses, which must
-/// never happen on Swift's cooperative pool.
+/// Each of a few child tasks takes the next part, reads it from the file into a buffer
+/// (uploads) or fetches it into one (downloads), and sends or writes it, awaiting its own
+/// request only. The file reads and writes run on NIO's blocking thread pool (as NIOFS does),
+/// never on the thread of a task.
 extension S3Client {
     /// The part size for an object of `size` bytes: the configured size, raised to a whole
     /// number of MiB when S3's limit of 10,000 parts needs it.
@@ -45,21 +45,21 @@ extension S3Client {
     }
 
     /// Uploads the file at `path` as `location`: one PUT up to the part size, else a multipart
-    /// upload with parallel parts, each checked against its MD5, aborted on failure.
-    func upload(file path: String, to location: ObjectLocation) throws(CheckpointError) -> S3TransferReport {
+    /// upload with parallel parts, each checked against its MD5, aborted on failure or
+    /// cancellation.
+    func upload(file path: String, to location: ObjectLocation) async throws(CheckpointError) -> S3TransferReport {
         let start = ContinuousClock.now
-        let file = try ReadOnlyFile(path: path)
+        let file = try await Self.fileWork(for: location) { () throws(CheckpointError) in try ReadOnlyFile(path: path) }
         defer { file.close() }
         let size = file.size
         let partSize = partSize(for: size)
-        // Taken here, on the caller's thread: the parts go up on worker threads.
         let progress = CheckpointProgress.current
         progress?.begin("uploading", totalBytes: size)
         defer { progress?.finish() }
         if size <= partSize {
-            var buffer = ByteBufferAllocator().buffer(capacity: size)
-            try file.read(at: 0, count: size, into: &buffer)
-            let etag = try put(location, body: buffer)
+            let buffer = PartBuffer(capacity: size)
+            try await buffer.fill(from: file, at: 0, count: size, for: location)
+            let etag = try await put(location, body: buffer.bytes)
             progress?.advance(by: size)
             return S3TransferReport(
                 direction: .upload, location: location, bytes: size, parts: 1, partSize: size, partsInFlight: 1,
@@ -68,39 +68,37 @@ extension S3Client {
 
         let partCount = (size + partSize - 1) / partSize
         let inFlight = max(1, min(configuration.maxConcurrency, configuration.memoryBudget / partSize, partCount))
-        let uploadID = try createMultipartUpload(location, metadata: [Self.partSizeMetadata: String(partSize)])
+        let uploadID = try await createMultipartUpload(location, metadata: [Self.partSizeMetadata: String(partSize)])
         let queue = WorkQueue(count: partCount)
         let results = Mutex([[UInt8]?](repeating: nil, count: partCount))
         let etags = Mutex([String?](repeating: nil, count: partCount))
-        runWorkers(inFlight) { _ in
-            var buffer = ByteBufferAllocator().buffer(capacity: partSize)
+        await Self.runWorkers(inFlight) {
+            let buffer = PartBuffer(capacity: partSize)
             while let index = queue.next() {
                 do throws(CheckpointError) {
                     let offset = index * partSize
-                    try file.read(at: offset, count: min(partSize, size - offset), into: &buffer)
-                    let md5 = buffer.withUnsafeReadableBytes { Array(Insecure.MD5.hash(data: $0)) }
-                    let etag = try self.uploadPart(location, uploadID: uploadID, number: index + 1, body: buffer, md5: md5)
+                    try await buffer.fill(from: file, at: offset, count: min(partSize, size - offset), for: location)
+                    let md5 = buffer.bytes.withUnsafeReadableBytes { Array(Insecure.MD5.hash(data: $0)) }
+                    let etag = try await self.uploadPart(location, uploadID: uploadID, number: index + 1, body: buffer.bytes, md5: md5)
                     results.withLock { $0[index] = md5 }
                     etags.withLock { $0[index] = etag }
-                    progress?.advance(by: buffer.readableBytes)
+                    progress?.advance(by: buffer.bytes.readableBytes)
                 } catch {
                     queue.fail(error)
                 }
             }
         }
         if let failure = queue.failure {
-            // Best effort: a store that is gone cannot abort, and S3 lifecycle rules expire
-            // incomplete uploads; the object itself never appeared.
-            try? abortMultipartUpload(location, uploadID: uploadID)
+            await abandon(location, uploadID: uploadID)
             throw failure
         }
         let partETags = etags.withLock { $0.map { $0 ?? "" } }
         let etag: String?
         do {
-            etag = try completeMultipartUpload(
+            etag = try await completeMultipartUpload(
                 location, uploadID: uploadID, parts: partETags.enumerated().map { ($0.offset + 1, $0.element) })
         } catch {
-            try? abortMultipartUpload(location, uploadID: uploadID)
+            await abandon(location, uploadID: uploadID)
             throw error
         }
         let digests = results.withLock { $0.compactMap { $0 } }
@@ -117,6 +115,17 @@ extension S3Client {
             verifiedAgainstETag: etag?.lowercased() == expected)
     }
 
+    /// Aborts a multipart upload that failed or was cancelled, best effort: a store that is
+    /// gone cannot abort, and S3 lifecycle rules expire incomplete uploads; the object itself
+    /// never appeared. The abort runs in a task of its own, so a cancelled upload still sends
+    /// it; on the bridge's threads, since an unstructured task would otherwise need the
+    /// cooperative pool, whose threads may all be waiting in blocking calls for this upload.
+    private func abandon(_ location: ObjectLocation, uploadID: String) async {
+        await Task(executorPreference: Self.bridgeExecutor) {
+            try? await self.abortMultipartUpload(location, uploadID: uploadID)
+        }.value
+    }
+
     /// `MD5(part MD5s)-N`: the ETag S3 gives an object uploaded in N parts.
     static func multipartETag(_ partMD5s: [[UInt8]]) -> String {
         SigV4.hex(Insecure.MD5.hash(data: partMD5s.flatMap { $0 })) + "-\(partMD5s.count)"
@@ -129,16 +138,16 @@ extension S3Client {
     /// bytes are checked against the ETag: with ranges cut at the upload's part boundaries
     /// (recorded at upload, or asked of the server), each range's MD5 is computed as it
     /// arrives; otherwise the file is hashed part by part afterwards.
-    func download(_ location: ObjectLocation, to path: String) throws(CheckpointError) -> (ObjectInfo, S3TransferReport) {
+    func download(_ location: ObjectLocation, to path: String) async throws(CheckpointError) -> (ObjectInfo, S3TransferReport) {
         let start = ContinuousClock.now
-        guard let head = try head(location) else {
+        guard let head = try await head(location) else {
             throw CheckpointError(.notFound, "no such object in bucket \"\(location.bucket)\"", path: location.description)
         }
         let size = head.size
-        let file = try WritableFile(path: path, size: size)
+        let file = try await Self.fileWork(for: location) { () throws(CheckpointError) in try WritableFile(path: path, size: size) }
         defer { file.close() }
 
-        let plan = try plan(location, head: head)
+        let plan = try await plan(location, head: head)
         let progress = CheckpointProgress.current
         progress?.begin("downloading", totalBytes: size)
         defer { progress?.finish() }
@@ -146,19 +155,19 @@ extension S3Client {
         let inFlight = max(1, min(configuration.maxConcurrency, configuration.memoryBudget / plan.rangeSize, max(rangeCount, 1)))
         let queue = WorkQueue(count: rangeCount)
         let digests = Mutex([[UInt8]?](repeating: nil, count: rangeCount))
-        runWorkers(min(inFlight, max(rangeCount, 1))) { _ in
+        await Self.runWorkers(min(inFlight, max(rangeCount, 1))) {
             while let index = queue.next() {
                 do throws(CheckpointError) {
                     let lower = index * plan.rangeSize
                     let range = lower..<min(size, lower + plan.rangeSize)
-                    let response = try self.get(location, range: range, ifMatch: head.etag, limit: range.count)
+                    let response = try await self.get(location, range: range, ifMatch: head.etag, limit: range.count)
                     guard response.body.readableBytes == range.count else {
                         throw CheckpointError(
                             .objectStore,
                             "the download is truncated: bytes \(range.lowerBound)-\(range.upperBound - 1) came as \(response.body.readableBytes) bytes; nothing was loaded from it",
                             path: location.description)
                     }
-                    try file.write(response.body, at: range.lowerBound)
+                    try await Self.fileWork(for: location) { () throws(CheckpointError) in try file.write(response.body, at: range.lowerBound) }
                     progress?.advance(by: range.count)
                     if plan.hashWhileDownloading {
                         let md5 = response.body.withUnsafeReadableBytes { Array(Insecure.MD5.hash(data: $0)) }
@@ -177,7 +186,7 @@ extension S3Client {
             if plan.hashWhileDownloading {
                 parts = digests.withLock { $0.compactMap { $0 } }
             } else {
-                parts = try file.partDigests(size: size, partSize: partSize, threads: inFlight)
+                parts = try await file.partDigests(size: size, partSize: partSize, tasks: inFlight, for: location)
             }
             let actual = etag.contains("-") ? Self.multipartETag(parts) : SigV4.hex(parts.first ?? Array(Insecure.MD5.hash(data: Data())))
             guard actual == etag.lowercased() else {
@@ -207,7 +216,7 @@ extension S3Client {
         var hashWhileDownloading: Bool
     }
 
-    private func plan(_ location: ObjectLocation, head: Head) throws(CheckpointError) -> DownloadPlan {
+    private func plan(_ location: ObjectLocation, head: Head) async throws(CheckpointError) -> DownloadPlan {
         let size = head.size
         var etagPartSize: Int?
         if let etag = head.etag?.lowercased() {
@@ -219,7 +228,7 @@ extension S3Client {
             } else if isMD5, pieces.count == 2, let parts = Int(pieces[1]), parts > 0 {
                 if let recorded = head.recordedPartSize, recorded > 0, (size + recorded - 1) / recorded == parts {
                     etagPartSize = recorded
-                } else if let first = try? self.head(location, partNumber: 1), first.partsCount == parts, first.size > 0,
+                } else if let first = try? await self.head(location, partNumber: 1), first.partsCount == parts, first.size > 0,
                     first.size < size, (size + first.size - 1) / first.size == parts
                 {
                     etagPartSize = first.size
@@ -234,20 +243,44 @@ extension S3Client {
         return DownloadPlan(rangeSize: configuration.partSize, etagPartSize: etagPartSize, hashWhileDownloading: false)
     }
 
-    /// Runs `body` on `count` new threads and waits until every one has finished.
-    func runWorkers(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-        let group = DispatchGroup()
-        for index in 0..<count {
-            group.enter()
-            let thread = Thread {
-                body(index)
-                group.leave()
-            }
-            thread.name = "s3-transfer-\(index)"
-            thread.stackSize = 1 << 20
-            thread.start()
+    /// Runs `body` in `count` child tasks and returns when every one has finished.
+    static func runWorkers(_ count: Int, _ body: @escaping @Sendable () async -> Void) async {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<count { group.addTask { await body() } }
         }
-        group.wait()
+    }
+
+    /// Runs blocking file work on NIO's thread pool, so that no task's thread waits on the disk;
+    /// `location` is the object transferred, named by the error of a cancelled task.
+    static func fileWork<Value: Sendable>(
+        for location: ObjectLocation, _ body: @escaping @Sendable () throws(CheckpointError) -> Value
+    ) async throws(CheckpointError) -> Value {
+        let result: Result<Value, CheckpointError>
+        do {
+            result = try await NIOThreadPool.singleton.runIfActive { Result { () throws(CheckpointError) -> Value in try body() } }
+        } catch is CancellationError {
+            throw CheckpointError(.cancelled, "the transfer was cancelled: its task was cancelled", path: location.description)
+        } catch {
+            throw CheckpointError(
+                .invalidState, "NIO's blocking thread pool refused the file work: \(error)", path: location.description)
+        }
+        return try result.get()
+    }
+}
+
+/// One transfer worker's buffer for a part, refilled from the file for each part it sends.
+///
+/// A class, so that the file read on NIO's thread pool writes into the buffer's storage in
+/// place (a `ByteBuffer` captured by value would be copied on write). `@unchecked Sendable`:
+/// one worker uses it, one step at a time (fill, then send, then fill again).
+final class PartBuffer: @unchecked Sendable {
+    private(set) var bytes: ByteBuffer
+
+    init(capacity: Int) { bytes = ByteBufferAllocator().buffer(capacity: capacity) }
+
+    /// Replaces the contents with `count` bytes of `file` from `offset`.
+    func fill(from file: ReadOnlyFile, at offset: Int, count: Int, for location: ObjectLocation) async throws(CheckpointError) {
+        try await S3Client.fileWork(for: location) { () throws(CheckpointError) in try file.read(at: offset, count: count, into: &self.bytes) }
     }
 }
 
@@ -327,39 +360,34 @@ struct WritableFile: Sendable {
         if let failure { throw failure }
     }
 
-    /// The MD5 of each `partSize` slice of the file, computed by `threads` threads.
-    func partDigests(size: Int, partSize: Int, threads: Int) throws(CheckpointError) -> [[UInt8]] {
+    /// The MD5 of each `partSize` slice of the file, computed by `tasks` child tasks (the
+    /// reads on NIO's thread pool).
+    func partDigests(size: Int, partSize: Int, tasks: Int, for location: ObjectLocation) async throws(CheckpointError) -> [[UInt8]] {
         let count = max(1, (size + partSize - 1) / partSize)
         let queue = WorkQueue(count: count)
         let digests = Mutex([[UInt8]](repeating: [], count: count))
-        let group = DispatchGroup()
-        let reader = try ReadOnlyFile(path: path)
+        let reader = try await S3Client.fileWork(for: location) { () throws(CheckpointError) in try ReadOnlyFile(path: path) }
         defer { reader.close() }
-        for _ in 0..<max(1, min(threads, count)) {
-            group.enter()
-            Thread {
-                var buffer = ByteBufferAllocator().buffer(capacity: 8 << 20)
-                while let index = queue.next() {
-                    var hasher = Insecure.MD5()
-                    var offset = index * partSize
-                    let end = min(size, offset + partSize)
-                    do throws(CheckpointError) {
-                        while offset < end {
-                            let chunk = min(8 << 20, end - offset)
-                            try reader.read(at: offset, count: chunk, into: &buffer)
-                            buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-                            offset += chunk
-                        }
-                        let digest = Array(hasher.finalize())
-                        digests.withLock { $0[index] = digest }
-                    } catch {
-                        queue.fail(error)
+        await S3Client.runWorkers(max(1, min(tasks, count))) {
+            let buffer = PartBuffer(capacity: 8 << 20)
+            while let index = queue.next() {
+                var hasher = Insecure.MD5()
+                var offset = index * partSize
+                let end = min(size, offset + partSize)
+                do throws(CheckpointError) {
+                    while offset < end {
+                        let chunk = min(8 << 20, end - offset)
+                        try await buffer.fill(from: reader, at: offset, count: chunk, for: location)
+                        buffer.bytes.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                        offset += chunk
                     }
+                    let digest = Array(hasher.finalize())
+                    digests.withLock { $0[index] = digest }
+                } catch {
+                    queue.fail(error)
                 }
-                group.leave()
-            }.start()
+            }
         }
-        group.wait()
         if let failure = queue.failure { throw failure }
         return digests.withLock { $0 }
     }

@@ -115,6 +115,17 @@ import Testing
         }
     }
 
+    /// A 503's XML body is longer than an 8-byte range: it is still read whole and retried
+    /// (it was once refused as "more than the 8 bytes expected").
+    @Test func serverErrorsOnSmallRangesAreRetried() throws {
+        try Self.withStub("busy") { stub, url in
+            let store = try ObjectStores.store(for: try #require(ObjectLocation(url)))
+            let bytes = try store.read(try #require(ObjectLocation(url)), range: 0..<8)
+            #expect(bytes.count == 8)
+            #expect(Self.requests(stub).filter { $0.hasPrefix("GET") }.map { $0.split(separator: " ").last! } == ["503", "503", "206"])
+        }
+    }
+
     @Test func forbiddenIsPermissionDeniedAndNotRetried() throws {
         try Self.withStub("forbidden") { stub, url in
             let failure = #expect(throws: CheckpointError.self) { try loadCheckpoint(url) }

@@ -78,7 +78,8 @@ import Testing
     }
 
     /// Blocking calls from more tasks than the cooperative pool has threads: every one finishes,
-    /// because the HTTP work runs on the event loops and the transfer threads, never on the pool.
+    /// because a blocking call runs its task on the S3 client's own threads and its HTTP work on
+    /// the event loops, never on the pool its caller blocks.
     @Test(.timeLimit(.minutes(1))) func blockingLoadsFromManyTasksDoNotDeadlock() async throws {
         let server = try #require(MotoSuite.server)
         let store = try makeStore(endpoint: server.endpoint, partSize: 5 << 20)

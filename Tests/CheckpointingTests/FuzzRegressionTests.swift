@@ -33,6 +33,27 @@ import Testing
         }
     }
 
+    /// Target `zstd`: libzstd's one-pass and streaming decoders disagree on a frame that
+    /// declares no content and whose only block is a zero-length run: the stream below (two
+    /// empty frames, one of 64 KiB of zeros, then that frame) decodes whole, as `zstd -d`
+    /// decodes it, and is refused as malformed in pieces. Whichever way it arrives, the library
+    /// either gives exactly the bytes its frames describe or refuses it: never other bytes.
+    @Test func aZstdStreamThatOnlyOneDecoderAcceptsNeverDecodesToOtherBytes() throws {
+        let stream = try #require(Data(base64Encoded: "KLUv/TAAAQAAKLUv/TAAAQAAKLUv/QRgTQAACAABAPx/dCcEpBVX8Si1L/0wAAMAACg="))
+        let expected = [UInt8](repeating: 0, count: 65536)
+        let whole = try stream.withUnsafeBytes { raw in
+            try Decompression.decompress(raw, codec: .zstd, limits: ReadingLimits(), path: "found.zst")
+        }
+        #expect(Array(whole.bytes) == expected)
+        for seed: UInt64 in 1...20 {
+            do {
+                #expect(try decompress(Array(stream), .zstd, seed: seed) == expected, "seed \(seed)")
+            } catch let error as CheckpointError {
+                #expect(error.code == .malformed, "seed \(seed): \(error)")
+            }
+        }
+    }
+
     /// Target `filename-template`: a `/` fill (`{epoch:/>5}`, valid in Python) rendered
     /// `ep////3`, which the saver's search for a run's checkpoints (`couldHaveRendered`, which
     /// matches a field within one path component) could never find again, so autoresume and

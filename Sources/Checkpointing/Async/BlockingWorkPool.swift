@@ -22,12 +22,15 @@ package final class BlockingWorkPool: Sendable {
     }
 
     private let threadCount: Int
+    private let name: String
     private let state = Mutex(State())
     /// One signal per piece of work queued: an idle thread takes it.
     private let pending = DispatchSemaphore(value: 0)
 
-    package init(threadCount: Int) {
+    /// A pool of up to `threadCount` threads, started as work arrives, named `name` and a number.
+    package init(threadCount: Int, name: String = "Checkpointing blocking work") {
         self.threadCount = max(1, threadCount)
+        self.name = name
     }
 
     /// Whether the caller runs on one of this pool's threads.
@@ -49,7 +52,8 @@ package final class BlockingWorkPool: Sendable {
         return try result.get()
     }
 
-    private func submit(_ work: @escaping @Sendable () -> Void) {
+    /// Queues `work` for the next idle thread.
+    package func submit(_ work: @escaping @Sendable () -> Void) {
         let startThread = state.withLock { state -> Bool in
             state.queue.append(work)
             return state.threads.count < threadCount
@@ -73,7 +77,7 @@ package final class BlockingWorkPool: Sendable {
             return state.threads.count
         }
         guard let number else { return }
-        thread.name = "Checkpointing blocking work \(number)"
+        thread.name = "\(name) \(number)"
         thread.start()
     }
 }

@@ -89,9 +89,14 @@ public struct ObjectListing: Sendable {
 /// through the usual atomic path and uploaded when it commits; a load downloads to a staging
 /// file, verified, then maps it.
 ///
-/// Every call blocks its thread until it is done. Implementations must not need the calling
+/// Each operation comes twice. The blocking form, which the library's synchronous save and load
+/// paths use, blocks its thread until it is done; implementations must not need the calling
 /// thread (or Swift's cooperative pool) to make progress, so a call from any thread, including a
-/// task's, cannot deadlock. They count what they move in ``ObjectStores/transfers``.
+/// task's, cannot deadlock. The `async` form, for Swift concurrency, suspends its task instead:
+/// by default it runs the blocking form on the library's own threads; a store whose client is
+/// asynchronous (`S3ObjectStore`) implements it natively and stops at its next request when the
+/// task is cancelled (throwing `.cancelled`). Stores count what they move in
+/// ``ObjectStores/transfers``.
 public protocol ObjectStore: Sendable {
     /// Uploads the local file at `path` as the object `location`, which then appears whole or
     /// not at all (a failed upload leaves any previous object of that name as it was).
@@ -117,7 +122,7 @@ public protocol ObjectStore: Sendable {
 
     /// Reads a range of bytes of the object only if it is still the version whose entity tag
     /// is `etag` (`nil`: any version), so the ranges of one load never mix two versions of an
-    /// object replaced meanwhile. A store without tags reads as ``read(_:range:)`` does.
+    /// object replaced meanwhile. A store without tags reads as `read(_:range:)` does.
     func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8]
 
     /// Stores a small object from memory (a pointer, a ledger).
@@ -131,6 +136,34 @@ public protocol ObjectStore: Sendable {
     /// and 8; a store with transfer settings of its own (part size, concurrency) returns those,
     /// so that ranged loads move data as its downloads do.
     var rangedReads: (pieceSize: Int, parallelRequests: Int) { get }
+
+    // MARK: From Swift concurrency
+
+    /// Uploads as `upload(file:to:)` does, suspending the task instead of blocking it.
+    @discardableResult
+    func upload(file path: String, to location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo
+
+    /// Downloads as `download(_:to:)` does, suspending the task instead of blocking it.
+    @discardableResult
+    func download(_ location: ObjectLocation, to path: String) async throws(CheckpointError) -> ObjectInfo
+
+    /// The object's size and tag, as `info(_:)` gives them, from Swift concurrency.
+    func info(_ location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo?
+
+    /// Lists as `list(_:delimiter:)` does, from Swift concurrency.
+    func list(_ prefix: ObjectLocation, delimiter: String?) async throws(CheckpointError) -> ObjectListing
+
+    /// Reads as `read(_:range:)` does, from Swift concurrency.
+    func read(_ location: ObjectLocation, range: Range<Int>?) async throws(CheckpointError) -> [UInt8]
+
+    /// Reads a range of one version as `read(_:range:ifMatch:)` does, from Swift concurrency.
+    func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) async throws(CheckpointError) -> [UInt8]
+
+    /// Stores a small object as `write(_:to:)` does, from Swift concurrency.
+    func write(_ bytes: [UInt8], to location: ObjectLocation) async throws(CheckpointError)
+
+    /// Deletes as `delete(_:)` does, from Swift concurrency.
+    func delete(_ location: ObjectLocation) async throws(CheckpointError)
 }
 
 extension ObjectStore {
@@ -138,6 +171,44 @@ extension ObjectStore {
 
     public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) throws(CheckpointError) -> [UInt8] {
         try read(location, range: range)
+    }
+}
+
+// The `async` forms of a store that implements only the blocking ones: each runs the blocking
+// form on the library's own threads, so the waiting holds no thread of the cooperative pool.
+extension ObjectStore {
+    @discardableResult
+    public func upload(file path: String, to location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.upload(file: path, to: location) }
+    }
+
+    @discardableResult
+    public func download(_ location: ObjectLocation, to path: String) async throws(CheckpointError) -> ObjectInfo {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.download(location, to: path) }
+    }
+
+    public func info(_ location: ObjectLocation) async throws(CheckpointError) -> ObjectInfo? {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.info(location) }
+    }
+
+    public func list(_ prefix: ObjectLocation, delimiter: String?) async throws(CheckpointError) -> ObjectListing {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.list(prefix, delimiter: delimiter) }
+    }
+
+    public func read(_ location: ObjectLocation, range: Range<Int>?) async throws(CheckpointError) -> [UInt8] {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.read(location, range: range) }
+    }
+
+    public func read(_ location: ObjectLocation, range: Range<Int>, ifMatch etag: String?) async throws(CheckpointError) -> [UInt8] {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.read(location, range: range, ifMatch: etag) }
+    }
+
+    public func write(_ bytes: [UInt8], to location: ObjectLocation) async throws(CheckpointError) {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.write(bytes, to: location) }
+    }
+
+    public func delete(_ location: ObjectLocation) async throws(CheckpointError) {
+        try await BlockingWorkPool.shared.run { () throws(CheckpointError) in try self.delete(location) }
     }
 }
 

@@ -4,16 +4,20 @@
 /// any bucket and key, HEAD and ranged GET, in one of these modes:
 /// `ok`; `short` (a GET's body is half what its headers promise, and its Content-Length says
 /// so); `close` (a GET promises the whole range, sends half and hangs up); `flip` (one byte of
-/// each GET is changed); `busy` (the first two GETs get 503 SlowDown); `forbidden` (403
-/// AccessDenied for everything). It prints one line per request.
+/// each GET is changed); `busy` (the first two GETs get 503 SlowDown); `unavailable` (every GET
+/// gets 503 SlowDown); `slow` (every answer waits a second, and each request first prints
+/// `in-flight N`, how many are being answered at that moment); `forbidden` (403 AccessDenied
+/// for everything). It prints one line per request.
 enum S3Stub {
     static let script = #"""
-        import hashlib, sys
+        import hashlib, sys, threading, time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         port, mode, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
         data = open(path, "rb").read()
         etag = '"' + hashlib.md5(data).hexdigest() + '"'
         gets = [0]
+        active = [0]
+        lock = threading.Lock()
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             def log_message(self, *args):
@@ -29,7 +33,25 @@ enum S3Stub {
                 if self.command != "HEAD":
                     self.wfile.write(body)
                 self.note(status)
+            def slowly(self, answer):
+                with lock:
+                    active[0] += 1
+                    print("in-flight", active[0], flush=True)
+                try:
+                    time.sleep(1)
+                    answer()
+                finally:
+                    with lock:
+                        active[0] -= 1
             def do_HEAD(self):
+                if mode == "slow":
+                    return self.slowly(self.answer_head)
+                self.answer_head()
+            def do_GET(self):
+                if mode == "slow":
+                    return self.slowly(self.answer_get)
+                self.answer_get()
+            def answer_head(self):
                 if mode == "forbidden":
                     return self.xml_error(403, "AccessDenied", "Access Denied")
                 self.send_response(200)
@@ -37,11 +59,11 @@ enum S3Stub {
                 self.send_header("ETag", etag)
                 self.end_headers()
                 self.note(200)
-            def do_GET(self):
+            def answer_get(self):
                 if mode == "forbidden":
                     return self.xml_error(403, "AccessDenied", "Access Denied")
                 gets[0] += 1
-                if mode == "busy" and gets[0] <= 2:
+                if (mode == "busy" and gets[0] <= 2) or mode == "unavailable":
                     return self.xml_error(503, "SlowDown", "Please reduce your request rate.")
                 first, last = 0, len(data) - 1
                 spec = self.headers.get("Range")

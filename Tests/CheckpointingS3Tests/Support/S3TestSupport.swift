@@ -56,7 +56,9 @@ func withBucket<R>(
 }
 
 func createBucket(_ bucket: String, in store: S3ObjectStore) throws {
-    _ = try store.client.send(S3Operation(name: "CreateBucket", method: .PUT, bucket: bucket, key: nil))
+    _ = try store.client.blocking { () async throws(CheckpointError) in
+        try await store.client.send(S3Operation(name: "CreateBucket", method: .PUT, bucket: bucket, key: nil))
+    }
 }
 
 /// A small training state with a few tensors of known values.
