@@ -58,7 +58,15 @@ import Testing
             let firstPath = try saveCheckpoint(tree: first, filename: folder + "/first.safetensors.fsz")[0]
             let secondPath = try saveCheckpoint(tree: second, filename: folder + "/second.safetensors.fsz")[0]
             let damaged = folder + "/second-damaged.fsz"
-            try FloatSplitCodecTests.damageChunk(of: Self.tensor, in: secondPath, writingTo: damaged)
+            // The tensor's last chunk: its first shares the header's first bytes, which opening decodes.
+            do {
+                let file = try CheckpointFile.open(secondPath)
+                let chunk = try #require(try FloatSplitCodecTests.chunks(of: file) { $0 == Self.tensor }.max())
+                let entry = try #require(file.floatSplit).index.entries[chunk]
+                var bytes = try readBytes(secondPath)
+                bytes[entry.recordOffset + entry.recordLength / 2] ^= 0x20
+                try writeBytes(bytes, to: damaged)
+            }
 
             let memory = ReusedMemory()
             try ReusedMemory.$current.withValue(memory) {
