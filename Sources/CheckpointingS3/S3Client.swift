@@ -140,7 +140,11 @@ final class S3Client: Sendable {
         while true {
             try Self.checkCancellation(operation)
             let outcome = await execute(operation, payloadHash: payloadHash)
-            try Self.checkCancellation(operation)
+            // An answer that arrived is returned even if the task was cancelled meanwhile: a
+            // PUT or a CompleteMultipartUpload the server carried out must not be reported as
+            // not done. A failure of a cancelled task is its cancellation (task.cancel() cut
+            // the request, or it is not retried).
+            if !Self.isAnswer(outcome, to: operation) { try Self.checkCancellation(operation) }
             let retry: String
             switch outcome {
             case .success(let response):
@@ -176,6 +180,12 @@ final class S3Client: Sendable {
             }
             attempt += 1
         }
+    }
+
+    /// Whether `outcome` is an answer the caller gets: a 2xx, or a status it asked for.
+    private static func isAnswer(_ outcome: Result<S3Response, TransportFailure>, to operation: S3Operation) -> Bool {
+        guard case .success(let response) = outcome else { return false }
+        return (200..<300).contains(response.status) || operation.passThrough.contains(response.status)
     }
 
     /// Throws `.cancelled` when the current task is cancelled.
