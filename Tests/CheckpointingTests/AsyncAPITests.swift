@@ -161,4 +161,96 @@ import Testing
         #expect(resumed.model == (try Self.state(batch: 5)).model)
         #expect(resumed.timestamp.batch == 5)
     }
+
+    /// Flips one byte of a file's data, `fromEnd` bytes before its end.
+    static func damage(_ path: String, fromEnd: Int) throws {
+        var bytes = try readBytes(path)
+        bytes[bytes.count - fromEnd] ^= 0xFF
+        try writeBytes(bytes, to: path)
+    }
+
+    /// The error a synchronous call throws, to compare with the `async` overload's.
+    static func syncError(_ body: () throws(CheckpointError) -> Void) -> CheckpointError? {
+        do { try body() } catch { return error }
+        return nil
+    }
+
+    @Test func distributedCheckpointsOpenAndVerify() async throws {
+        let folder = try TemporaryFolder()
+        let state = try Self.state()
+        let saved = try await saveCheckpoint(state, filename: folder.file("dcp"), format: .distributedCheckpoint)[0]
+        let opened = try await DistributedCheckpoint.open(saved)
+        func synchronousOpen() throws -> DistributedCheckpoint { try DistributedCheckpoint.open(saved) }
+        let synchronous = try synchronousOpen()
+        #expect(opened.tensors == synchronous.tensors && opened.files == synchronous.files)
+        try await opened.verify()
+
+        // A damaged record: the same error as the synchronous check's.
+        let data = try #require(opened.files.first)
+        try Self.damage(FilePaths.join(opened.folder, data.name), fromEnd: 200)
+        let expected = try #require(Self.syncError { () throws(CheckpointError) in try synchronous.verify() })
+        do {
+            try await opened.verify()
+            Issue.record("a damaged DCP checkpoint verified")
+        } catch {
+            #expect(error.code == expected.code && error.description == expected.description)
+        }
+        do {
+            _ = try await DistributedCheckpoint.open(folder.file("missing"))
+            Issue.record("a missing DCP folder opened")
+        } catch {
+            #expect(error.code == .notFound)
+        }
+    }
+
+    @Test func shardedCheckpointsVerify() async throws {
+        let folder = try TemporaryFolder()
+        let shard = try await saveCheckpoint(try Self.state(), filename: folder.file("ep1-rank{rank}"), sharding: Sharding())[0]
+        let manifestPath = ShardManifest.path(forRankZeroShard: shard)
+        let manifest = try ShardManifest.read(manifestPath)
+        try await manifest.verifyShards(manifestPath: manifestPath)
+        try await manifest.verifyShards(manifestPath: manifestPath, limits: ReadingLimits())
+
+        // The last tensor's bytes: the digest of the header still matches, the checksum not.
+        try Self.damage(shard, fromEnd: 1100)
+        let expected = try #require(Self.syncError { () throws(CheckpointError) in try manifest.verifyShards(manifestPath: manifestPath) })
+        do {
+            try await manifest.verifyShards(manifestPath: manifestPath)
+            Issue.record("a damaged shard verified")
+        } catch {
+            #expect(error.code == expected.code && error.description == expected.description)
+        }
+    }
+
+    @Test func theSaverWaitsAndClosesFromSwiftConcurrency() async throws {
+        let folder = try TemporaryFolder()
+        let options = CheckpointSaver.Options(
+            folder: folder.path, filename: "ba{batch}.safetensors", latestFilename: nil, saveInterval: "1ba", overwrite: true,
+            asynchronous: true)
+        let saver = try CheckpointSaver(options: options)
+        try await saver.fitStart(try Self.state(batch: 0))
+        try await saver.batchEnd(try Self.state(batch: 1))
+        try await saver.waitForPendingSave()
+        #expect(try await loadCheckpoint(folder.file("ba1.safetensors")).model == (try Self.state(batch: 1)).model)
+
+        // A background save that fails (a folder stands where its file goes): the wait
+        // throws its error, as the synchronous wait would, and only once.
+        try FileManager.default.createDirectory(atPath: folder.file("ba2.safetensors/x"), withIntermediateDirectories: true)
+        try await saver.batchEnd(try Self.state(batch: 2))
+        do {
+            try await saver.waitForPendingSave()
+            Issue.record("the failed background save was not reported")
+        } catch {
+            #expect(error.code == .io, "\(error)")
+        }
+        try await saver.waitForPendingSave()
+
+        // Closing waits for the save in flight and throws its error too.
+        try await saver.batchEnd(try Self.state(batch: 3))
+        try await saver.close()
+        #expect(fileExists(folder.file("ba3.safetensors")))
+        try FileManager.default.createDirectory(atPath: folder.file("ba4.safetensors/x"), withIntermediateDirectories: true)
+        try await saver.batchEnd(try Self.state(batch: 4))
+        await #expect(throws: CheckpointError.self) { try await saver.close() }
+    }
 }

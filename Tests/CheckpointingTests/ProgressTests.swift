@@ -157,4 +157,125 @@ import Testing
             #expect(recorder.finished.count == 2, "nothing reports outside the scope")
         }
     }
+
+    /// The saver's own reporter gets every save, those it makes in the background included,
+    /// reported from the saver's thread.
+    @Test func aSaverReportsItsBackgroundSavesToItsReporter() throws {
+        try withTemporaryFolder { folder in
+            let caller = ObjectIdentifier(Thread.current)
+            let fromCaller = Atomic<Int>(0)
+            let updates = Mutex([CheckpointProgress.Update]())
+            let progress = CheckpointProgress(interval: .zero) { update in
+                if ObjectIdentifier(Thread.current) == caller { fromCaller.add(1, ordering: .relaxed) }
+                updates.withLock { $0.append(update) }
+            }
+            let saver = try CheckpointSaver(options: .init(
+                folder: folder, filename: "ba{batch}.safetensors", latestFilename: nil, saveInterval: "1ba", asynchronous: true,
+                progress: progress))
+            var state = try Self.state(megabytes: 1)
+            state.timestamp = Timestamp()
+            try saver.fitStart(state)
+            for batch in 1...2 {
+                state.timestamp = Timestamp(epoch: 0, batch: batch)
+                try saver.batchEnd(state)
+            }
+            try saver.close()
+            let sizes = try [1, 2].map { try Self.size(folder + "/ba\($0).safetensors") }
+            let finished = updates.withLock { $0 }.filter(\.isFinished)
+            #expect(finished == sizes.map { .init(phase: "saving", completedBytes: $0, totalBytes: $0, isFinished: true) })
+            #expect(fromCaller.load(ordering: .relaxed) == 0, "the saves ran, and reported, on the saver's thread")
+        }
+    }
+
+    /// A reporter in scope at the event is handed to the background save that event starts,
+    /// in place of the saver's own; a save outside the scope reports to the saver's.
+    @Test func theReporterInScopeAtAnEventFollowsItsBackgroundSave() throws {
+        try withTemporaryFolder { folder in
+            let saverRecorder = Recorder()
+            let scoped = Recorder()
+            let saver = try CheckpointSaver(options: .init(
+                folder: folder, filename: "ba{batch}.safetensors", latestFilename: nil, saveInterval: "1ba", asynchronous: true,
+                progress: saverRecorder.reporter()))
+            var state = try Self.state(megabytes: 1)
+            try saver.fitStart(state)
+            state.timestamp = Timestamp(epoch: 0, batch: 1)
+            try scoped.reporter().reporting { try saver.batchEnd(state) }
+            try saver.waitForPendingSave()
+            state.timestamp = Timestamp(epoch: 0, batch: 2)
+            try saver.batchEnd(state)
+            try saver.close()
+            let first = try Self.size(folder + "/ba1.safetensors")
+            let second = try Self.size(folder + "/ba2.safetensors")
+            #expect(scoped.finished == [.init(phase: "saving", completedBytes: first, totalBytes: first, isFinished: true)])
+            #expect(saverRecorder.finished == [.init(phase: "saving", completedBytes: second, totalBytes: second, isFinished: true)])
+        }
+    }
+
+    /// From Swift concurrency: the reporter in scope in the task reaches the work the `async`
+    /// overloads run on the library's threads.
+    @Test func anAsyncReportingScopeReachesTheAsyncOverloads() async throws {
+        let folder = try TemporaryFolder()
+        let recorder = Recorder()
+        let state = try Self.state(megabytes: 1)
+        let path = folder.file("a.safetensors")
+        try await recorder.reporter().reporting {
+            _ = try await saveCheckpoint(state, filename: path)
+            _ = try await loadCheckpoint(path)
+        }
+        let size = try Self.size(path)
+        let tensors = Self.tensorBytes(state)
+        #expect(recorder.finished == [
+            .init(phase: "saving", completedBytes: size, totalBytes: size, isFinished: true),
+            .init(phase: "verifying", completedBytes: tensors, totalBytes: tensors, isFinished: true),
+        ])
+        _ = try await loadCheckpoint(path)
+        #expect(recorder.finished.count == 2, "nothing reports outside the scope")
+    }
+
+    /// A sharded save reports, on each rank, its one shard as one phase; a load on fewer ranks
+    /// reads several shards (compressed: each is decompressed whole) as one `loading` phase
+    /// over the bytes of the pieces it reads, with no phase of any shard's own.
+    @Test func aShardedSaveAndLoadAreOnePhaseOnARank() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 2)
+            let tree = state.tree
+            let recorders = [Recorder(), Recorder()]
+            _ = try ThreadWorld.run(size: 2) { group in
+                let (part, sharding) = try ShardPlan.splitFirstDimension.apply(to: tree, rank: group.rank, worldSize: 2)
+                return try saveCheckpoint(
+                    tree: part, filename: folder + "/ep{epoch}-rank{rank}.safetensors.zst", runName: state.runName,
+                    timestamp: state.timestamp, sharding: sharding, processGroup: group, progress: recorders[group.rank].reporter())
+            }.map { try $0.get() }
+            for recorder in recorders {
+                let finished = recorder.finished
+                #expect(finished.map(\.phase) == ["saving"] && finished[0].fraction == 1, "\(finished)")
+            }
+
+            let loading = Recorder()
+            let manifest = ShardManifest.path(forRankZeroShard: folder + "/ep1-rank0.safetensors.tar.zst")
+            let loaded = try loadCheckpoint(manifest, progress: loading.reporter())
+            #expect(loaded.model == state.model)
+            let tensors = Self.tensorBytes(state)
+            #expect(Set(loading.updates.map(\.phase)) == ["loading"], "no shard reports a phase of its own")
+            #expect(loading.finished == [.init(phase: "loading", completedBytes: tensors, totalBytes: tensors, isFinished: true)])
+            let completed = loading.updates.map(\.completedBytes)
+            #expect(completed == completed.sorted() && completed.count > 3, "counted piece by piece: \(completed)")
+        }
+    }
+
+    /// A DCP load is one `loading` phase over the archives the rank reads.
+    @Test func aDistributedCheckpointLoadIsOnePhase() throws {
+        try withTemporaryFolder { folder in
+            let state = try Self.state(megabytes: 2)
+            let path = try saveCheckpoint(state, filename: folder + "/dcp", format: .distributedCheckpoint)[0]
+            let recorder = Recorder()
+            let loaded = try loadCheckpoint(path, progress: recorder.reporter())
+            #expect(loaded.model == state.model)
+            #expect(Set(recorder.updates.map(\.phase)) == ["loading"])
+            let last = try #require(recorder.finished.last)
+            #expect(recorder.finished.count == 1 && last.fraction == 1)
+            // Every archive: the tensors' bytes and the records around them.
+            #expect(last.totalBytes > Self.tensorBytes(state), "\(last)")
+        }
+    }
 }

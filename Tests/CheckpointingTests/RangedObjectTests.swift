@@ -1,3 +1,4 @@
+import CheckpointingTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -63,5 +64,70 @@ private final class RecordingStore: ObjectStore {
         #expect(store.mostInFlight.load(ordering: .relaxed) <= setting.parallelRequests)
         #expect(Array(mapping.bytes[100..<20_100]) == Array(object[100..<20_100]))
         #expect(Array(mapping.bytes[30_000..<30_010]) == Array(object[30_000..<30_010]))
+    }
+
+    /// A ranged fetch reports the bytes it fetches as they arrive, and stops at the next piece
+    /// once its `async` call's task is cancelled (the pieces in flight finish).
+    @Test func rangedReadsReportTheirBytesAndStopWhenCancelled() throws {
+        let prefix = "s3://ranged-\(UUID().uuidString.lowercased())"
+        let object = (0..<50_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let store = RecordingStore(object: object, pieceSize: 1000, parallelRequests: 1)
+        ObjectStores.register(store, for: prefix)
+        defer { ObjectStores.unregister(prefix: prefix) }
+        let location = try #require(ObjectLocation("\(prefix)/object"))
+
+        let updates = Mutex([CheckpointProgress.Update]())
+        let progress = CheckpointProgress(interval: .zero) { update in updates.withLock { $0.append(update) } }
+        let (ranged, _) = try RangedObject.open(location)
+        try ranged.fetch([0..<10_000], progress: progress)
+        // Already here: nothing more to fetch, no phase.
+        try ranged.fetch([2_000..<3_000], progress: progress)
+        let reported = updates.withLock { $0 }
+        #expect(reported.filter(\.isFinished) == [.init(phase: "downloading", completedBytes: 10_000, totalBytes: 10_000, isFinished: true)])
+        #expect(reported.map(\.completedBytes) == [0] + (1...10).map { $0 * 1000 } + [10_000])
+
+        let flag = CancellationFlag()
+        let cancelling = CheckpointProgress(interval: .zero) { update in
+            if update.completedBytes > 0 { flag.cancel() }
+        }
+        store.reads.withLock { $0.removeAll() }
+        do {
+            try CancellationFlag.$current.withValue(flag) {
+                try ranged.fetch([20_000..<40_000], progress: cancelling)
+            }
+            Issue.record("a cancelled fetch went on to its end")
+        } catch {
+            #expect((error as? CheckpointError)?.code == .cancelled)
+        }
+        #expect(store.reads.withLock { $0 }.count == 1, "one request, then the cancellation was seen")
+    }
+
+    /// A weights-only load from an object store fetches the model's tensors in pieces: it
+    /// reports `downloading` over the bytes fetched, then `verifying` over the tensors.
+    @Test func aRangedLoadReportsDownloadingThenVerifying() throws {
+        try withTemporaryFolder { folder in
+            var state = try ProgressTests.state(megabytes: 2)
+            state.optimizers["Adam"] = .dict(["moments": .tensor(try Tensor(shape: [100_000], scalars: [Float](repeating: 1, count: 100_000)))])
+            let path = try saveCheckpoint(state, filename: folder + "/a.safetensors")[0]
+            let prefix = "s3://ranged-\(UUID().uuidString.lowercased())"
+            let store = RecordingStore(object: try readBytes(path), pieceSize: 256 << 10, parallelRequests: 3)
+            ObjectStores.register(store, for: prefix)
+            defer { ObjectStores.unregister(prefix: prefix) }
+
+            let recorder = ProgressTests.Recorder()
+            let loaded = try loadCheckpoint("\(prefix)/a.safetensors", weightsOnly: true, progress: recorder.reporter())
+            #expect(loaded.model == state.model)
+            let modelBytes = ProgressTests.tensorBytes(TrainingState(model: state.model))
+            let finished = recorder.finished
+            #expect(finished.map(\.phase) == ["downloading", "verifying"], "\(finished)")
+            // The model's bytes that the probes for the index (its first and last bytes, fetched
+            // before, unreported) did not bring, and not the optimizer's 400 kB.
+            let downloaded = try #require(finished.first)
+            let probes = 2 * RangedCheckpoint.probeBytes
+            #expect(downloaded.totalBytes >= modelBytes - probes, "\(downloaded)")
+            #expect(downloaded.totalBytes <= modelBytes + 2 * RangedObject.mergeGap, "\(downloaded)")
+            #expect(downloaded.completedBytes == downloaded.totalBytes)
+            #expect(finished.last == .init(phase: "verifying", completedBytes: modelBytes, totalBytes: modelBytes, isFinished: true))
+        }
     }
 }

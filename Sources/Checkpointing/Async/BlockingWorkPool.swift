@@ -42,12 +42,38 @@ package final class BlockingWorkPool: Sendable {
     /// Runs `body` on one of the pool's threads and resumes the caller with its result; the
     /// caller's task is suspended meanwhile, holding no thread.
     ///
-    /// `body` is not interrupted when the task is cancelled: it runs to its end.
+    /// Cancellation: a task cancelled before the call throws `.cancelled` without running
+    /// `body`; one cancelled while `body` waits or runs sets the ``CancellationFlag`` bound as
+    /// ``CancellationFlag/current`` around `body`, which `body` checks at its own boundaries
+    /// (it is not stopped otherwise: it may finish and return its result). The reporter of
+    /// ``CheckpointProgress/current`` in the caller's task is bound around `body` too.
+    ///
+    /// - Parameter what: What `body` does, as a gerund (`"saving"`), for a `.cancelled` error
+    ///   thrown before `body` starts.
+    /// - Parameter path: What `body` works on, for that error.
     package func run<Value: Sendable>(
-        _ body: @escaping @Sendable () throws(CheckpointError) -> Value
+        _ what: String = "working", path: String? = nil, _ body: @escaping @Sendable () throws(CheckpointError) -> Value
     ) async throws(CheckpointError) -> Value {
-        let result: Result<Value, CheckpointError> = await withUnsafeContinuation { continuation in
-            submit { continuation.resume(returning: Result { () throws(CheckpointError) -> Value in try body() }) }
+        let flag = CancellationFlag()
+        let progress = CheckpointProgress.current
+        let result: Result<Value, CheckpointError> = await withTaskCancellationHandler {
+            if Task.isCancelled { return .failure(CancellationFlag.error(what, path: path)) }
+            return await withUnsafeContinuation { continuation in
+                submit {
+                    let result = CancellationFlag.$current.withValue(flag) {
+                        CheckpointProgress.$current.withValue(progress) {
+                            Result { () throws(CheckpointError) -> Value in
+                                // The task may have been cancelled while the work waited its turn.
+                                if flag.isCancelled { throw CancellationFlag.error(what, path: path) }
+                                return try body()
+                            }
+                        }
+                    }
+                    continuation.resume(returning: result)
+                }
+            }
+        } onCancel: {
+            flag.cancel()
         }
         return try result.get()
     }

@@ -16,7 +16,9 @@ enum Decompression {
             let progress = CheckpointProgress.current
             progress?.begin("decompressing", totalBytes: input.count)
             defer { progress?.finish() }
+            let cancellation = CancellationFlag.current
             try input.forEachChunk(ofAtMost: pieceSize) { (piece) throws(CheckpointError) in
+                try cancellation?.check("decompressing", path: path)
                 limited.inputBytes += piece.count
                 try decompressor.write(piece)
                 progress?.advance(by: piece.count)

@@ -94,7 +94,9 @@ package final class RangedCheckpoint: Sendable {
     }
 
     /// Fetches the bytes of `tensors` (tensors of ``file``'s tree, by flattened path), in
-    /// parallel, and with `verify` checks every one of them.
+    /// parallel, and with `verify` checks every one of them. The reporter in scope, if any, gets
+    /// a `downloading` phase over the bytes fetched, then a `verifying` phase over the bytes
+    /// checked (the tensors', or a torch file's whole records').
     ///
     /// - Throws: `.checksumMismatch` naming the first tensor or record whose bytes do not match
     ///   what was recorded, or the store's errors.
@@ -112,22 +114,35 @@ package final class RangedCheckpoint: Sendable {
             }
             ranges = wholeRecords.map { $0.dataOffset..<($0.dataOffset + $0.size) }
         }
-        try object.fetch(ranges)
+        let progress = CheckpointProgress.current
+        try object.fetch(ranges, progress: progress)
         guard verify else { return }
         if records != nil {
-            try check(wholeRecords)
+            progress?.begin("verifying", totalBytes: wholeRecords.reduce(0) { $0 + $1.size })
+            defer { progress?.finish() }
+            try check(wholeRecords, progress: progress)
             return
         }
+        progress?.begin("verifying", totalBytes: tensors.reduce(0) { $0 + $1.tensor.byteCount })
+        defer { progress?.finish() }
+        let cancellation = CancellationFlag.current
         for (path, tensor) in tensors {
+            try cancellation?.check("verifying", path: file.path)
             if let failure = file.verify(tensor, named: path) { throw failure }
+            progress?.advance(by: tensor.byteCount)
         }
     }
 
     /// Checks records (fetched) against their CRC-32s, each once.
-    private func check(_ entries: [ZipArchive.Entry]) throws(CheckpointError) {
-        for entry in entries where checkedRecords.withLock({ !$0.contains(entry.dataOffset) }) {
-            try Self.checkCRC(entry, in: mapping, path: file.path)
-            checkedRecords.withLock { _ = $0.insert(entry.dataOffset) }
+    private func check(_ entries: [ZipArchive.Entry], progress: CheckpointProgress?) throws(CheckpointError) {
+        let cancellation = CancellationFlag.current
+        for entry in entries {
+            if checkedRecords.withLock({ !$0.contains(entry.dataOffset) }) {
+                try cancellation?.check("verifying", path: file.path)
+                try Self.checkCRC(entry, in: mapping, path: file.path)
+                checkedRecords.withLock { _ = $0.insert(entry.dataOffset) }
+            }
+            progress?.advance(by: entry.size)
         }
     }
 

@@ -15,9 +15,24 @@ import Synchronization
 /// `interval` while a phase runs (the first bytes of a phase and its end are always
 /// reported), on whichever thread moved the bytes, so it must be quick and thread-safe.
 /// Counting costs one atomic addition per piece of work (a tensor, a write, an upload part):
-/// no lock is taken on the hot paths. A phase is one file, so a sharded checkpoint or one
-/// saved through an object store reports several in turn. `CheckpointSaver`'s asynchronous
-/// saves run on a thread of their own, outside any ``reporting(_:)`` scope.
+/// no lock is taken on the hot paths.
+///
+/// A phase is one file, or one step on it:
+/// - a save reports `saving` (a Hugging Face checkpoint: one phase over all its shard
+///   files), then `uploading` when the name is an object store's;
+/// - a sharded save reports, on each rank, the phases of that rank's one shard;
+/// - a load reports `downloading` (an object store), `decompressing` (a compressed file), then
+///   `verifying`; a weights-only load from an object store that fetches only the model's
+///   tensors reports `downloading` over the bytes it fetches, then `verifying`;
+/// - a sharded load, and a load of a DCP folder, report one phase on each rank, `loading`,
+///   over the bytes of the saved pieces (DCP: the archives) the rank reads, counted as each is
+///   read and checked; the shards' own steps report nothing of their own, so a compressed
+///   shard, which is decompressed whole, counts when its pieces are read.
+///
+/// `CheckpointSaver` reports its saves to ``CheckpointSaver/Options/progress``, or to the
+/// reporter in scope at the event that saves; a background save reports from the saver's thread.
+/// The `async` overloads report to the reporter in scope in the calling task (see
+/// ``reporting(isolation:_:)``), or the one passed as `progress:`.
 ///
 /// ```swift
 /// let progress = CheckpointProgress { update in
@@ -28,7 +43,8 @@ import Synchronization
 public final class CheckpointProgress: Sendable {
     /// Where a phase stands.
     public struct Update: Sendable, Equatable {
-        /// What is being done: `saving`, `verifying`, `decompressing`, `uploading`, `downloading`.
+        /// What is being done: `saving`, `verifying`, `decompressing`, `uploading`, `downloading`,
+        /// `loading` (a sharded or DCP load, one phase over its parts).
         public var phase: String
         /// Bytes done so far in this phase.
         public var completedBytes: Int
@@ -115,6 +131,15 @@ public final class CheckpointProgress: Sendable {
         try Self.$current.withValue(self, operation: body)
     }
 
+    /// Runs `body` with this reporter as the one every operation it starts reports to, from
+    /// Swift concurrency: the `async` overloads that `body` awaits report to it (they hand it
+    /// to the thread that does their work), as do the synchronous calls it makes.
+    public func reporting<Result>(
+        isolation: isolated (any Actor)? = #isolation, _ body: () async throws -> Result
+    ) async rethrows -> Result {
+        try await Self.$current.withValue(self, operation: body, isolation: isolation)
+    }
+
     /// The reporter of the operation running on this thread, if any.
     @TaskLocal package static var current: CheckpointProgress?
 
@@ -122,6 +147,13 @@ public final class CheckpointProgress: Sendable {
     static func reporting<Result>(to progress: CheckpointProgress?, _ body: () throws(CheckpointError) -> Result) throws(CheckpointError) -> Result {
         guard let progress, progress !== current else { return try body() }
         return try rethrowingCheckpointError { try progress.reporting { try body() } }
+    }
+
+    /// Runs `body` reporting to no one: for the steps of an operation that reports as one phase
+    /// of its own (a sharded load), whose steps would each start a phase.
+    static func withoutReporting<Result>(_ body: () throws(CheckpointError) -> Result) throws(CheckpointError) -> Result {
+        guard current != nil else { return try body() }
+        return try rethrowingCheckpointError { try $current.withValue(nil) { try body() } }
     }
 
     private func send(completedBytes: Int, isFinished: Bool) {

@@ -50,7 +50,7 @@ import Synchronization
 /// on:
 /// - the handler is installed with `sigaction` while the saver is active: from its creation
 ///   (and again at ``fitStart(_:)-8tkym`` or ``autoresume(into:)-8lm64`` after it ended) until
-///   ``fitEnd(_:)-7l1g6``, ``close()``, the save on SIGTERM or the saver's release, whichever comes
+///   ``fitEnd(_:)-7l1g6``, ``close()-9bxd1``, the save on SIGTERM or the saver's release, whichever comes
 ///   first. Savers share it; the last one to end restores the disposition it replaced, unless
 ///   something else has replaced the handler since;
 /// - a signal is recorded, then passed on to the handler that was there before when that is a
@@ -114,6 +114,12 @@ public final class CheckpointSaver {
         public var readingLimits = ReadingLimits()
         /// The processes of the run.
         public var processGroup: any ProcessGroup = SingleProcessGroup()
+        /// Reports the bytes of every save the saver makes (phases `saving`, then `uploading`
+        /// for a remote folder), in the foreground or in the background: an asynchronous save
+        /// reports from the saver's thread, so the callback must be thread-safe, as always.
+        /// A reporter in scope at the event (``CheckpointProgress/reporting(_:)``, or the one
+        /// an `async` event runs under) takes its place for the save that event makes.
+        public var progress: CheckpointProgress?
 
         public init(
             folder: String = "{run_name}/checkpoints", filename: String = "ep{epoch}-ba{batch}-rank{rank}",
@@ -123,7 +129,7 @@ public final class CheckpointSaver {
             weightsOnly: Bool = false, ignoreKeys: IgnoreKeys? = nil, asynchronous: Bool = false,
             snapshotMemoryBudget: Int = 8 << 30, saveOnTermination: Bool = false, sharding: Sharding? = nil,
             compression: CompressionOptions = CompressionOptions(), readingLimits: ReadingLimits = ReadingLimits(),
-            processGroup: any ProcessGroup = SingleProcessGroup()
+            processGroup: any ProcessGroup = SingleProcessGroup(), progress: CheckpointProgress? = nil
         ) {
             self.folder = folder
             self.filename = filename
@@ -143,6 +149,7 @@ public final class CheckpointSaver {
             self.compression = compression
             self.readingLimits = readingLimits
             self.processGroup = processGroup
+            self.progress = progress
         }
     }
 
@@ -269,7 +276,7 @@ public final class CheckpointSaver {
 
     /// When training ends: saves the final checkpoint (unless this batch was just saved) and
     /// waits for every save to finish, throwing the error of any that failed. Gives SIGTERM
-    /// back (see ``close()``).
+    /// back (see ``close()-9bxd1``).
     public func fitEnd(_ state: TrainingState) throws(CheckpointError) {
         defer { releaseTerminationSignal() }
         try ensureStarted(state)
@@ -374,46 +381,53 @@ public final class CheckpointSaver {
         let book = book
         let remote = options.processGroup.rank == 0 ? remote : nil
         let remoteShards = remoteShards
+        // Handed to the save's thread, which is outside the event's reporting scope.
+        let progress = CheckpointProgress.current ?? options.progress
         let work: @Sendable () throws(CheckpointError) -> Void = { () throws(CheckpointError) in
-            let writeStart = ContinuousClock.now
-            var uploadedOnly: Int?
-            var localManifest: String?
-            if let sharding = options.sharding {
-                if let remoteShards, !remoteShards.keepsLocalCopies {
-                    uploadedOnly = try remoteShards.saveWithoutLocalCopy(
-                        snapshot.tree, relative: relative, position: position, values: values, ignoreKeys: options.ignoreKeys,
-                        compression: options.compression, limits: options.readingLimits, sharding: sharding,
-                        processGroup: options.processGroup)
+            try CheckpointProgress.reporting(to: progress) { () throws(CheckpointError) in
+                let writeStart = ContinuousClock.now
+                var uploadedOnly: Int?
+                var localManifest: String?
+                if let sharding = options.sharding {
+                    if let remoteShards, !remoteShards.keepsLocalCopies {
+                        uploadedOnly = try remoteShards.saveWithoutLocalCopy(
+                            snapshot.tree, relative: relative, position: position, values: values, ignoreKeys: options.ignoreKeys,
+                            compression: options.compression, limits: options.readingLimits, sharding: sharding,
+                            processGroup: options.processGroup)
+                    } else {
+                        let saved = try ShardedSave.save(
+                            snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
+                            compression: options.compression, limits: options.readingLimits, sharding: sharding,
+                            processGroup: options.processGroup)
+                        localManifest = ShardManifest.path(forRankZeroShard: saved.paths[0])
+                    }
                 } else {
-                    let saved = try ShardedSave.save(
-                        snapshot.tree, rendered: path, values: values, ignoreKeys: options.ignoreKeys,
-                        compression: options.compression, limits: options.readingLimits, sharding: sharding,
-                        processGroup: options.processGroup)
-                    localManifest = ShardManifest.path(forRankZeroShard: saved.paths[0])
+                    try saveCheckpoint(
+                        snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
+                        compression: options.compression, limits: options.readingLimits, processGroup: options.processGroup)
                 }
-            } else {
-                try saveCheckpoint(
-                    snapshot, filename: path, weightsOnly: options.weightsOnly, ignoreKeys: options.ignoreKeys,
-                    compression: options.compression, limits: options.readingLimits, processGroup: options.processGroup)
-            }
-            // Uploaded before local retention runs, so a local copy is pruned only once it is
-            // safe remotely; after a failed upload it is kept.
-            var uploadFailure: CheckpointError?
-            do throws(CheckpointError) {
-                try remote?.didSave(localPath: path, relative: relative, position: position)
-                if let remoteShards, let localManifest {
-                    try remoteShards.upload(
-                        localShard: path, relative: relative, position: position, localManifest: localManifest,
-                        processGroup: options.processGroup)
+                // Committed: a cancelled task does not cut short the records of it.
+                try CancellationFlag.ignoring { () throws(CheckpointError) in
+                    // Uploaded before local retention runs, so a local copy is pruned only once it is
+                    // safe remotely; after a failed upload it is kept.
+                    var uploadFailure: CheckpointError?
+                    do throws(CheckpointError) {
+                        try remote?.didSave(localPath: path, relative: relative, position: position)
+                        if let remoteShards, let localManifest {
+                            try remoteShards.upload(
+                                localShard: path, relative: relative, position: position, localManifest: localManifest,
+                                processGroup: options.processGroup)
+                        }
+                    } catch {
+                        uploadFailure = error
+                    }
+                    try book.didSave(
+                        relative: recorded, position: position, written: path, folder: folder, latest: latest,
+                        keep: uploadFailure == nil ? options.checkpointsToKeep : -1,
+                        rank: options.processGroup.rank, duration: ContinuousClock.now - writeStart, bytes: uploadedOnly)
+                    if let uploadFailure { throw uploadFailure }
                 }
-            } catch {
-                uploadFailure = error
             }
-            try book.didSave(
-                relative: recorded, position: position, written: path, folder: folder, latest: latest,
-                keep: uploadFailure == nil ? options.checkpointsToKeep : -1,
-                rank: options.processGroup.rank, duration: ContinuousClock.now - writeStart, bytes: uploadedOnly)
-            if let uploadFailure { throw uploadFailure }
         }
         if runInBackground {
             try background.submit(work)

@@ -26,6 +26,9 @@ extension CheckpointFormat {
                 let stream = try codec.compressor(into: file, options: options)
                 compressor = stream
                 sink = stream
+                if let cancellation = CancellationFlag.current {
+                    sink = CancellationCheckingSink(next: sink, cancellation: cancellation, path: path)
+                }
             }
             let progress = CheckpointProgress.current
             progress?.begin("saving", totalBytes: archiveSize)

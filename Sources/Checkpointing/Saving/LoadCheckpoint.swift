@@ -41,7 +41,9 @@ public struct LoadResult: Sendable {
 ///   - shardPlan: For a sharded checkpoint, which part of each tensor this rank loads
 ///     (default: rows split evenly across the ranks, which is every tensor whole on one rank).
 ///   - processGroup: The processes of the run.
-///   - progress: Reports the bytes downloaded, decompressed and verified.
+///   - progress: Reports the bytes downloaded, decompressed and verified (phases `downloading`,
+///     `decompressing`, `verifying`), or for a sharded or DCP checkpoint the bytes of the
+///     pieces this rank reads (one phase, `loading`).
 ///
 /// A sharded checkpoint is named by its manifest or by the folder that holds it;
 /// it loads on any number of ranks. Rank 0's shard gives the values that are not tensors, and

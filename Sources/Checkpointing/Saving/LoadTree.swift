@@ -23,7 +23,9 @@ public struct LoadedTree: Sendable {
 ///     decompression, header sizes).
 ///   - shardPlan: Which part of each tensor this rank gets (default: rows split evenly).
 ///   - processGroup: The processes of the run.
-///   - progress: Reports the bytes downloaded, decompressed and verified.
+///   - progress: Reports the bytes downloaded, decompressed and verified (phases `downloading`,
+///     `decompressing`, `verifying`), or for a sharded or DCP checkpoint the bytes of the
+///     pieces this rank reads (one phase, `loading`).
 public func loadCheckpointTree(
     _ path: String,
     verifyChecksums: Bool = true,

@@ -13,6 +13,7 @@ extension ShardManifest {
             for piece in tensor.pieces { pieces[piece.rank, default: []].append((tensor.path, tensor.dtype, piece.shape)) }
         }
         for shard in shards {
+            try CancellationFlag.current?.check("verifying shards", path: manifestPath)
             let path = shardPath(rank: shard.rank, manifestPath: manifestPath)
             let file = try ShardedLoad.openShard(rank: shard.rank, of: self, manifestPath: manifestPath, limits: limits).file
             try file.verify()

@@ -9,10 +9,26 @@
 /// Shards in an object store are read in pieces (``RangedCheckpoint``): each shard's index,
 /// then, in parallel ranged GETs, only the pieces that overlap this rank's boxes, each checked
 /// against its checksum. A compressed shard cannot be entered midway and is downloaded whole.
+///
+/// The reporter in scope gets one phase, `loading`, over the bytes of the saved pieces the rank
+/// reads, counted as each is read (and checked): the shards' own steps (decompressing,
+/// downloading, verifying) would each restart a progress bar.
 enum ShardedLoad {
     static func read(
         manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, limits: ReadingLimits,
         processGroup group: any ProcessGroup
+    ) throws(CheckpointError) -> (tree: StateValue, sharding: Sharding) {
+        let progress = CheckpointProgress.current
+        return try CheckpointProgress.withoutReporting { () throws(CheckpointError) in
+            try read(
+                manifestAt: manifestPath, plan: plan, verifyChecksums: verifyChecksums, limits: limits, processGroup: group,
+                progress: progress)
+        }
+    }
+
+    private static func read(
+        manifestAt manifestPath: String, plan: ShardPlan, verifyChecksums: Bool, limits: ReadingLimits,
+        processGroup group: any ProcessGroup, progress: CheckpointProgress?
     ) throws(CheckpointError) -> (tree: StateValue, sharding: Sharding) {
         let manifest = try ShardManifest.read(manifestPath)
         if plan.keepsSavedPieces && manifest.worldSize != group.worldSize {
@@ -22,8 +38,7 @@ enum ShardedLoad {
                 path: manifestPath)
         }
         var shards = Shards(
-            manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums, limits: limits)
-        let skeleton = try shards.file(rank: 0).tree
+            manifest: manifest, manifestPath: manifestPath, verifyChecksums: verifyChecksums, limits: limits, progress: progress)
 
         var wanted: [(entry: ShardManifest.TensorEntry, box: TensorSlice, sources: [Source])] = []
         for entry in manifest.tensors {
@@ -39,6 +54,15 @@ enum ShardedLoad {
             }
             wanted.append((entry, box, sources(of: entry, for: box, preferring: group.rank % manifest.worldSize)))
         }
+        if let progress {
+            var total = 0
+            for (entry, _, sources) in wanted {
+                for source in sources { total += try Tensor.byteCount(dtype: entry.dtype, shape: source.slice.shape) }
+            }
+            progress.begin("loading", totalBytes: total)
+        }
+        defer { progress?.finish() }
+        let skeleton = try shards.file(rank: 0).tree
         try shards.prefetch(wanted.flatMap { want in want.sources.map { (entry: want.entry, rank: $0.rank) } })
 
         var assembled: [String: Tensor] = [:]
@@ -164,18 +188,22 @@ enum ShardedLoad {
         let manifestPath: String
         let verifyChecksums: Bool
         let limits: ReadingLimits
+        /// Counts the bytes of each piece once it is read.
+        let progress: CheckpointProgress?
         private var opened: [Int: OpenedShard] = [:]
         private var verified = Set<String>()
 
-        init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool, limits: ReadingLimits) {
+        init(manifest: ShardManifest, manifestPath: String, verifyChecksums: Bool, limits: ReadingLimits, progress: CheckpointProgress?) {
             self.manifest = manifest
             self.manifestPath = manifestPath
             self.verifyChecksums = verifyChecksums
             self.limits = limits
+            self.progress = progress
         }
 
         mutating func shard(rank: Int) throws(CheckpointError) -> OpenedShard {
             if let shard = opened[rank] { return shard }
+            try CancellationFlag.current?.check("loading shards", path: manifestPath)
             let shard = try ShardedLoad.openShard(
                 rank: rank, of: manifest, manifestPath: manifestPath, limits: limits, inPieces: true)
             if verifyChecksums, shard.ranged == nil, shard.file.checksums.isEmpty {
@@ -202,11 +230,13 @@ enum ShardedLoad {
                     tensors.append((entry.path, tensor))
                 }
                 try ranged.fetch(tensors, verify: verifyChecksums)
+                progress?.advance(by: tensors.reduce(0) { $0 + $1.tensor.byteCount })
             }
         }
 
         /// `rank`'s piece of `entry`, checked against the manifest (and its checksum).
         mutating func tensor(_ entry: ShardManifest.TensorEntry, rank: Int, slice: TensorSlice) throws(CheckpointError) -> Tensor {
+            try CancellationFlag.current?.check("loading shards", path: manifestPath)
             let shard = try shard(rank: rank)
             let file = shard.file
             guard let tensor = file.tree[path: entry.path]?.tensorValue else {
@@ -224,6 +254,7 @@ enum ShardedLoad {
             } else if verifyChecksums, !file.checksums.isEmpty, unchecked, let failure = file.verify(tensor, named: entry.path) {
                 throw failure
             }
+            if unchecked { progress?.advance(by: tensor.byteCount) }
             return tensor
         }
     }

@@ -30,6 +30,9 @@ final class AtomicFileWriter: SeekableByteSink {
     private var writebackStart = 0
     /// Writeback of what was written is started every this many bytes.
     static let writebackInterval = 64 << 20
+    /// The cancellation of the `async` call that writes, if any, taken when the file is
+    /// created (the writes may come from a compressor's threads).
+    private let cancellation = CancellationFlag.current
 
     /// Creates the temporary file, and the folders leading to it if needed.
     ///
@@ -97,6 +100,7 @@ final class AtomicFileWriter: SeekableByteSink {
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         guard !bytes.isEmpty else { return }
+        try cancellation?.check("saving", path: finalPath)
         do {
             try SystemCalls.writeAll(fd, bytes, path: temporaryPath)
         } catch {
@@ -129,11 +133,19 @@ final class AtomicFileWriter: SeekableByteSink {
     /// Makes the file durable and gives it its final name.
     ///
     /// Until the rename, a failure removes the temporary file and leaves the previous file under
-    /// the final name, if any, untouched; a failed `fsync` is final, never retried. When the
+    /// the final name, if any, untouched; a failed `fsync` is final, never retried. A save whose
+    /// `async` task was cancelled stops here, before the rename, as a failure does. When the
     /// rename succeeded but flushing the folder then fails, the new file is in place, complete
     /// and flushed, but the rename is not yet durable: a power loss could still undo it. That
     /// error says so; the file is left, since removing it could not bring the previous one back.
     func commit() throws(CheckpointError) {
+        // The last moment a save may stop: once renamed (or uploaded), it is committed.
+        do {
+            try cancellation?.check("saving", path: finalPath)
+        } catch {
+            abort()
+            throw error
+        }
         if let remote {
             // A staging file is read back at once by the upload: it needs no fsync.
             let closing = fd

@@ -103,7 +103,10 @@ final class RangedObject: LazyContents, @unchecked Sendable {
     /// merged when close, cut into pieces of at most the store's ``ObjectStore/rangedReads``
     /// piece size (so that pieces arrive in parallel and memory stays bounded) and fetched with
     /// as many requests in flight as it allows.
-    func fetch(_ ranges: [Range<Int>]) throws(CheckpointError) {
+    ///
+    /// - Parameter progress: Reports the bytes fetched (phase `downloading`, over what was not
+    ///   here yet), as the pieces arrive.
+    func fetch(_ ranges: [Range<Int>], progress: CheckpointProgress? = nil) throws(CheckpointError) {
         let wanted = Self.merged(ranges.map { $0.clamped(to: 0..<size) }.filter { !$0.isEmpty }, gap: Self.mergeGap)
         let missing = present.withLock { present in wanted.flatMap { Self.subtracting(present, from: $0) } }
         let (pieceSize, parallelRequests) = store.rangedReads
@@ -111,6 +114,10 @@ final class RangedObject: LazyContents, @unchecked Sendable {
             stride(from: range.lowerBound, to: range.upperBound, by: max(1, pieceSize)).map { $0..<min(range.upperBound, $0 + max(1, pieceSize)) }
         }
         guard !pieces.isEmpty else { return }
+        progress?.begin("downloading", totalBytes: pieces.reduce(0) { $0 + $1.count })
+        defer { progress?.finish() }
+        // Captured here: the fetching threads do not inherit task-local values.
+        let cancellation = CancellationFlag.current
         let queue = WorkQueue(count: pieces.count)
         let group = DispatchGroup()
         for _ in 0..<min(max(1, parallelRequests), pieces.count) {
@@ -121,7 +128,9 @@ final class RangedObject: LazyContents, @unchecked Sendable {
                 defer { group.leave() }
                 while let index = queue.next() {
                     do throws(CheckpointError) {
+                        try cancellation?.check("downloading", path: location.description)
                         try fetchPiece(pieces[index])
+                        progress?.advance(by: pieces[index].count)
                     } catch {
                         queue.fail(error)
                     }

@@ -6,9 +6,23 @@
 /// the plan for its box, and reads only the archives of the chunks that overlap it (a box that
 /// is exactly one chunk is that chunk's mapping, when aligned). With `verifyChecksums`, each
 /// archive read is checked against its CRC-32s (DCP records no other checksums).
+///
+/// The reporter in scope gets one phase, `loading`, over the bytes of the archives the rank
+/// reads, counted as each entry is read (and checked).
 enum DCPLoad {
     static func read(
         folder: String, plan: ShardPlan, verifyChecksums: Bool, processGroup group: any ProcessGroup
+    ) throws(CheckpointError) -> (tree: StateValue, sharding: Sharding) {
+        let progress = CheckpointProgress.current
+        // The record checks report into the reporter in scope; they count into this phase here.
+        return try CheckpointProgress.withoutReporting { () throws(CheckpointError) in
+            try read(folder: folder, plan: plan, verifyChecksums: verifyChecksums, processGroup: group, progress: progress)
+        }
+    }
+
+    private static func read(
+        folder: String, plan: ShardPlan, verifyChecksums: Bool, processGroup group: any ProcessGroup,
+        progress: CheckpointProgress?
     ) throws(CheckpointError) -> (tree: StateValue, sharding: Sharding) {
         let checkpoint = try DistributedCheckpoint.open(folder)
         let metadata = checkpoint.metadata
@@ -18,7 +32,11 @@ enum DCPLoad {
         var slices: [String: TensorSlice] = [:]
         var boxes: [String: TensorSlice] = [:]
         var needed: [DCPMetadata.Location] = []
+        // The bytes of the archives each entry reads.
+        var byteCounts: [String: Int] = [:]
         for fqn in metadata.fqns {
+            let before = needed.count
+            defer { byteCounts[fqn] = needed[before...].reduce(0) { $0 + $1.length } }
             switch metadata.items[fqn] {
             case .value(let location):
                 needed.append(location)
@@ -47,8 +65,12 @@ enum DCPLoad {
                 break
             }
         }
+        progress?.begin("loading", totalBytes: needed.reduce(0) { $0 + $1.length })
+        defer { progress?.finish() }
+        let cancellation = CancellationFlag.current
         try reader.prefetchingHeaders(of: needed) { () throws(CheckpointError) in
             for fqn in metadata.fqns {
+                try cancellation?.check("loading", path: folder)
                 switch metadata.items[fqn] {
                 case .value:
                     let item = try reader.value(fqn)
@@ -62,6 +84,7 @@ enum DCPLoad {
                 case nil:
                     break
                 }
+                progress?.advance(by: byteCounts[fqn] ?? 0)
             }
         }
         do {

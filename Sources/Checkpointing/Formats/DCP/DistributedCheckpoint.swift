@@ -199,7 +199,11 @@ public struct DistributedCheckpoint: Sendable {
             }
         }
         for file in reader.mappedFiles { file.adviseSequentialRead() }
-        for check in checks { try check() }
+        let cancellation = CancellationFlag.current
+        for check in checks {
+            try cancellation?.check("verifying", path: folder)
+            try check()
+        }
     }
 }
 
