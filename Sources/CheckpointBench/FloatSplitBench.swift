@@ -27,11 +27,16 @@ public struct FloatSplitBench {
         var rows: [Row]
         /// Per dtype, as `ckpt inspect` shows it.
         var shares: [CompressionShare]
-        /// Opening the `.fsz` file and decoding every tensor, without verifying checksums.
+        /// Opening the `.fsz` file and decoding every tensor, without verifying checksums, into
+        /// fresh memory (none kept from an earlier decode).
         var decode: Double
-        /// The CPU time (user + system, every thread) of ``decode``: its rate per core does not
-        /// depend on what else the machine runs.
+        /// The CPU time (user + system, every thread of the process) of ``decode``: its rate
+        /// per core does not depend on what else the machine runs.
         var decodeCPU: Double
+        /// ``decode`` again at once, into the memory the first decode left (a process that
+        /// loads checkpoints again and again).
+        var repeatedDecode: Double
+        var repeatedDecodeCPU: Double
     }
 
     let tree: StateValue
@@ -40,14 +45,18 @@ public struct FloatSplitBench {
     let folder: String
     let options: CompressionOptions
     let repetitions: Int
+    /// Whether to measure the `.fsz` file alone (its save, open, decodes and verified load),
+    /// for more repetitions of its decodes in the time.
+    let fszOnly: Bool
 
     /// The benchmark, ready to ``run()``.
-    public init(tree: StateValue, source: String, folder: String, options: CompressionOptions, repetitions: Int) {
+    public init(tree: StateValue, source: String, folder: String, options: CompressionOptions, repetitions: Int, fszOnly: Bool = false) {
         self.tree = tree
         self.source = source
         self.folder = folder
         self.options = options
         self.repetitions = repetitions
+        self.fszOnly = fszOnly
     }
 
     /// Runs every measurement, removing its files as it goes.
@@ -62,7 +71,7 @@ public struct FloatSplitBench {
             var load: (() throws -> Void)?
         }
         var methods: [Method] = []
-        for name in ["bench.safetensors.fsz", "bench.safetensors.zst", "bench.pt.zst"] {
+        for name in fszOnly ? ["bench.safetensors.fsz"] : ["bench.safetensors.fsz", "bench.safetensors.zst", "bench.pt.zst"] {
             let path = folder + "/" + name
             methods.append(Method(
                 row: Row(method: "ours: save ." + name.split(separator: ".").dropFirst().joined(separator: "."), save: 0, cpu: 0, compressedBytes: 0, durable: true),
@@ -71,19 +80,19 @@ public struct FloatSplitBench {
         }
         let toolOutput = folder + "/tool.zst"
         let decoded = folder + "/tool.out"
-        methods.append(Method(
+        if !fszOnly { methods.append(Method(
             row: Row(method: "zstd -1 -T0 FILE", save: 0, cpu: 0, compressedBytes: 0, durable: false), output: toolOutput,
             save: { _ = try CompressionBench.runTool(["zstd", "-q", "-1", "-T0", "-c", plain], output: toolOutput) },
             load: {
                 _ = try CompressionBench.runTool(["zstd", "-q", "-d", "-c", toolOutput], output: decoded)
                 try FileManager.default.removeItem(atPath: decoded)
-            }))
+            })) }
 
         var saves = Array(repeating: [Double](), count: methods.count)
         var cpus = saves, opens = saves, loads = saves
         var shares: [CompressionShare] = []
-        var decodes: [Double] = []
-        var decodeCPUs: [Double] = []
+        var decodes: [Double] = [], decodeCPUs: [Double] = []
+        var repeatedDecodes: [Double] = [], repeatedDecodeCPUs: [Double] = []
         for _ in 0..<repetitions {
             for (number, method) in methods.enumerated() {
                 let cpu = CompressionBench.cpuSeconds()
@@ -94,9 +103,20 @@ public struct FloatSplitBench {
                     opens[number].append(try time { _ = try CheckpointFile.open(method.output) })
                     if method.output.hasSuffix(".fsz") {
                         shares = try CheckpointFile.open(method.output).compressionShares
-                        let before = CompressionBench.cpuSeconds()
-                        decodes.append(try time { try CheckpointFile.open(method.output).decode { _ in true } })
-                        decodeCPUs.append(CompressionBench.cpuSeconds() - before)
+                        func decode() throws -> (seconds: Double, cpu: Double) {
+                            let before = CompressionBench.cpuSeconds()
+                            let seconds = try time { try CheckpointFile.open(method.output).decode { _ in true } }
+                            return (seconds, CompressionBench.cpuSeconds() - before)
+                        }
+                        // The first into fresh memory, the second into what the first left.
+                        ReusedMemory.shared.releaseAll()
+                        let first = try decode()
+                        let repeated = try decode()
+                        ReusedMemory.shared.releaseAll()
+                        decodes.append(first.seconds)
+                        decodeCPUs.append(first.cpu)
+                        repeatedDecodes.append(repeated.seconds)
+                        repeatedDecodeCPUs.append(repeated.cpu)
                     }
                 }
                 if let load = method.load { loads[number].append(try time(load)) }
@@ -114,7 +134,8 @@ public struct FloatSplitBench {
         }
         return Result(
             source: source, uncompressedBytes: uncompressed, threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount,
-            rows: rows, shares: shares, decode: median(decodes), decodeCPU: median(decodeCPUs))
+            rows: rows, shares: shares, decode: median(decodes), decodeCPU: median(decodeCPUs),
+            repeatedDecode: median(repeatedDecodes), repeatedDecodeCPU: median(repeatedDecodeCPUs))
     }
 }
 
@@ -140,17 +161,24 @@ extension FloatSplitBench.Result: BenchReport {
             \(source): \(Units.bytes(uncompressedBytes)) as a native .safetensors file; \(threads) threads; \
             rates count uncompressed bytes; the tool's load is `zstd -d` into a file
             \(Units.table(table, rightAligned: [1, 2, 3, 4, 5, 6, 7, 8]))
-            .fsz open + decode of every tensor (no checksums): \(String(format: "%.3f s", decode)), \(Units.rate(bytes: uncompressedBytes, seconds: decode)); \
-            CPU \(String(format: "%.3f s", decodeCPU)), \(Units.rate(bytes: uncompressedBytes, seconds: decodeCPU)) per core
+            .fsz open + decode of every tensor (no checksums; CPU: user + system of the whole process):
+              into fresh memory:           \(decodeLine(decode, decodeCPU))
+              again, into reused memory:   \(decodeLine(repeatedDecode, repeatedDecodeCPU))
 
             .fsz by dtype:
             \(Units.table(shareTable, rightAligned: [1, 2, 3]))
             """
     }
 
+    private func decodeLine(_ seconds: Double, _ cpu: Double) -> String {
+        String(format: "%.3f s, ", seconds) + Units.rate(bytes: uncompressedBytes, seconds: seconds)
+            + String(format: "; CPU %.3f s, ", cpu) + Units.rate(bytes: uncompressedBytes, seconds: cpu) + " per core"
+    }
+
     func json() -> [String: Any] {
         [
             "source": source, "uncompressed_bytes": uncompressedBytes, "threads": threads, "fsz_decode_seconds": decode, "fsz_decode_cpu_seconds": decodeCPU,
+            "fsz_repeated_decode_seconds": repeatedDecode, "fsz_repeated_decode_cpu_seconds": repeatedDecodeCPU,
             "rows": rows.map { row -> [String: Any] in
                 var object: [String: Any] = [
                     "method": row.method, "save_seconds": row.save, "cpu_seconds": row.cpu, "compressed_bytes": row.compressedBytes,

@@ -36,6 +36,17 @@ import Testing
         }
         let shares = try #require(object["fsz_by_dtype"] as? [[String: Any]])
         #expect(shares.contains { $0["dtype"] as? String == "float32" })
+        for key in ["fsz_decode_seconds", "fsz_decode_cpu_seconds", "fsz_repeated_decode_seconds", "fsz_repeated_decode_cpu_seconds"] {
+            #expect((object[key] as? Double ?? 0) > 0, "\(key)")
+        }
+    }
+
+    @Test func floatSplitBenchAloneMeasuresOnlyTheFloatSplitFile() throws {
+        let run = CLI.run(["bench", "fsz", "--fsz-only", "--scale", "0.005", "--repeat", "2"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("ours: save .safetensors.fsz"))
+        #expect(!run.stdout.contains(".zst"), "\(run.stdout)")
+        #expect(run.stdout.contains("into fresh memory:") && run.stdout.contains("again, into reused memory:"), "\(run.stdout)")
     }
 
     @Test func fileGoesOnlyWithTheFloatSplitBench() {

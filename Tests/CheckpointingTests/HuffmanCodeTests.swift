@@ -41,7 +41,7 @@ import Testing
         for symbol in symbols { histogram[Int(symbol)] += 1 }
         let code = HuffmanCode(histogram: histogram)
         var payload = [UInt8](repeating: 0, count: code.payloadBound(histogram: histogram))
-        let length = symbols.withUnsafeBytes { input in payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!) } }
+        let length = symbols.withUnsafeBytes { input in payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!, capacity: $0.count) } }
         var output = [UInt8](repeating: 0xAA, count: symbols.count)
         let valid = payload.withUnsafeBytes { payload in
             output.withUnsafeMutableBufferPointer { output in
@@ -72,6 +72,62 @@ import Testing
         }
     }
 
+    /// The payload as the format describes it, packed one bit at a time: canonical codes
+    /// (by length, then symbol), each from its most significant bit into bytes from their
+    /// least significant bit, four streams of `ceil(n/4)` symbols.
+    static func referencePayload(_ symbols: [UInt8], lengths: [UInt8]) -> [UInt8] {
+        let stored = (lengths.lastIndex { $0 != 0 } ?? 0) + 1
+        var payload: [UInt8] = [UInt8(stored - 1)]
+        for pair in stride(from: 0, to: stored, by: 2) {
+            payload.append(lengths[pair] | (pair + 1 < stored ? lengths[pair + 1] : 0) << 4)
+        }
+        var codes = [Int](repeating: 0, count: 256)
+        var next = 0
+        for length in 1...HuffmanCode.maximumLength {
+            for symbol in 0..<256 where Int(lengths[symbol]) == length {
+                codes[symbol] = next
+                next += 1
+            }
+            next <<= 1
+        }
+        let quarter = (symbols.count + 3) / 4
+        var streams: [[UInt8]] = []
+        for stream in 0..<4 {
+            var bits: [Bool] = []
+            for symbol in symbols[min(symbols.count, stream * quarter)..<min(symbols.count, stream * quarter + quarter)] {
+                let length = Int(lengths[Int(symbol)])
+                for bit in (0..<length).reversed() { bits.append(codes[Int(symbol)] >> bit & 1 == 1) }
+            }
+            streams.append(stride(from: 0, to: bits.count, by: 8).map { start in
+                (start..<min(bits.count, start + 8)).reduce(UInt8(0)) { byte, at in byte | (bits[at] ? 1 << (at - start) : 0) }
+            })
+        }
+        for stream in streams.prefix(3) { withUnsafeBytes(of: UInt32(stream.count).littleEndian) { payload += $0 } }
+        return payload + streams.joined()
+    }
+
+    @Test("the encoder writes the payload the format describes, bit for bit", arguments: [1, 5, 19, 20, 21, 41, 1000, 1 << 16])
+    func payloadMatchesTheFormat(count: Int) throws {
+        for (number, shape) in Self.shapes.enumerated() {
+            var symbols = Self.symbols(count: count, weights: shape.weights, seed: UInt64(count * 17 + number))
+            if Set(symbols).count < 2 { symbols += [0, 1] }
+            let histogram = UnsafeMutablePointer<UInt32>.allocate(capacity: 256)
+            defer { histogram.deallocate() }
+            histogram.initialize(repeating: 0, count: 256)
+            for symbol in symbols { histogram[Int(symbol)] += 1 }
+            let code = HuffmanCode(histogram: histogram)
+            // A guard byte past the bound: the encoder must not write there.
+            let bound = code.payloadBound(histogram: histogram)
+            var payload = [UInt8](repeating: 0, count: bound + 1)
+            payload[bound] = 0x5A
+            let length = symbols.withUnsafeBytes { input in
+                payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!, capacity: bound) }
+            }
+            #expect(payload[bound] == 0x5A, "\(shape.name), \(symbols.count) symbols")
+            #expect(Array(payload[0..<length]) == Self.referencePayload(symbols, lengths: code.lengths), "\(shape.name), \(symbols.count) symbols")
+        }
+    }
+
     @Test("a damaged payload never makes the decoder write past its output")
     func damagedPayloads() {
         let symbols = Self.symbols(count: 5000, weights: Self.shapes[0].weights, seed: 7)
@@ -81,7 +137,7 @@ import Testing
         for symbol in symbols { histogram[Int(symbol)] += 1 }
         let code = HuffmanCode(histogram: histogram)
         var payload = [UInt8](repeating: 0, count: code.payloadBound(histogram: histogram))
-        let length = symbols.withUnsafeBytes { input in payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!) } }
+        let length = symbols.withUnsafeBytes { input in payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!, capacity: $0.count) } }
         payload.removeSubrange(length...)
         var generator = Generator(state: 99)
         for _ in 0..<300 {

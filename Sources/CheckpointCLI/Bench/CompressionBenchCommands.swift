@@ -58,6 +58,9 @@ struct FloatSplitBenchCommand: ParsableCommand {
     @Option(help: "Measure on this checkpoint (a trained model's safetensors file) instead of the bench state.")
     var file: String?
 
+    @Flag(help: "Measure the .fsz file alone: its save, open, decodes and verified load.")
+    var fszOnly = false
+
     @OptionGroup var compression: CompressionSettings
 
     func run() throws {
@@ -66,7 +69,7 @@ struct FloatSplitBenchCommand: ParsableCommand {
             try bench.report(
                 try FloatSplitBench(
                     tree: tree, source: file ?? "bench state (scale \(bench.scale))", folder: folder,
-                    options: compression.options, repetitions: bench.repetitions
+                    options: compression.options, repetitions: bench.repetitions, fszOnly: fszOnly
                 ).run())
         }
     }

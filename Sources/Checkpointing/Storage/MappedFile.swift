@@ -18,6 +18,10 @@ public final class MappedFile: @unchecked Sendable {
     /// The file's bytes.
     public let bytes: UnsafeRawBufferPointer
     private let mapped: Bool
+    /// What keeps the mapping, anonymous memory, after this file.
+    private let reused: ReusedMemory?
+    /// Whether the mapping is anonymous memory an earlier file used: its pages are there already.
+    let isReusedMemory: Bool
     /// The mapping this one is a part of, kept alive by it.
     private let parent: MappedFile?
     /// What decodes the bytes when they are first read (a float-split stream's decoded
@@ -45,6 +49,8 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         bytes = UnsafeRawBufferPointer(rebasing: parent.bytes[range])
         mapped = false
+        reused = nil
+        isReusedMemory = false
         self.parent = parent
         lazyContents = parent.lazyContents
     }
@@ -55,6 +61,8 @@ public final class MappedFile: @unchecked Sendable {
         self.path = path
         parent = nil
         self.lazyContents = lazyContents
+        reused = nil
+        isReusedMemory = false
         let size = try SystemCalls.fileSize(fd, path: path)
         guard size > 0 else {
             // mmap refuses length 0; an empty file still needs a valid, empty view.
@@ -66,9 +74,10 @@ public final class MappedFile: @unchecked Sendable {
         mapped = true
     }
 
-    /// `size` bytes of zeroed anonymous memory, named `path` in messages, that `lazyContents`
-    /// writes (a float-split stream's decoded bytes, decoded straight into it); read-only to
-    /// everyone else, as a file's mapping is.
+    /// `size` bytes of anonymous memory, named `path` in messages, that `lazyContents` writes
+    /// (a float-split stream's decoded bytes, decoded straight into it) before anyone reads
+    /// them; read-only to everyone else, as a file's mapping is. The memory may be a mapping
+    /// ``ReusedMemory`` kept, holding bytes of an earlier file until `lazyContents` writes them.
     init(anonymousMemory size: Int, path: String, lazyContents: any LazyContents) throws(CheckpointError) {
         self.path = path
         parent = nil
@@ -76,10 +85,16 @@ public final class MappedFile: @unchecked Sendable {
         guard size > 0 else {
             bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: 64), count: 0)
             mapped = false
+            reused = nil
+            isReusedMemory = false
             return
         }
-        bytes = UnsafeRawBufferPointer(start: try SystemCalls.mapMemory(size: size, path: path), count: size)
+        let memory = ReusedMemory.current
+        let taken = try memory.take(size: size, path: path)
+        bytes = UnsafeRawBufferPointer(start: taken.base, count: size)
         mapped = true
+        reused = memory
+        isReusedMemory = taken.reused
     }
 
     /// Hints that the whole file is about to be read in order, so the kernel reads ahead.
@@ -89,6 +104,12 @@ public final class MappedFile: @unchecked Sendable {
     }
 
     deinit {
-        if mapped { Syscall.munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count, path: path) }
+        guard mapped else { return }
+        let base = UnsafeMutableRawPointer(mutating: bytes.baseAddress!)
+        if let reused {
+            reused.give(base, size: bytes.count, path: path)
+        } else {
+            Syscall.munmap(base, bytes.count, path: path)
+        }
     }
 }

@@ -157,7 +157,7 @@ enum ChunkCoding {
             return (.zstd, length)
         }
         switch best.0 {
-        case .huffman: return (.huffman, code.encode(plane, into: output))
+        case .huffman: return (.huffman, code.encode(plane, into: output, capacity: huffmanBound))
         default: return raw()
         }
     }

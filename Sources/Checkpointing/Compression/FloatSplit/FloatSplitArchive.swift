@@ -24,7 +24,9 @@ protocol LazyContents: AnyObject, Sendable {
 /// the disk (`$TMPDIR`) that chunks are written to. Measured on this project's 2-core VM, the
 /// kernel spends 0.5 s a GB handing out anonymous memory (its pages allocated a chunk at a
 /// time, `MADV_POPULATE_WRITE`) and 0.9 s a GB on a `/dev/shm` file written with `pwrite`:
-/// more than the decoding itself.
+/// more than the decoding itself. So the memory is taken from ``ReusedMemory`` and given back
+/// to it when the last tensor over it goes: a process that loads again decodes into pages it
+/// already has.
 ///
 /// Opening reads the trailer and the index and decodes the chunks that hold the first bytes.
 /// When they are a safetensors header, the tensors' chunks are left for later: a tensor's
@@ -46,6 +48,9 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
     private(set) var base: UnsafeRawPointer?
     /// ``base``, writable, when the bytes are in memory: chunks are decoded straight into it.
     private var writable: UnsafeMutableRawPointer?
+    /// Whether that memory's pages must be allocated before a chunk is decoded into them: not
+    /// when an earlier file left them (``ReusedMemory``).
+    private var allocatesPages = true
     private let condition = NSCondition()
     private var states: [State]
     private var spareWorkspaces: [ChunkWorkspace] = []
@@ -72,6 +77,7 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
             } else {
                 decoded = try MappedFile(anonymousMemory: size, path: path, lazyContents: archive)
                 archive.writable = decoded.bytes.baseAddress.map(UnsafeMutableRawPointer.init(mutating:))
+                archive.allocatesPages = !decoded.isReusedMemory
             }
             archive.base = decoded.bytes.baseAddress
             try archive.decodeHeaderOrAll(decoded)
@@ -227,7 +233,7 @@ final class FloatSplitArchive: LazyContents, @unchecked Sendable {
         let record = UnsafeRawBufferPointer(rebasing: source.bytes[entry.recordRange])
         if let writable {
             let destination = writable + entry.decodedOffset
-            Self.allocatePages(destination, count: entry.decodedLength)
+            if allocatesPages { Self.allocatePages(destination, count: entry.decodedLength) }
             do {
                 try ChunkCoding.decode(record, entry: entry, workspace: workspace, into: destination)
             } catch {
