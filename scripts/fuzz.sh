@@ -83,7 +83,7 @@ tool_seeds() {
       xz -c -3 --check=sha256 "$work/text" >"$out/tool-sha256.xz"
       xz -c -1 --check=none "$work/text" >"$out/tool-nocheck.xz"
       xz -c -1 --block-size=512 "$work/input" >"$out/tool-blocks.xz"
-      xz -c -1 --filters=delta:dist=4,lzma2:preset=1 "$work/input" >"$out/tool-delta.xz"
+      xz -c -1 --delta=dist=4 --lzma2=preset=1 "$work/input" >"$out/tool-delta.xz"
       cat "$out/tool-0.xz" "$out/tool-nocheck.xz" >"$out/tool-two-streams.xz" ;;
     lzma)
       lzma -c -0 "$work/input" >"$out/tool-0.lzma"

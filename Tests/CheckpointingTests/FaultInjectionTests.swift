@@ -123,6 +123,8 @@ import Glibc
                     messageContains: ["write failed: the disk is full", "not saved"])
             }
             try scene.expectPreviousLoads()
+            // The figures the reliability report quotes: how many fault points each save kind has.
+            print("fault injection (\(kind.name)): ENOSPC at each of \(points.count) writes (\(clean.count(.write)) write, \(clean.count(.pwrite)) pwrite)")
         }
     }
 
@@ -154,6 +156,7 @@ import Glibc
                 try scene.restorePrevious()
             }
             try scene.expectPreviousLoads()
+            print("fault injection (\(kind.name)): EIO at each of \(fsyncs.count) fsyncs")
         }
     }
 
@@ -181,6 +184,7 @@ import Glibc
             #expect(try CheckpointFile.open(scene.path).tree == nextTree)
             #expect(try folderContents(folder) == [kind.name])
             Self.expectRetriedOnce(clean: clean, interrupted: trace)
+            print("fault injection (\(kind.name)): EINTR at every one of \(clean.calls.count) system calls of a save")
         }
     }
 
