@@ -109,10 +109,10 @@ public struct FloatSplitBench {
                             return (seconds, CompressionBench.cpuSeconds() - before)
                         }
                         // The first into fresh memory, the second into what the first left.
-                        ReusedMemory.shared.releaseAll()
+                        CheckpointFile.releaseKeptDecodeMemory()
                         let first = try decode()
                         let repeated = try decode()
-                        ReusedMemory.shared.releaseAll()
+                        CheckpointFile.releaseKeptDecodeMemory()
                         decodes.append(first.seconds)
                         decodeCPUs.append(first.cpu)
                         repeatedDecodes.append(repeated.seconds)

@@ -127,4 +127,24 @@ import Testing
             }
         }
     }
+
+    @Test("releaseKeptDecodeMemory unmaps what decoded files left, and the next decode maps afresh")
+    func keptMemoryIsReleasedOnRequest() throws {
+        try withTemporaryFolder { folder in
+            let first = Self.tree(seed: 5)
+            let path = try saveCheckpoint(tree: first, filename: folder + "/first.safetensors.fsz")[0]
+            let expected = try Self.bytes(first)
+            let memory = ReusedMemory()
+            try ReusedMemory.$current.withValue(memory) {
+                let decoded = try Self.bytes(CheckpointFile.open(path).tree)
+                #expect(decoded == expected)
+                #expect(memory.keptSizes.count == 1, "the decoded file's memory is kept once its tensors are gone")
+                CheckpointFile.releaseKeptDecodeMemory()
+                #expect(memory.keptSizes.isEmpty)
+                let again = try Self.bytes(CheckpointFile.open(path).tree)
+                #expect(again == expected)
+                #expect(memory.keptSizes.count == 1)
+            }
+        }
+    }
 }
