@@ -33,6 +33,9 @@ struct S3Operation: Sendable {
     var maxAttempts: Int?
 
     var location: ObjectLocation { ObjectLocation(scheme: "s3", bucket: bucket, key: key ?? "") }
+
+    /// Whether an answer with `status` goes back to the caller: a 2xx, or one in ``passThrough``.
+    func returns(_ status: UInt) -> Bool { (200..<300).contains(status) || passThrough.contains(status) }
 }
 
 /// An S3 response with its whole body.
@@ -148,11 +151,14 @@ final class S3Client: Sendable {
             // PUT or a CompleteMultipartUpload the server carried out must not be reported as
             // not done. A failure of a cancelled task is its cancellation (task.cancel() cut
             // the request, or it is not retried).
-            if !Self.isAnswer(outcome, to: operation) { try Self.checkCancellation(operation) }
+            switch outcome {
+            case .success(let response) where operation.returns(response.status): break
+            default: try Self.checkCancellation(operation)
+            }
             let retry: String
             switch outcome {
             case .success(let response):
-                if (200..<300).contains(response.status) || operation.passThrough.contains(response.status) {
+                if operation.returns(response.status) {
                     if let embedded = Self.embeddedError(in: response) {
                         guard embedded.isRetryable, attempt < maxAttempts else {
                             throw error(for: embedded, operation, attempts: attempt)
@@ -184,12 +190,6 @@ final class S3Client: Sendable {
             }
             attempt += 1
         }
-    }
-
-    /// Whether `outcome` is an answer the caller gets: a 2xx, or a status it asked for.
-    private static func isAnswer(_ outcome: Result<S3Response, TransportFailure>, to operation: S3Operation) -> Bool {
-        guard case .success(let response) = outcome else { return false }
-        return (200..<300).contains(response.status) || operation.passThrough.contains(response.status)
     }
 
     /// Throws `.cancelled` when the current task is cancelled.

@@ -34,14 +34,28 @@ import Testing
         }
     }
 
-    static func roundTrip(_ symbols: [UInt8]) -> [UInt8]? {
+    /// The guard byte one past the payload bound, which the encoder must never write.
+    static let guardByte: UInt8 = 0x5A
+
+    /// `symbols` coded with the code their histogram makes: the payload buffer (its bound, then
+    /// ``guardByte``) and the length written.
+    static func encode(_ symbols: [UInt8]) -> (code: HuffmanCode, payload: [UInt8], length: Int, bound: Int) {
         let histogram = UnsafeMutablePointer<UInt32>.allocate(capacity: 256)
         defer { histogram.deallocate() }
         histogram.initialize(repeating: 0, count: 256)
         for symbol in symbols { histogram[Int(symbol)] += 1 }
         let code = HuffmanCode(histogram: histogram)
-        var payload = [UInt8](repeating: 0, count: code.payloadBound(histogram: histogram))
-        let length = symbols.withUnsafeBytes { input in payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!, capacity: $0.count) } }
+        let bound = code.payloadBound(histogram: histogram)
+        var payload = [UInt8](repeating: 0, count: bound + 1)
+        payload[bound] = guardByte
+        let length = symbols.withUnsafeBytes { input in
+            payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!, capacity: bound) }
+        }
+        return (code, payload, length, bound)
+    }
+
+    static func roundTrip(_ symbols: [UInt8]) -> [UInt8]? {
+        let (_, payload, length, _) = encode(symbols)
         var output = [UInt8](repeating: 0xAA, count: symbols.count)
         let valid = payload.withUnsafeBytes { payload in
             output.withUnsafeMutableBufferPointer { output in
@@ -111,19 +125,8 @@ import Testing
         for (number, shape) in Self.shapes.enumerated() {
             var symbols = Self.symbols(count: count, weights: shape.weights, seed: UInt64(count * 17 + number))
             if Set(symbols).count < 2 { symbols += [0, 1] }
-            let histogram = UnsafeMutablePointer<UInt32>.allocate(capacity: 256)
-            defer { histogram.deallocate() }
-            histogram.initialize(repeating: 0, count: 256)
-            for symbol in symbols { histogram[Int(symbol)] += 1 }
-            let code = HuffmanCode(histogram: histogram)
-            // A guard byte past the bound: the encoder must not write there.
-            let bound = code.payloadBound(histogram: histogram)
-            var payload = [UInt8](repeating: 0, count: bound + 1)
-            payload[bound] = 0x5A
-            let length = symbols.withUnsafeBytes { input in
-                payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!, capacity: bound) }
-            }
-            #expect(payload[bound] == 0x5A, "\(shape.name), \(symbols.count) symbols")
+            let (code, payload, length, bound) = Self.encode(symbols)
+            #expect(payload[bound] == Self.guardByte, "\(shape.name), \(symbols.count) symbols")
             #expect(Array(payload[0..<length]) == Self.referencePayload(symbols, lengths: code.lengths), "\(shape.name), \(symbols.count) symbols")
         }
     }
@@ -131,13 +134,7 @@ import Testing
     @Test("a damaged payload never makes the decoder write past its output")
     func damagedPayloads() {
         let symbols = Self.symbols(count: 5000, weights: Self.shapes[0].weights, seed: 7)
-        let histogram = UnsafeMutablePointer<UInt32>.allocate(capacity: 256)
-        defer { histogram.deallocate() }
-        histogram.initialize(repeating: 0, count: 256)
-        for symbol in symbols { histogram[Int(symbol)] += 1 }
-        let code = HuffmanCode(histogram: histogram)
-        var payload = [UInt8](repeating: 0, count: code.payloadBound(histogram: histogram))
-        let length = symbols.withUnsafeBytes { input in payload.withUnsafeMutableBytes { code.encode(input, into: $0.baseAddress!, capacity: $0.count) } }
+        var (_, payload, length, _) = Self.encode(symbols)
         payload.removeSubrange(length...)
         var generator = Generator(state: 99)
         for _ in 0..<300 {
