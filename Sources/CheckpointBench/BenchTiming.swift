@@ -45,6 +45,52 @@ func rawWrite(_ tensors: [Tensor], to path: String) throws {
     guard fsync(fd) == 0 else { throw CommandFailure("fsync of \(path) failed: errno \(errno)") }
 }
 
+/// The disk's limit without the page cache: the same bytes copied into an aligned 8 MiB buffer
+/// and written with `O_DIRECT` (as saves past 64 MB are), the last partial block the ordinary
+/// way, then fsync; `nil` where direct I/O is refused.
+func rawDirectWrite(_ tensors: [Tensor], to path: String) throws -> Bool {
+    guard let flag = DirectWriter.directFlag else { return false }
+    let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw CommandFailure("cannot create \(path)") }
+    defer { close(fd) }
+    let direct = Glibc.open(path, O_WRONLY | O_CLOEXEC | flag)
+    guard direct >= 0 else { return false }
+    defer { close(direct) }
+    let size = 8 << 20, block = 4096
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: block)
+    defer { buffer.deallocate() }
+    var filled = 0, offset = 0
+    func flush(_ count: Int, through descriptor: Int32) throws {
+        guard count > 0 else { return }
+        guard pwrite(descriptor, buffer.baseAddress!, count, off_t(offset)) == count else {
+            throw CommandFailure("write to \(path) failed: errno \(errno)")
+        }
+        offset += count
+    }
+    for tensor in tensors {
+        try tensor.withUnsafeBytes { bytes in
+            var done = 0
+            while done < bytes.count {
+                let take = min(size - filled, bytes.count - done)
+                (buffer.baseAddress! + filled).copyMemory(from: bytes.baseAddress! + done, byteCount: take)
+                (filled, done) = (filled + take, done + take)
+                if filled == size {
+                    try flush(size, through: direct)
+                    filled = 0
+                }
+            }
+        }
+    }
+    let whole = filled / block * block
+    try flush(whole, through: direct)
+    if filled > whole {
+        buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + whole, byteCount: filled - whole)
+        try flush(filled - whole, through: fd)
+    }
+    guard fsync(fd) == 0 else { throw CommandFailure("fsync of \(path) failed: errno \(errno)") }
+    return true
+}
+
 /// Evicts a file's (clean) pages, so the next read comes from the disk.
 func dropFromPageCache(_ path: String) {
     let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)

@@ -144,7 +144,7 @@ extension FloatSplitBench.Result: BenchReport {
         var table = [["method", "save", "cpu", "save rate", "ratio", "size", "open", "verified load", "load rate"]]
         for row in rows {
             table.append([
-                row.method + (row.durable ? " (fsync)" : ""), String(format: "%.3f s", row.save), String(format: "%.2f s", row.cpu),
+                row.method + (row.durable ? " (fsync)" : ""), String(format: "%.3f s", row.save), String(format: "%.3f s", row.cpu),
                 Units.rate(bytes: uncompressedBytes, seconds: row.save),
                 String(format: "%.3f", Double(uncompressedBytes) / Double(max(row.compressedBytes, 1))),
                 Units.bytes(row.compressedBytes),
