@@ -7,7 +7,9 @@ import Foundation
 /// On the same tree, in the same run, each method taking its turn: our durable save of
 /// `.safetensors.fsz`, `.safetensors.zst` and `.pt.zst` at their default settings, each file's
 /// open and full verified load (decoding every tensor and checking its checksum), and
-/// `zstd -1 -T0` and `zstd -d` on the bytes of the plain native file.
+/// `zstd -1 -T0` and `zstd -d` on the bytes of the plain native file; then the two codecs
+/// alone, compressing those bytes in memory with nothing written, and decodes of the `.fsz`
+/// file into fresh and into reused memory.
 public struct FloatSplitBench {
     struct Row {
         var method: String
@@ -37,6 +39,15 @@ public struct FloatSplitBench {
         /// loads checkpoints again and again).
         var repeatedDecode: Double
         var repeatedDecodeCPU: Double
+        /// The codecs alone: the plain file's bytes compressed in memory, nothing written, with
+        /// the same threads (float-split, and zstd unless `--fsz-only`).
+        var codecs: [Codec]
+
+        struct Codec {
+            var codec: CompressionCodec
+            var seconds: Double
+            var cpu: Double
+        }
     }
 
     let tree: StateValue
@@ -93,7 +104,15 @@ public struct FloatSplitBench {
         var shares: [CompressionShare] = []
         var decodes: [Double] = [], decodeCPUs: [Double] = []
         var repeatedDecodes: [Double] = [], repeatedDecodeCPUs: [Double] = []
+        let codecs: [CompressionCodec] = fszOnly ? [.floatSplit] : [.floatSplit, .zstd]
+        var codecSeconds = [[Double]](repeating: [], count: codecs.count), codecCPUs = codecSeconds
+        let plainFile = try MappedFile(path: plain)
         for _ in 0..<repetitions {
+            for (number, codec) in codecs.enumerated() {
+                let cpu = CompressionBench.cpuSeconds()
+                codecSeconds[number].append(try time { _ = try codec.compressedSize(of: plainFile.bytes, options: options) })
+                codecCPUs[number].append(CompressionBench.cpuSeconds() - cpu)
+            }
             for (number, method) in methods.enumerated() {
                 let cpu = CompressionBench.cpuSeconds()
                 saves[number].append(try time(method.save))
@@ -135,7 +154,10 @@ public struct FloatSplitBench {
         return Result(
             source: source, uncompressedBytes: uncompressed, threads: options.threads ?? ProcessInfo.processInfo.activeProcessorCount,
             rows: rows, shares: shares, decode: median(decodes), decodeCPU: median(decodeCPUs),
-            repeatedDecode: median(repeatedDecodes), repeatedDecodeCPU: median(repeatedDecodeCPUs))
+            repeatedDecode: median(repeatedDecodes), repeatedDecodeCPU: median(repeatedDecodeCPUs),
+            codecs: codecs.enumerated().map { number, codec in
+                Result.Codec(codec: codec, seconds: median(codecSeconds[number]), cpu: median(codecCPUs[number]))
+            })
     }
 }
 
@@ -161,16 +183,18 @@ extension FloatSplitBench.Result: BenchReport {
             \(source): \(Units.bytes(uncompressedBytes)) as a native .safetensors file; \(threads) threads; \
             rates count uncompressed bytes; the tool's load is `zstd -d` into a file
             \(Units.table(table, rightAligned: [1, 2, 3, 4, 5, 6, 7, 8]))
+            the codecs alone, compressing the file's bytes in memory (nothing written; CPU: user + system):
+            \(codecs.map { "  \($0.codec.rawValue): ".padding(toLength: 32, withPad: " ", startingAt: 0) + rateLine($0.seconds, $0.cpu) }.joined(separator: "\n"))
             .fsz open + decode of every tensor (no checksums; CPU: user + system of the whole process):
-              into fresh memory:           \(decodeLine(decode, decodeCPU))
-              again, into reused memory:   \(decodeLine(repeatedDecode, repeatedDecodeCPU))
+              into fresh memory:           \(rateLine(decode, decodeCPU))
+              again, into reused memory:   \(rateLine(repeatedDecode, repeatedDecodeCPU))
 
             .fsz by dtype:
             \(Units.table(shareTable, rightAligned: [1, 2, 3]))
             """
     }
 
-    private func decodeLine(_ seconds: Double, _ cpu: Double) -> String {
+    private func rateLine(_ seconds: Double, _ cpu: Double) -> String {
         String(format: "%.3f s, ", seconds) + Units.rate(bytes: uncompressedBytes, seconds: seconds)
             + String(format: "; CPU %.3f s, ", cpu) + Units.rate(bytes: uncompressedBytes, seconds: cpu) + " per core"
     }
@@ -179,6 +203,7 @@ extension FloatSplitBench.Result: BenchReport {
         [
             "source": source, "uncompressed_bytes": uncompressedBytes, "threads": threads, "fsz_decode_seconds": decode, "fsz_decode_cpu_seconds": decodeCPU,
             "fsz_repeated_decode_seconds": repeatedDecode, "fsz_repeated_decode_cpu_seconds": repeatedDecodeCPU,
+            "codecs_in_memory": codecs.map { ["codec": $0.codec.rawValue, "seconds": $0.seconds, "cpu_seconds": $0.cpu] as [String: Any] },
             "rows": rows.map { row -> [String: Any] in
                 var object: [String: Any] = [
                     "method": row.method, "save_seconds": row.save, "cpu_seconds": row.cpu, "compressed_bytes": row.compressedBytes,

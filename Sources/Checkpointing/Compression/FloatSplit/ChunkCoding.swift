@@ -79,18 +79,63 @@ enum ChunkCoding {
         FloatSplitFormat.chunkHeaderSize + FloatSplitFormat.planeHeaderSize * (FloatSplitFormat.layout(of: dtype)?.width ?? 1) + length
     }
 
-    /// Writes the record of `bytes` (whole elements of `dtype`) at `output` (at least
-    /// ``recordBound(length:dtype:)`` bytes) and returns its length.
+    /// Writes the record of `bytes` (whole elements of `dtype`) in `output` (at least
+    /// ``recordBound(length:dtype:)`` bytes) and returns where in `output` it lies.
+    ///
+    /// In trained weights every plane but the exponent's is noise, stored raw. So the planes
+    /// are first cut straight into the places they take in a record whose planes are all raw;
+    /// when the mantissa planes are raw indeed, only the coded exponent plane is written
+    /// again, just before them, and the record starts as many bytes into `output` as its
+    /// coding saved. That spares copying the raw planes, most of the chunk (measured: 8% of
+    /// the encoding's CPU). Otherwise the record is written from the start of `output`
+    /// (``encodeContiguous(_:dtype:level:workspace:into:)``). Both give the same bytes.
     static func encode(
+        _ bytes: UnsafeRawBufferPointer, dtype: DType?, level: Int, workspace: ChunkWorkspace, into output: UnsafeMutableRawPointer
+    ) throws(CheckpointError) -> Range<Int> {
+        guard let layout = FloatSplitFormat.layout(of: dtype), let input = bytes.baseAddress else {
+            return 0..<(try encodeContiguous(bytes, dtype: dtype, level: level, workspace: workspace, into: output))
+        }
+        let width = layout.width, count = bytes.count / width
+        let start = FloatSplitFormat.chunkHeaderSize + FloatSplitFormat.planeHeaderSize * width
+        let planes = (output + start).assumingMemoryBound(to: UInt8.self)
+        layout.split(input, count: count, into: planes)
+        func plane(_ number: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: planes + number * count, count: count) }
+        guard (1..<width).allSatisfy({ isNoise(plane($0), workspace: workspace) }) else {
+            return 0..<(try encodeContiguous(bytes, dtype: dtype, level: level, workspace: workspace, into: output))
+        }
+        // The exponent plane coded into the workspace, then put right before the raw planes.
+        let scratch = workspace.planes.baseAddress!
+        let (method, length) = try encodePlane(plane(0), isExponent: true, level: level, workspace: workspace, into: scratch)
+        let record = output + (count - length)
+        (record + start).copyMemory(from: scratch, byteCount: length)
+        writeHeader(bytes, dtype: dtype, planeCount: width, at: record)
+        let headers = record + FloatSplitFormat.chunkHeaderSize
+        for number in 0..<width {
+            let header = headers + FloatSplitFormat.planeHeaderSize * number
+            header.storeBytes(of: UInt32((number == 0 ? method : .raw).rawValue).littleEndian, as: UInt32.self)
+            header.storeBytes(of: UInt32(number == 0 ? length : count).littleEndian, toByteOffset: 4, as: UInt32.self)
+        }
+        return (count - length)..<(start + width * count)
+    }
+
+    /// The chunk header of the record of `bytes` at `record`.
+    private static func writeHeader(_ bytes: UnsafeRawBufferPointer, dtype: DType?, planeCount: Int, at record: UnsafeMutableRawPointer) {
+        record.storeBytes(of: FloatSplitFormat.code(of: dtype), toByteOffset: 0, as: UInt8.self)
+        record.storeBytes(of: UInt8(planeCount), toByteOffset: 1, as: UInt8.self)
+        record.storeBytes(of: UInt16(0), toByteOffset: 2, as: UInt16.self)
+        record.storeBytes(of: UInt32(bytes.count).littleEndian, toByteOffset: 4, as: UInt32.self)
+        record.storeBytes(of: TensorChecksum.of(bytes).littleEndian, toByteOffset: 8, as: UInt64.self)
+    }
+
+    /// Writes the record of `bytes` (whole elements of `dtype`) from the start of `output` (at
+    /// least ``recordBound(length:dtype:)`` bytes), each plane cut into the workspace first,
+    /// and returns its length.
+    static func encodeContiguous(
         _ bytes: UnsafeRawBufferPointer, dtype: DType?, level: Int, workspace: ChunkWorkspace, into output: UnsafeMutableRawPointer
     ) throws(CheckpointError) -> Int {
         let layout = FloatSplitFormat.layout(of: dtype)
         let planeCount = layout?.width ?? 1
-        output.storeBytes(of: FloatSplitFormat.code(of: dtype), toByteOffset: 0, as: UInt8.self)
-        output.storeBytes(of: UInt8(planeCount), toByteOffset: 1, as: UInt8.self)
-        output.storeBytes(of: UInt16(0), toByteOffset: 2, as: UInt16.self)
-        output.storeBytes(of: UInt32(bytes.count).littleEndian, toByteOffset: 4, as: UInt32.self)
-        output.storeBytes(of: TensorChecksum.of(bytes).littleEndian, toByteOffset: 8, as: UInt64.self)
+        writeHeader(bytes, dtype: dtype, planeCount: planeCount, at: output)
         let headers = output + FloatSplitFormat.chunkHeaderSize
         var cursor = headers + FloatSplitFormat.planeHeaderSize * planeCount
         func record(_ plane: Int, _ method: FloatSplitFormat.Method, _ length: Int) {
@@ -138,8 +183,7 @@ enum ChunkCoding {
             if count > 0 { output.copyMemory(from: plane.baseAddress!, byteCount: count) }
             return (.raw, count)
         }
-        // Mantissa planes are noise in trained weights: a sample says so without counting them all.
-        guard count > 0, isExponent || sampledEntropy(plane, workspace: workspace) < 7.8 else { return raw() }
+        guard count > 0, isExponent || !isNoise(plane, workspace: workspace) else { return raw() }
         workspace.count(plane)
         let histogram = workspace.histograms
         var distinct = 0
@@ -160,6 +204,12 @@ enum ChunkCoding {
         case .huffman: return (.huffman, code.encode(plane, into: output, capacity: huffmanBound))
         default: return raw()
         }
+    }
+
+    /// Whether a mantissa plane is noise, stored raw: in trained weights they are, and a sample
+    /// says so without counting them all.
+    private static func isNoise(_ plane: UnsafeRawBufferPointer, workspace: ChunkWorkspace) -> Bool {
+        sampledEntropy(plane, workspace: workspace) >= 7.8
     }
 
     /// Entropy in bits a byte of up to 64 runs of 256 bytes spread over the plane.

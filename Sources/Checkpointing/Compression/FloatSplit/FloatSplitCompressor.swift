@@ -208,8 +208,8 @@ final class FloatSplitCompressor: StreamTransform {
         while workspaces.count < workers { workspaces.append(ChunkWorkspace(chunkCapacity: chunkSize)) }
         let capacity = ChunkCoding.recordBound(length: chunkSize, dtype: .float64)
         while outputs.count < jobs.count { outputs.append(.allocate(byteCount: capacity, alignment: 64)) }
-        let lengths = UnsafeMutableBufferPointer<Int>.allocate(capacity: jobs.count)
-        defer { lengths.deallocate() }
+        let records = UnsafeMutableBufferPointer<Range<Int>>.allocate(capacity: jobs.count)
+        defer { records.deallocate() }
         var failures = [CheckpointError?](repeating: nil, count: workers)
         let batch = jobs
         let level = level
@@ -220,7 +220,7 @@ final class FloatSplitCompressor: StreamTransform {
                 while number < batch.count {
                     let job = batch[number]
                     do throws(CheckpointError) {
-                        lengths[number] = try ChunkCoding.encode(
+                        records[number] = try ChunkCoding.encode(
                             job.bytes, dtype: job.dtype, level: level, workspace: spaces[worker], into: buffers[number].baseAddress!)
                     } catch {
                         failures[worker] = error
@@ -232,7 +232,7 @@ final class FloatSplitCompressor: StreamTransform {
         }
         if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
         for (number, job) in batch.enumerated() {
-            let record = UnsafeRawBufferPointer(rebasing: outputs[number][0..<lengths[number]])
+            let record = UnsafeRawBufferPointer(rebasing: outputs[number][records[number]])
             try sink.write(record)
             index.append(FloatSplitFormat.IndexEntry(
                 decodedOffset: job.start, recordOffset: written, decodedLength: job.length, recordLength: record.count,
