@@ -35,7 +35,7 @@ final class AtomicFileWriter: SeekableByteSink {
     /// Writeback of what was written is started every this many bytes.
     static let writebackInterval = 64 << 20
     /// Bytes of a local file written through the page cache before the rest goes directly to
-    /// the disk (``DirectWriter``); `nil` never. Small files (most tests, small checkpoints)
+    /// the disk (``DirectWriter``); `nil`: never. Small files (most tests, small checkpoints)
     /// never reach it; tests set it to exercise direct writing on small files.
     @TaskLocal static var directThreshold: Int? = 64 << 20
     /// The threshold of this file, taken when it is created.

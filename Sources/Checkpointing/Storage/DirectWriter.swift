@@ -29,8 +29,9 @@ import Darwin
 /// the ordinary descriptor and the rest follows it there.
 ///
 /// `@unchecked Sendable`: the background thread only writes the buffer it was handed and
-/// touches nothing else but ``failure`` (a `Mutex`) and `directRefused` (an `Atomic`); the caller waits for it (``group``)
-/// before it reuses that buffer, overwrites bytes in flight, or closes the descriptors.
+/// touches nothing else but `failure` (a `Mutex`) and `directRefused` (an `Atomic`); the
+/// caller waits for it before it reuses that buffer, overwrites bytes in flight, or closes
+/// the descriptors.
 package final class DirectWriter: @unchecked Sendable {
     /// The alignment of the buffers, offsets and lengths of direct writes: 4096 suits devices
     /// with 512-byte and 4 KB logical blocks.
@@ -153,10 +154,12 @@ package final class DirectWriter: @unchecked Sendable {
             let length = (bytes.count - done) / Self.alignment * Self.alignment
             guard length > 0 else { break }
             let result = Syscall.pwrite(directFD, bytes.baseAddress! + done, length, at + done, path: path)
-            if result >= 0 {
+            if result > 0 {
                 done += result
                 continue
             }
+            // Nothing written: the ordinary descriptor writes the rest, or says why it cannot.
+            if result == 0 { break }
             let code = errno
             if code == EINTR { continue }
             guard code == EINVAL else { throw SystemCalls.error("write", path: path, errno: code) }
