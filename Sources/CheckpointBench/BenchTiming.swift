@@ -46,10 +46,10 @@ func rawWrite(_ tensors: [Tensor], to path: String) throws {
 }
 
 /// The disk's limit without the page cache: the same bytes copied into an aligned 8 MiB buffer
-/// and written with `O_DIRECT` (as saves past 64 MB are), the last partial block the ordinary
-/// way, then fsync; `nil` where direct I/O is refused.
+/// and written with `O_DIRECT`, the last partial block the ordinary way, then fsync; `false`
+/// where direct I/O is refused or unknown.
 func rawDirectWrite(_ tensors: [Tensor], to path: String) throws -> Bool {
-    guard let flag = DirectWriter.directFlag else { return false }
+    guard let flag = directFlag else { return false }
     let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw CommandFailure("cannot create \(path)") }
     defer { close(fd) }
@@ -89,6 +89,18 @@ func rawDirectWrite(_ tensors: [Tensor], to path: String) throws -> Bool {
     }
     guard fsync(fd) == 0 else { throw CommandFailure("fsync of \(path) failed: errno \(errno)") }
     return true
+}
+
+/// Linux's `O_DIRECT`, which Swift does not import (glibc defines it for `_GNU_SOURCE` only)
+/// and whose value depends on the architecture; `nil` elsewhere.
+private var directFlag: Int32? {
+    #if os(Linux) && (arch(x86_64) || arch(i386))
+    0o40000
+    #elseif os(Linux) && (arch(arm64) || arch(arm))
+    0o200000
+    #else
+    nil
+    #endif
 }
 
 /// Evicts a file's (clean) pages, so the next read comes from the disk.

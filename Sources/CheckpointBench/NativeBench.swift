@@ -8,7 +8,7 @@ import Glibc
 /// The native format against the disk's own limit (`ckpt bench save`, the default).
 ///
 /// Each save is set beside a raw write of the same tensor bytes from the same memory with
-/// fsync, through the page cache and with direct I/O (as saves past 64 MB write), and beside `dd ... conv=fsync` of as many bytes, in the same run, so the figures say
+/// fsync, through the page cache and with direct I/O, and beside `dd ... conv=fsync` of as many bytes, in the same run, so the figures say
 /// how close the save comes to the disk's limit; then a cold open (the header alone) and a
 /// cold open with every checksum verified, and the XXH3-64 of every tensor in memory.
 public struct NativeBench {

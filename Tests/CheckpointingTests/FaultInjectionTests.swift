@@ -17,31 +17,17 @@ import Glibc
 /// Each test's faults are scoped to its own temporary folder, so these tests run in parallel
 /// with the rest of the suite without touching its calls.
 @Suite struct FaultInjectionTests {
-    /// A name whose extension chain picks a kind of save, and how the file is written.
+    /// A name whose extension chain picks a kind of save.
     struct SaveKind: CustomTestStringConvertible, Sendable {
         var name: String
-        /// Whether the file is written with direct I/O from its first byte, through 64 KB
-        /// staging buffers (large files are; see ``DirectWriter``), and the state is large
-        /// enough to fill several of them.
-        var direct = false
-        var testDescription: String { direct ? name + " (direct I/O)" : name }
-
-        /// Runs `body` with this kind's way of writing files.
-        func writing<R>(_ body: () throws -> R) rethrows -> R {
-            guard direct else { return try body() }
-            return try AtomicFileWriter.$directThreshold.withValue(0) {
-                try DirectWriter.$bufferSize.withValue(64 << 10, operation: body)
-            }
-        }
+        var testDescription: String { name }
     }
 
-    /// Native, torch, compressed (one streaming codec, one multi-threaded) and tar saves, through
-    /// the page cache, and four of them with direct I/O.
-    static let kinds = ["x.safetensors", "x.pt", "x.pt.zst", "x.safetensors.gz", "x.tar", "x.tar.gz"].map { SaveKind(name: $0) }
-        + ["x.safetensors", "x.pt", "x.pt.zst", "x.tar"].map { SaveKind(name: $0, direct: true) }
+    /// Native, torch, compressed (one streaming codec, one multi-threaded) and tar saves.
+    static let kinds = ["x.safetensors", "x.pt", "x.pt.zst", "x.safetensors.gz", "x.tar", "x.tar.gz"].map(SaveKind.init)
 
-    /// A small training state; `seed` changes every tensor. A `large` one adds a 256 KB tensor.
-    static func state(seed: UInt64, large: Bool = false) throws -> TrainingState {
+    /// A small training state; `seed` changes every tensor.
+    static func state(seed: UInt64) throws -> TrainingState {
         var random = SplitMix64(seed: seed)
         func tensor(_ shape: [Int]) throws -> StateValue {
             .tensor(try Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in Float(random.next() % 10_000) / 7 }))
@@ -50,7 +36,6 @@ import Glibc
         state.model["fc.weight"] = try tensor([8, 4])
         state.model["fc.bias"] = try tensor([8])
         state.optimizers["SGD"] = ["state": ["momentum": try tensor([8, 4])], "param_groups": [["lr": 0.1]]]
-        if large { state.model["embedding.weight"] = try tensor([128, 512]) }
         state.timestamp = Timestamp(epoch: 1, batch: Int(seed))
         return state
     }
@@ -60,7 +45,6 @@ import Glibc
     struct Scene {
         let folder: String
         let name: String
-        let kind: SaveKind
         let previous: [UInt8]
         let previousTree: StateValue
         let next: TrainingState
@@ -68,17 +52,16 @@ import Glibc
 
         init(folder: String, kind: SaveKind) throws {
             self.folder = folder
-            self.kind = kind
             name = kind.name
-            try saveCheckpoint(try FaultInjectionTests.state(seed: 1, large: kind.direct), filename: folder + "/" + name)
+            try saveCheckpoint(try FaultInjectionTests.state(seed: 1), filename: folder + "/" + name)
             previous = try readBytes(folder + "/" + name)
             previousTree = try CheckpointFile.open(folder + "/" + name).tree
-            next = try FaultInjectionTests.state(seed: 2, large: kind.direct)
+            next = try FaultInjectionTests.state(seed: 2)
         }
 
         /// Saves the next state over the previous one with `faults`.
         func save(failing faults: [SyscallFaults.Fault] = []) -> (result: Result<[String], any Error>, trace: SyscallFaults.Trace) {
-            SyscallFaults.run(under: folder, failing: faults) { try kind.writing { try saveCheckpoint(next, filename: path) } }
+            SyscallFaults.run(under: folder, failing: faults) { try saveCheckpoint(next, filename: path) }
         }
 
         /// The calls of a save without faults, and the tree it wrote; the previous checkpoint is
@@ -131,8 +114,7 @@ import Glibc
             let scene = try Scene(folder: folder, kind: kind)
             let clean = try scene.cleanSave().trace
             let points = [Syscall.Kind.write, .pwrite].flatMap { call in (0..<clean.count(call)).map { (call, $0 + 1) } }
-            // Direct writing from the first byte makes pwrites only.
-            #expect(clean.count(kind.direct ? .pwrite : .write) > 0)
+            #expect(clean.count(.write) > 0)
             for (call, index) in points {
                 let (result, trace) = scene.save(failing: [.init(call, call: index, errno: ENOSPC)])
                 #expect(trace.injected.count == 1, "\(call) \(index) was not reached")
@@ -142,7 +124,7 @@ import Glibc
             }
             try scene.expectPreviousLoads()
             // The figures the reliability report quotes: how many fault points each save kind has.
-            print("fault injection (\(kind.testDescription)): ENOSPC at each of \(points.count) writes (\(clean.count(.write)) write, \(clean.count(.pwrite)) pwrite)")
+            print("fault injection (\(kind.name)): ENOSPC at each of \(points.count) writes (\(clean.count(.write)) write, \(clean.count(.pwrite)) pwrite)")
         }
     }
 
@@ -174,7 +156,7 @@ import Glibc
                 try scene.restorePrevious()
             }
             try scene.expectPreviousLoads()
-            print("fault injection (\(kind.testDescription)): EIO at each of \(fsyncs.count) fsyncs")
+            print("fault injection (\(kind.name)): EIO at each of \(fsyncs.count) fsyncs")
         }
     }
 
@@ -202,7 +184,7 @@ import Glibc
             #expect(try CheckpointFile.open(scene.path).tree == nextTree)
             #expect(try folderContents(folder) == [kind.name])
             Self.expectRetriedOnce(clean: clean, interrupted: trace)
-            print("fault injection (\(kind.testDescription)): EINTR at every one of \(clean.calls.count) system calls of a save")
+            print("fault injection (\(kind.name)): EINTR at every one of \(clean.calls.count) system calls of a save")
         }
     }
 
@@ -236,7 +218,7 @@ import Glibc
         #expect(interrupted.injected.count == clean.calls.count, sourceLocation: sourceLocation)
     }
 
-    @Test("a failing device while loading gives an error naming the file; EINTR while loading is retried", arguments: kinds.filter { !$0.direct })
+    @Test("a failing device while loading gives an error naming the file; EINTR while loading is retried", arguments: kinds)
     func faultsWhileLoading(kind: SaveKind) throws {
         try withTemporaryFolder { folder in
             let path = folder + "/" + kind.name

@@ -17,10 +17,6 @@ import Darwin
 /// exception is a failure to flush the folder after the rename, when the new file is already in
 /// place (see ``commit()``).
 ///
-/// Past its first ``directThreshold`` bytes, a local file is written with direct I/O
-/// (``DirectWriter``), which costs less CPU than the page cache and leaves it to the data the
-/// job reads; where the file system refuses direct I/O, the page cache is used throughout.
-///
 /// A path of an object store (`s3://...`) is written the same way to a temporary file in
 /// ``ObjectStores/stagingFolder``, which ``commit()`` uploads and removes (``RemoteStaging``).
 final class AtomicFileWriter: SeekableByteSink {
@@ -34,16 +30,6 @@ final class AtomicFileWriter: SeekableByteSink {
     private var writebackStart = 0
     /// Writeback of what was written is started every this many bytes.
     static let writebackInterval = 64 << 20
-    /// Bytes of a local file written through the page cache before the rest goes directly to
-    /// the disk (``DirectWriter``); `nil`: never. Small files (most tests, small checkpoints)
-    /// never reach it; tests set it to exercise direct writing on small files.
-    @TaskLocal static var directThreshold: Int? = 64 << 20
-    /// The threshold of this file, taken when it is created.
-    private var directFrom: Int?
-    /// Writes the bytes past ``directFrom``, once reached, when the file system allows it.
-    private var direct: DirectWriter?
-    /// Whether the bytes past the threshold went to the disk directly (for tests).
-    var wroteDirectly: Bool { direct?.wroteDirectly ?? false }
     /// The cancellation of the `async` call that writes, if any, taken when the file is
     /// created (the writes may come from a compressor's threads).
     private let cancellation = CancellationFlag.current
@@ -82,8 +68,6 @@ final class AtomicFileWriter: SeekableByteSink {
         } catch {
             throw Self.notSaved(error, finalPath: path)
         }
-        // A staging file is read back at once by its upload: the page cache serves that.
-        directFrom = remote == nil ? Self.directThreshold : nil
     }
 
     /// `error`, from the temporary file, as the save reports it: naming the checkpoint and
@@ -117,30 +101,7 @@ final class AtomicFileWriter: SeekableByteSink {
     func write(_ bytes: UnsafeRawBufferPointer) throws(CheckpointError) {
         guard !bytes.isEmpty else { return }
         try cancellation?.check("saving", path: finalPath)
-        var bytes = bytes
         do {
-            if let direct {
-                try direct.append(bytes)
-                position += bytes.count
-                return
-            }
-            if let threshold = directFrom, position + bytes.count > threshold {
-                // The page cache up to a block boundary at or past the threshold, then direct.
-                let boundary = (max(threshold, position) + DirectWriter.alignment - 1) / DirectWriter.alignment * DirectWriter.alignment
-                let buffered = min(bytes.count, boundary - position)
-                try SystemCalls.writeAll(fd, UnsafeRawBufferPointer(rebasing: bytes[0..<buffered]), path: temporaryPath)
-                position += buffered
-                bytes = UnsafeRawBufferPointer(rebasing: bytes[buffered...])
-                if position == boundary {
-                    directFrom = nil
-                    direct = DirectWriter.start(path: temporaryPath, fd: fd, at: position)
-                    if let direct {
-                        try direct.append(bytes)
-                        position += bytes.count
-                        return
-                    }
-                }
-            }
             try SystemCalls.writeAll(fd, bytes, path: temporaryPath)
         } catch {
             throw Self.notSaved(error, finalPath: finalPath)
@@ -163,13 +124,6 @@ final class AtomicFileWriter: SeekableByteSink {
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(CheckpointError) {
         guard !bytes.isEmpty else { return }
         do {
-            if let direct, offset + bytes.count > direct.start {
-                // Bytes before the direct part are in the page cache; the rest is the direct writer's.
-                let cached = max(0, direct.start - offset)
-                try SystemCalls.writeAll(fd, UnsafeRawBufferPointer(rebasing: bytes[0..<cached]), at: offset, path: temporaryPath)
-                try direct.overwrite(UnsafeRawBufferPointer(rebasing: bytes[cached...]), at: offset + cached)
-                return
-            }
             try SystemCalls.writeAll(fd, bytes, at: offset, path: temporaryPath)
         } catch {
             throw Self.notSaved(error, finalPath: finalPath)
@@ -191,14 +145,6 @@ final class AtomicFileWriter: SeekableByteSink {
         } catch {
             abort()
             throw error
-        }
-        if let direct {
-            do {
-                try direct.finish()
-            } catch {
-                abort()
-                throw Self.notSaved(error, finalPath: finalPath)
-            }
         }
         if let remote {
             // A staging file is read back at once by the upload: it needs no fsync.
@@ -235,7 +181,6 @@ final class AtomicFileWriter: SeekableByteSink {
 
     /// Discards the temporary file; the final name is untouched.
     func abort() {
-        direct?.close()
         if fd >= 0 {
             SystemCalls.release(fd, path: temporaryPath)
             fd = -1
