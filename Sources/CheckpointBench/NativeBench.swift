@@ -44,9 +44,9 @@ public struct NativeBench {
             try measure(&raw, &rawCPU) { try rawWrite(tensors, to: rawPath) }
             try? FileManager.default.removeItem(atPath: rawPath)
             var wrote = false
-            var seconds: [Double] = [], cpu: [Double] = []
-            try measure(&seconds, &cpu) { wrote = try rawDirectWrite(tensors, to: rawPath) }
-            if wrote { (direct, directCPU) = (direct + seconds, directCPU + cpu) }
+            try measure(&direct, &directCPU) { wrote = try rawDirectWrite(tensors, to: rawPath) }
+            // Where direct I/O is refused, no row.
+            if !wrote { (direct, directCPU) = ([], []) }
             try? FileManager.default.removeItem(atPath: rawPath)
             if let seconds = try ddWrite(bytes: tensorBytes, to: rawPath) { dd.append(seconds) }
             try? FileManager.default.removeItem(atPath: rawPath)

@@ -186,10 +186,7 @@ public struct CheckpointFile: Sendable {
         tree.forEachTensor { name, tensor in
             if include(name) { tensors.append((name, tensor)) }
         }
-        // Captured here: the checks run on threads that do not inherit task-local values.
-        let cancellation = CancellationFlag.current
-        let failure = ParallelChecks.firstFailure(sizes: tensors.map(\.tensor.byteCount)) { index in
-            if cancellation?.isCancelled == true { return CancellationFlag.error("verifying", path: path) }
+        let failure = ParallelChecks.firstFailure(sizes: tensors.map(\.tensor.byteCount), path: path) { index in
             defer { progress?.advance(by: tensors[index].tensor.byteCount) }
             return verify(tensors[index].tensor, named: tensors[index].name)
         }

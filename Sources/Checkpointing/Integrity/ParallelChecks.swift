@@ -15,24 +15,33 @@ enum ParallelChecks {
 
     /// Calls `check(i)` for every `i` in `sizes.indices` (check `i` reads `sizes[i]` bytes) on
     /// up to `threads` threads, and returns the failure of the lowest `i` that failed; checks
-    /// after a known failure are skipped.
+    /// after a known failure are skipped. When the `async` call that runs the checks is
+    /// cancelled (``CancellationFlag``), the checks not yet started fail with `.cancelled`,
+    /// naming `path`.
     ///
     /// `check` must be safe to call from several threads at once for different `i`.
-    static func firstFailure<Failure>(
-        sizes: [Int], threads: Int = CompressionOptions.defaultThreads, _ check: (Int) -> Failure?
-    ) -> Failure? {
+    static func firstFailure(
+        sizes: [Int], threads: Int = CompressionOptions.defaultThreads, path: String,
+        _ check: (Int) -> CheckpointError?
+    ) -> CheckpointError? {
+        // Captured here: the checks run on threads that do not inherit task-local values.
+        let cancellation = CancellationFlag.current
+        func checked(_ index: Int) -> CheckpointError? {
+            if cancellation?.isCancelled == true { return CancellationFlag.error("verifying", path: path) }
+            return check(index)
+        }
         let total = sizes.reduce(0, +)
         let workers = min(threads, sizes.count)
         guard workers > 1, total >= parallelThreshold else {
             for index in sizes.indices {
-                if let failure = check(index) { return failure }
+                if let failure = checked(index) { return failure }
             }
             return nil
         }
         let order = sizes.indices.sorted { sizes[$0] > sizes[$1] }
         let next = Atomic<Int>(0)
         let lowestFailure = Atomic<Int>(Int.max)
-        var failures = [Failure?](repeating: nil, count: sizes.count)
+        var failures = [CheckpointError?](repeating: nil, count: sizes.count)
         failures.withUnsafeMutableBufferPointer { failures in
             ParallelChunks.run(workers: workers) { _ in
                 while true {
@@ -40,7 +49,7 @@ enum ParallelChecks {
                     guard position < order.count else { return }
                     let index = order[position]
                     guard index < lowestFailure.load(ordering: .relaxed) else { continue }
-                    if let failure = check(index) {
+                    if let failure = checked(index) {
                         failures[index] = failure
                         lowestFailure.min(index, ordering: .relaxed)
                     }

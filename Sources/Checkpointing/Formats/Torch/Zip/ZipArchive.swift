@@ -87,10 +87,8 @@ final class ZipArchive: Sendable {
     /// file), on every core; the error names the first damaged record in the directory's order.
     func verifyChecksums() throws(CheckpointError) {
         let progress = CheckpointProgress.current
-        let cancellation = CancellationFlag.current
-        let failure = ParallelChecks.firstFailure(sizes: entries.map(\.size)) { index -> CheckpointError? in
+        let failure = ParallelChecks.firstFailure(sizes: entries.map(\.size), path: file.path) { index -> CheckpointError? in
             let entry = entries[index]
-            if cancellation?.isCancelled == true { return CancellationFlag.error("verifying", path: file.path) }
             let actual = CRC32.checksum(bytes(of: entry))
             progress?.advance(by: entry.size)
             guard actual != entry.crc32 else { return nil }
